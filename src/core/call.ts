@@ -1,0 +1,146 @@
+import type { Clock } from './clock.js';
+import type { Deadline } from './deadline.js';
+
+/**
+ * A call: the whole of what a layer sees of the layers below it. Finagle's "server as a
+ * function": every capability (deadline, retry, balance, breaker, cache) is a {@link Layer}
+ * that takes the next call and returns a call.
+ */
+export type Call<Req = OutgoingRequest, Res = IncomingResponse> = (request: Req, context: CallContext) => Promise<Res>;
+
+/** Decorates the next call. Layers know nothing of each other beyond {@link CallContext}. */
+export type Layer<Req = OutgoingRequest, Res = IncomingResponse> = (next: Call<Req, Res>) => Call<Req, Res>;
+
+/**
+ * Composes layers, the first one outermost (as tower and cockatiel do; undici's `compose` is
+ * the reverse). `false`, `null` and `undefined` entries are skipped, so a disabled layer
+ * costs nothing at call time.
+ *
+ * @example
+ * const call = compose(deadline(opts), retry(opts), attempt(opts))(transport.call);
+ */
+export function compose<Req, Res>(...layers: Array<Layer<Req, Res> | false | null | undefined>): Layer<Req, Res> {
+  const active = layers.filter((layer): layer is Layer<Req, Res> => typeof layer === 'function');
+  return (next) => {
+    let call = next;
+    for (let index = active.length - 1; index >= 0; index--) call = (active[index] as Layer<Req, Res>)(call);
+    return call;
+  };
+}
+
+/** An instance of a service: where to send attempts, and what routing may look at. */
+export interface Instance {
+  /** Origin, e.g. `http://10.0.0.1:8080` (no path). */
+  readonly url: string;
+  readonly zone?: string | undefined;
+  readonly version?: string | undefined;
+  /** Relative share of traffic. @default 1 */
+  readonly weight: number;
+}
+
+/** Routing hints of one call. */
+export interface RouteHints {
+  /** Only instances of this version may serve the call. */
+  readonly version?: string;
+  /** Prefer instances in this zone. */
+  readonly zone?: string;
+}
+
+/** The HTTP request that travels down the stack. Layers may set headers; nothing else. */
+export interface OutgoingRequest {
+  readonly method: string;
+  /** Path and query string, already encoded. */
+  readonly path: string;
+  /** Outgoing headers (lower-case names). Layers add to it, e.g. the deadline header. */
+  readonly headers: Record<string, string>;
+  readonly body: string | Buffer | undefined;
+}
+
+/** A decoded response. */
+export interface IncomingResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  /** Parsed JSON, text, bytes, or undefined for an empty body. */
+  readonly body: unknown;
+  /** Origin of the instance that answered. */
+  readonly instance: string;
+}
+
+/** The logger shape telescope uses: pino's (or anything with the same methods). */
+export interface Logger {
+  child(bindings: Record<string, unknown>): Logger;
+  debug(object: Record<string, unknown>, message?: string): void;
+  info(object: Record<string, unknown>, message?: string): void;
+  warn(object: Record<string, unknown>, message?: string): void;
+  error(object: Record<string, unknown>, message?: string): void;
+}
+
+/**
+ * What every layer knows about the call in flight. One object per call, created by the
+ * client; layers read and set its fields. Fields that cost something (the combined signal)
+ * are created only when someone asks for them.
+ */
+export class CallContext {
+  readonly service: string;
+  readonly endpoint: string;
+  /** Whether repeating the call is safe (GET/HEAD/PUT/DELETE, declared, or an idempotency key). */
+  idempotent: boolean;
+  readonly clock: Clock;
+  /** The caller's own abort signal, when it passed one. */
+  readonly callerSignal: AbortSignal | undefined;
+  /** The call's budget; set by the deadline layer (or the caller) before any attempt. */
+  deadline: Deadline | undefined;
+  /** This call's own timeout; the deadline layer combines it with any inbound deadline. */
+  readonly timeoutMs: number;
+  /** 1-based number of the current attempt. */
+  attempt = 1;
+  /** The instance the current attempt goes to; set by the balancer. */
+  instance: Instance | undefined = undefined;
+  /** Instances already tried in this call (set by the retry layer when it retries). */
+  tried: Instance[] | undefined = undefined;
+  /** Absolute clock time at which the current attempt is abandoned; set by the attempt layer. */
+  attemptExpiresAt = Number.POSITIVE_INFINITY;
+  /** True when the attempt's timeout is the rest of the budget: its expiry is the deadline's. */
+  attemptEndsBudget = false;
+  /** When true, the transport must not reuse a pooled connection for this attempt. */
+  freshConnection = false;
+  readonly route: RouteHints | undefined;
+  readonly logger: Logger | undefined;
+  #signal: AbortSignal | undefined;
+
+  constructor(init: {
+    service: string;
+    endpoint: string;
+    idempotent: boolean;
+    clock: Clock;
+    timeoutMs: number;
+    callerSignal?: AbortSignal | undefined;
+    deadline?: Deadline | undefined;
+    route?: RouteHints | undefined;
+    logger?: Logger | undefined;
+  }) {
+    this.service = init.service;
+    this.endpoint = init.endpoint;
+    this.idempotent = init.idempotent;
+    this.clock = init.clock;
+    this.callerSignal = init.callerSignal;
+    this.deadline = init.deadline;
+    this.timeoutMs = init.timeoutMs;
+    this.route = init.route;
+    this.logger = init.logger;
+  }
+
+  /**
+   * Aborts when the caller aborts or the deadline passes. Built on first access: the
+   * success path of a call that nobody observes creates no signal and no timer.
+   */
+  get signal(): AbortSignal {
+    if (this.#signal === undefined) {
+      const signals: AbortSignal[] = [];
+      if (this.callerSignal) signals.push(this.callerSignal);
+      if (this.deadline) signals.push(this.deadline.signal);
+      this.#signal = signals.length === 1 ? (signals[0] as AbortSignal) : AbortSignal.any(signals);
+    }
+    return this.#signal;
+  }
+}

@@ -1,0 +1,82 @@
+import { type Clock, systemClock, type WheelEntry, wheelOf } from './clock.js';
+import { ErrorCode, TelescopeError } from './errors.js';
+
+/**
+ * An absolute point in monotonic time by which a call (and everything it calls) must be done.
+ *
+ * Deadlines only ever shrink: {@link Deadline.min} combines an inbound budget with a local
+ * timeout, and nesting never extends an outer deadline. On the wire a deadline travels as
+ * relative milliseconds, so clock skew between hosts does not matter.
+ *
+ * @example
+ * const deadline = Deadline.after(3000);
+ * deadline.remainingMs(); // ≤ 3000
+ */
+export class Deadline implements WheelEntry {
+  /** Absolute time on {@link Deadline.clock} (milliseconds). */
+  readonly at: number;
+  readonly clock: Clock;
+  #controller: AbortController | undefined;
+
+  /** @internal */ wheelSlot = -1;
+  /** @internal */ wheelPrev: WheelEntry | null = null;
+  /** @internal */ wheelNext: WheelEntry | null = null;
+
+  constructor(at: number, clock: Clock = systemClock) {
+    this.at = at;
+    this.clock = clock;
+  }
+
+  /** A deadline `ms` milliseconds from now. Negative or NaN values give an expired deadline. */
+  static after(ms: number, clock: Clock = systemClock): Deadline {
+    return new Deadline(clock.now() + (ms > 0 ? ms : 0), clock);
+  }
+
+  /** The earlier of two deadlines (either may be undefined). */
+  static min(a: Deadline, b: Deadline | undefined): Deadline;
+  static min(a: Deadline | undefined, b: Deadline): Deadline;
+  static min(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined;
+  static min(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined {
+    if (a === undefined) return b;
+    if (b === undefined) return a;
+    return b.at < a.at ? b : a;
+  }
+
+  /** Milliseconds left, never negative. */
+  remainingMs(): number {
+    const remaining = this.at - this.clock.now();
+    return remaining > 0 ? remaining : 0;
+  }
+
+  /** True once the deadline has passed. */
+  get expired(): boolean {
+    return this.clock.now() >= this.at;
+  }
+
+  /**
+   * An AbortSignal that aborts (with a `DEADLINE_EXCEEDED` error as reason) when the deadline
+   * passes. Created on first access only, and driven by the clock's shared timer wheel, so a
+   * deadline nobody listens to costs no timer.
+   */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.expired) this.#controller.abort(this.#expiredError());
+      else wheelOf(this.clock).schedule(this, this.at);
+    }
+    return this.#controller.signal;
+  }
+
+  /** @internal */
+  onTimer(): void {
+    this.#controller?.abort(this.#expiredError());
+  }
+
+  #expiredError(): TelescopeError {
+    return new TelescopeError(ErrorCode.DEADLINE_EXCEEDED, 'deadline exceeded');
+  }
+
+  toJSON(): { remainingMs: number } {
+    return { remainingMs: Math.round(this.remainingMs()) };
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * One error hierarchy for every failure telescope reports. Each error has a stable `code`
+ * (branch on it, not on messages), says whether a retry could fix it, and which instance and
+ * attempt produced it.
+ */
+
+/** Stable error codes. The string values are part of the public API. */
+export const ErrorCode = {
+  /** The TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
+  CONNECT_FAILED: 'CONNECT_FAILED',
+  /** The connection broke after it was established (reset, closed mid-response). */
+  CONNECTION_RESET: 'CONNECTION_RESET',
+  /** One attempt ran past its own timeout; the call's deadline may still allow another. */
+  ATTEMPT_TIMEOUT: 'ATTEMPT_TIMEOUT',
+  /** The call's deadline budget ran out (or was already gone before any I/O). */
+  DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
+  /** The instance answered with a non-2xx status. */
+  HTTP_STATUS: 'HTTP_STATUS',
+  /** The response could not be decoded or did not match the endpoint's response schema. */
+  INVALID_RESPONSE: 'INVALID_RESPONSE',
+  /** The response body was larger than `maxResponseBytes`. */
+  RESPONSE_TOO_LARGE: 'RESPONSE_TOO_LARGE',
+  /** The call's params, query or body did not match the endpoint's schemas; no I/O was done. */
+  INVALID_REQUEST: 'INVALID_REQUEST',
+  /** The caller aborted the call through its `signal`. */
+  ABORTED: 'ABORTED',
+  /** The client was closed before or while the call ran. */
+  CLIENT_CLOSED: 'CLIENT_CLOSED',
+  /** An option passed to a telescope factory is out of range or of the wrong type. */
+  INVALID_OPTION: 'INVALID_OPTION',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const brand: unique symbol = Symbol.for('telescope.error') as never;
+
+/** Where an error came from and what else it carries. */
+export interface TelescopeErrorOptions {
+  retryable?: boolean;
+  instance?: string | undefined;
+  attempt?: number | undefined;
+  service?: string | undefined;
+  endpoint?: string | undefined;
+  cause?: unknown;
+  /** For transport failures: whether any byte of the request may have reached the server. */
+  requestSent?: boolean | undefined;
+}
+
+/**
+ * Base class of every error telescope throws.
+ *
+ * `instanceof TelescopeError` and {@link isTelescopeError} both work across two copies of
+ * the package (brand via `Symbol.for`), as undici does for its errors.
+ */
+export class TelescopeError extends Error {
+  override name = 'TelescopeError';
+  readonly code: ErrorCode;
+  /** Whether another attempt (on another instance) could succeed. */
+  readonly retryable: boolean;
+  /** Origin of the instance that produced the error, when one was involved. */
+  instance: string | undefined;
+  /** 1-based number of the attempt that produced the error. */
+  attempt: number | undefined;
+  service: string | undefined;
+  endpoint: string | undefined;
+  /**
+   * For transport failures: `false` when the request certainly never left this process (so
+   * even a non-idempotent call can be retried safely), `true` when it may have.
+   */
+  readonly requestSent: boolean | undefined;
+  declare readonly [brand]: true;
+
+  constructor(code: ErrorCode, message: string, options: TelescopeErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.instance = options.instance;
+    this.attempt = options.attempt;
+    this.service = options.service;
+    this.endpoint = options.endpoint;
+    this.requestSent = options.requestSent;
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // Subclasses keep ordinary prototype checks; the base class accepts any branded error.
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class instanceof was called on.
+    if (this !== TelescopeError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return isTelescopeError(value);
+  }
+}
+Object.defineProperty(TelescopeError.prototype, brand, { value: true });
+
+/** True for any error thrown by telescope, from this copy of the package or another. */
+export function isTelescopeError(value: unknown): value is TelescopeError {
+  return typeof value === 'object' && value !== null && (value as { [brand]?: unknown })[brand] === true;
+}
+
+/** Longest body excerpt kept on an {@link HttpStatusError}. */
+export const BODY_EXCERPT_BYTES = 1024;
+
+/** A non-2xx response. `retryable` for 502, 503, 504 and 429. */
+export class HttpStatusError extends TelescopeError {
+  override name = 'HttpStatusError';
+  readonly status: number;
+  /** Up to {@link BODY_EXCERPT_BYTES} of the response body, decoded as UTF-8. */
+  readonly bodyExcerpt: string;
+  /** Milliseconds from a `Retry-After` header, when the server sent one that parses. */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(
+    status: number,
+    bodyExcerpt: string,
+    retryAfterMs: number | undefined,
+    options: TelescopeErrorOptions = {},
+  ) {
+    super(ErrorCode.HTTP_STATUS, `HTTP ${status}${bodyExcerpt ? `: ${oneLine(bodyExcerpt, 200)}` : ''}`, {
+      retryable: status === 502 || status === 503 || status === 504 || status === 429,
+      ...options,
+    });
+    this.status = status;
+    this.bodyExcerpt = bodyExcerpt;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** One problem reported by a schema (Standard Schema issue shape). */
+export interface ValidationIssue {
+  readonly message: string;
+  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined;
+}
+
+/**
+ * Params, query or body that fail their schema (`INVALID_REQUEST`, before any I/O), or a
+ * response that fails to decode or match its schema (`INVALID_RESPONSE`, never retried).
+ * Kept apart from {@link HttpStatusError} on purpose: the server answered, the data is wrong.
+ */
+export class ValidationError extends TelescopeError {
+  override name = 'ValidationError';
+  /** What was validated: `params`, `query`, `body` or `response`. */
+  readonly part: 'params' | 'query' | 'body' | 'response';
+  readonly issues: readonly ValidationIssue[];
+
+  constructor(
+    code: typeof ErrorCode.INVALID_REQUEST | typeof ErrorCode.INVALID_RESPONSE,
+    part: ValidationError['part'],
+    issues: readonly ValidationIssue[],
+    options: TelescopeErrorOptions = {},
+  ) {
+    const where = options.endpoint ? `${options.service}.${options.endpoint}` : 'call';
+    super(code, `${where}: invalid ${part}: ${formatIssues(issues)}`, options);
+    this.part = part;
+    this.issues = issues;
+  }
+}
+
+/** Formats schema issues as `path: message; path: message`. */
+export function formatIssues(issues: readonly ValidationIssue[]): string {
+  if (issues.length === 0) return 'rejected by schema';
+  return issues
+    .slice(0, 5)
+    .map((issue) => {
+      const path = issue.path?.map((part) => String(typeof part === 'object' ? part.key : part)).join('.');
+      return path ? `${path}: ${issue.message}` : issue.message;
+    })
+    .join('; ')
+    .concat(issues.length > 5 ? `; and ${issues.length - 5} more` : '');
+}
+
+/** Throws `INVALID_OPTION` naming the option and the allowed range. */
+export function invalidOption(name: string, expected: string, actual: unknown): never {
+  throw new TelescopeError(ErrorCode.INVALID_OPTION, `${name} must be ${expected}, got ${describe(actual)}`);
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
+  return typeof value;
+}
+
+function oneLine(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+}

@@ -1,0 +1,26 @@
+export {
+  type Call,
+  CallContext,
+  compose,
+  type IncomingResponse,
+  type Instance,
+  type Layer,
+  type Logger,
+  type OutgoingRequest,
+  type RouteHints,
+} from './call.js';
+export { type Clock, systemClock, type TimerHandle, TimerWheel, type WheelEntry, wheelOf } from './clock.js';
+export { Deadline } from './deadline.js';
+export {
+  BODY_EXCERPT_BYTES,
+  ErrorCode,
+  formatIssues,
+  HttpStatusError,
+  invalidOption,
+  isTelescopeError,
+  TelescopeError,
+  type TelescopeErrorOptions,
+  ValidationError,
+  type ValidationIssue,
+} from './errors.js';
+export { isStandardSchema, type StandardSchemaV1 } from './standard-schema.js';

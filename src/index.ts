@@ -1,0 +1,52 @@
+/**
+ * telescope: a service access library for Node.js. Typed service clients over undici with
+ * deadline budgets that shrink hop by hop, and every failure mapped to one error hierarchy.
+ */
+
+export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
+export { balance, type InstanceInput, parseInstances } from './balance/index.js';
+export {
+  type CallOptions,
+  type Client,
+  type ClientOptions,
+  clientDefaults,
+  createClient,
+  redactHeaders,
+} from './client/index.js';
+export {
+  type Call,
+  CallContext,
+  type Clock,
+  compose,
+  Deadline,
+  ErrorCode,
+  HttpStatusError,
+  type IncomingResponse,
+  type Instance,
+  isTelescopeError,
+  type Layer,
+  type Logger,
+  type OutgoingRequest,
+  type RouteHints,
+  type StandardSchemaV1,
+  systemClock,
+  TelescopeError,
+  type TelescopeErrorOptions,
+  TimerWheel,
+  ValidationError,
+  type ValidationIssue,
+  type WheelEntry,
+  wheelOf,
+} from './core/index.js';
+export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from './deadline/index.js';
+export {
+  defineService,
+  type Endpoint,
+  type EndpointConfig,
+  type EndpointMethod,
+  endpoint,
+  type HttpMethod,
+  type ResponseOf,
+  type ServiceDefinition,
+} from './service/index.js';
+export { type Transport, type TransportOptions, transport, transportDefaults } from './transport/index.js';

@@ -1,0 +1,182 @@
+/**
+ * `telescope/server`: the callee's side of deadline propagation.
+ *
+ * Reads the caller's budget from the deadline header, caps it at `maxMs` (a caller cannot
+ * grant itself unlimited time), runs the handler inside that deadline (AsyncLocalStorage, so
+ * telescope calls made by the handler inherit it), and answers 504 without calling the
+ * handler when the budget is already gone on arrival.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type Clock, systemClock } from '../core/clock.js';
+import { Deadline } from '../core/deadline.js';
+import { invalidOption } from '../core/errors.js';
+import { deadlineStorage, markAmbientDeadlinesUsed } from '../deadline/storage.js';
+
+export { Deadline } from '../core/deadline.js';
+
+/** Options of {@link deadlineMiddleware} and {@link fastifyDeadline}. */
+export interface DeadlineServerOptions {
+  /** The largest budget a caller can ask for. @default 30000 */
+  maxMs?: number;
+  /** Budget when the header is absent or unusable. @default maxMs */
+  defaultMs?: number;
+  /** Header that carries the budget (integer milliseconds). @default 'x-request-timeout-ms' */
+  headerName?: string;
+  /** Called for each request answered 504 because its budget was gone on arrival. */
+  onShed?: (request: IncomingMessage, budgetMs: number) => void;
+  /** Time source. @default systemClock */
+  clock?: Clock;
+}
+
+export const deadlineServerDefaults = {
+  maxMs: 30_000,
+  headerName: 'x-request-timeout-ms',
+} as const;
+
+/** Digits only: anything else (sign, fraction, exponent, list) is not a budget. */
+const budgetPattern = /^\s*(\d+)\s*$/;
+
+/**
+ * Reads a budget header value. Returns the budget in milliseconds, capped at `maxMs`, or
+ * `undefined` when the value is missing or malformed (then the default applies). Never throws.
+ *
+ * | value | result |
+ * |---|---|
+ * | absent, empty, `-5`, `1.5`, `NaN`, `1e309`, `5, 10` | undefined (default) |
+ * | `0` | 0 (gone: answered 504) |
+ * | `250` | 250 |
+ * | `99999999…` (any length), over `maxMs` | maxMs |
+ */
+export function parseBudgetHeader(value: string | string[] | undefined, maxMs: number): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const match = budgetPattern.exec(value);
+  if (match === null) return undefined;
+  const digits = match[1] as string;
+  // Long digit strings are over any cap; Number() would lose them to Infinity or precision.
+  if (digits.length > 15) return maxMs;
+  const budget = Number(digits);
+  return budget > maxMs ? maxMs : budget;
+}
+
+/** A request the middleware has seen: its deadline is on `req.deadline`. */
+export interface DeadlineRequest extends IncomingMessage {
+  deadline?: Deadline;
+}
+
+type Next = (error?: unknown) => void;
+
+interface ResolvedOptions {
+  maxMs: number;
+  defaultMs: number;
+  headerName: string;
+  onShed: DeadlineServerOptions['onShed'];
+  clock: Clock;
+}
+
+function resolve(options: DeadlineServerOptions): ResolvedOptions {
+  const maxMs = options.maxMs ?? deadlineServerDefaults.maxMs;
+  if (!(Number.isFinite(maxMs) && maxMs > 0)) invalidOption('maxMs', 'a positive finite number', maxMs);
+  const defaultMs = options.defaultMs ?? maxMs;
+  if (!(Number.isFinite(defaultMs) && defaultMs > 0 && defaultMs <= maxMs)) {
+    invalidOption('defaultMs', `a positive number ≤ maxMs (${maxMs})`, defaultMs);
+  }
+  const headerName = (options.headerName ?? deadlineServerDefaults.headerName).toLowerCase();
+  if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(headerName)) invalidOption('headerName', 'an HTTP header name', headerName);
+  markAmbientDeadlinesUsed();
+  return { maxMs, defaultMs, headerName, onShed: options.onShed, clock: options.clock ?? systemClock };
+}
+
+/** The deadline of an inbound request, or `undefined` when the budget is already gone. */
+function admit(request: DeadlineRequest, options: ResolvedOptions): Deadline | undefined {
+  const budgetMs = parseBudgetHeader(request.headers[options.headerName], options.maxMs) ?? options.defaultMs;
+  if (budgetMs <= 0) {
+    options.onShed?.(request, budgetMs);
+    return undefined;
+  }
+  const deadline = Deadline.after(budgetMs, options.clock);
+  request.deadline = deadline;
+  return deadline;
+}
+
+const shedBody = JSON.stringify({
+  error: 'DEADLINE_EXCEEDED',
+  message: 'the caller’s deadline had passed when the request arrived; it was not processed',
+});
+
+function answerShed(response: ServerResponse): void {
+  if (response.headersSent) return;
+  response.writeHead(504, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(shedBody) });
+  response.end(shedBody);
+}
+
+/**
+ * Express / Connect middleware, also usable with plain `node:http` as
+ * `deadlineMiddleware(opts)(req, res, next)`.
+ *
+ * @example
+ * app.use(deadlineMiddleware({ maxMs: 5000 }));
+ * app.get('/x', async (req, res) => { req.deadline?.remainingMs(); await movies.getMovie({ id: 1 }); });
+ */
+export function deadlineMiddleware(
+  options: DeadlineServerOptions = {},
+): (request: IncomingMessage, response: ServerResponse, next: Next) => void {
+  const resolved = resolve(options);
+  return (request, response, next) => {
+    const deadline = admit(request as DeadlineRequest, resolved);
+    if (deadline === undefined) {
+      answerShed(response);
+      return;
+    }
+    deadlineStorage.run(deadline, next);
+  };
+}
+
+/** Minimal structural types of the Fastify API the plugin uses (no dependency on fastify). */
+interface FastifyLike {
+  addHook(
+    name: 'onRequest',
+    hook: (
+      request: { raw: IncomingMessage; deadline?: Deadline },
+      reply: { code(status: number): { header(name: string, value: string): { send(body: string): unknown } } },
+      done: () => void,
+    ) => void,
+  ): unknown;
+  decorateRequest?(name: string, value: unknown): unknown;
+}
+
+/**
+ * Fastify plugin: `fastify.register(fastifyDeadline, { maxMs: 5000 })`. Applies to the whole
+ * instance (it is not encapsulated) and sets `request.deadline`.
+ */
+export function fastifyDeadline(
+  fastify: FastifyLike,
+  options: DeadlineServerOptions,
+  done: (error?: Error) => void,
+): void {
+  let resolved: ResolvedOptions;
+  try {
+    resolved = resolve(options ?? {});
+  } catch (error) {
+    done(error as Error);
+    return;
+  }
+  fastify.decorateRequest?.('deadline', undefined);
+  fastify.addHook('onRequest', (request, reply, next) => {
+    const deadline = admit(request.raw as DeadlineRequest, resolved);
+    if (deadline === undefined) {
+      reply.code(504).header('content-type', 'application/json').send(shedBody);
+      return;
+    }
+    request.deadline = deadline;
+    // Hooks after this one and the handler run inside the deadline's async context.
+    deadlineStorage.run(deadline, next);
+  });
+  done();
+}
+// Same as wrapping with fastify-plugin: register on the parent, not an encapsulated child.
+Object.assign(fastifyDeadline, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: 'telescope-deadline',
+});
+
+export { currentDeadline, withDeadline } from '../deadline/index.js';

@@ -1,0 +1,254 @@
+/**
+ * Typed service definitions: a service is declared once, with Standard Schema validators
+ * (zod, valibot, arktype…) for params, query, body and response, and called as typed methods.
+ */
+import { ErrorCode, invalidOption, TelescopeError, ValidationError } from '../core/errors.js';
+import { isStandardSchema, type StandardSchemaV1 } from '../core/standard-schema.js';
+
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
+
+type Schema = StandardSchemaV1;
+type MaybeSchema = Schema | undefined;
+
+/** What `endpoint()` takes. */
+export interface EndpointConfig<
+  P extends MaybeSchema = undefined,
+  Q extends MaybeSchema = undefined,
+  B extends MaybeSchema = undefined,
+  R extends MaybeSchema = undefined,
+> {
+  method: HttpMethod;
+  /** Path template; `:name` segments are filled from `params`, URL-encoded. */
+  path: string;
+  /** Schema of the path params (the first argument of the typed method). */
+  params?: P;
+  /** Schema of the query string; its keys come from the same first argument as `params`. */
+  query?: Q;
+  /** Schema of the JSON request body (the argument after params). */
+  body?: B;
+  /** Schema of the decoded response body. Without one, the method returns the decoded body as `unknown`. */
+  response?: R;
+  /** Whether repeating the call is safe. @default true for GET, HEAD, PUT, DELETE, OPTIONS */
+  idempotent?: boolean;
+  /** This endpoint's default call budget; overrides the client's `timeoutMs`. */
+  timeoutMs?: number;
+}
+
+/** A declared endpoint: its config plus the compiled path template. */
+export interface Endpoint<
+  P extends MaybeSchema = MaybeSchema,
+  Q extends MaybeSchema = MaybeSchema,
+  B extends MaybeSchema = MaybeSchema,
+  R extends MaybeSchema = MaybeSchema,
+> {
+  readonly method: HttpMethod;
+  readonly path: string;
+  readonly params: P;
+  readonly query: Q;
+  readonly body: B;
+  readonly response: R;
+  readonly idempotent: boolean;
+  readonly timeoutMs: number | undefined;
+  /** @internal literal parts and param names of the path template, alternating. */
+  readonly pathParts: readonly string[];
+}
+
+const idempotentMethods = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/**
+ * Declares an endpoint.
+ *
+ * @example
+ * endpoint({ method: 'GET', path: '/movies/:id', params: z.object({ id: z.number().int() }), response: Movie })
+ */
+export function endpoint<
+  P extends MaybeSchema = undefined,
+  Q extends MaybeSchema = undefined,
+  B extends MaybeSchema = undefined,
+  R extends MaybeSchema = undefined,
+>(config: EndpointConfig<P, Q, B, R>): Endpoint<P, Q, B, R> {
+  if (typeof config !== 'object' || config === null) invalidOption('endpoint config', 'an object', config);
+  if (!methods.has(config.method)) invalidOption('endpoint method', [...methods].join(', '), config.method);
+  if (typeof config.path !== 'string' || !config.path.startsWith('/')) {
+    invalidOption('endpoint path', "a string starting with '/'", config.path);
+  }
+  for (const part of ['params', 'query', 'body', 'response'] as const) {
+    const schema = config[part];
+    if (schema !== undefined && !isStandardSchema(schema)) {
+      invalidOption(`endpoint ${part}`, 'a Standard Schema (zod, valibot, arktype…)', schema);
+    }
+  }
+  if (config.body !== undefined && (config.method === 'GET' || config.method === 'HEAD')) {
+    invalidOption('endpoint body', `absent for ${config.method}`, 'a schema');
+  }
+  if (config.timeoutMs !== undefined && !(config.timeoutMs > 0 && Number.isFinite(config.timeoutMs))) {
+    invalidOption('endpoint timeoutMs', 'a positive finite number', config.timeoutMs);
+  }
+  const pathParts = compilePath(config.path);
+  if (pathParts.length > 1 && config.params === undefined) {
+    invalidOption('endpoint params', `a schema, since path ${config.path} has parameters`, undefined);
+  }
+  return {
+    method: config.method,
+    path: config.path,
+    params: config.params as P,
+    query: config.query as Q,
+    body: config.body as B,
+    response: config.response as R,
+    idempotent: config.idempotent ?? idempotentMethods.has(config.method),
+    timeoutMs: config.timeoutMs,
+    pathParts,
+  };
+}
+
+/** Splits `/a/:id/b` into `['/a/', 'id', '/b']`: literals at even indexes, param names at odd. */
+function compilePath(path: string): string[] {
+  const parts: string[] = [];
+  const pattern = /:([A-Za-z_$][\w$]*)/g;
+  let last = 0;
+  for (let match = pattern.exec(path); match !== null; match = pattern.exec(path)) {
+    parts.push(path.slice(last, match.index), match[1] as string);
+    last = match.index + match[0].length;
+  }
+  parts.push(path.slice(last));
+  return parts;
+}
+
+/** A service: a name and its endpoints. */
+export interface ServiceDefinition<E extends Record<string, Endpoint> = Record<string, Endpoint>> {
+  readonly name: string;
+  readonly endpoints: E;
+}
+
+/** Method names a client already uses; an endpoint may not take them. */
+export const reservedNames: ReadonlySet<string> = new Set(['close', 'service', 'then', 'constructor', 'toJSON']);
+
+/**
+ * Declares a service once; clients, fakes and servers are built from the definition.
+ *
+ * @example
+ * const movies = defineService({ name: 'movies', endpoints: { getMovie: endpoint({ ... }) } });
+ */
+export function defineService<const E extends Record<string, Endpoint>>(definition: {
+  name: string;
+  endpoints: E;
+}): ServiceDefinition<E> {
+  if (typeof definition?.name !== 'string' || !/^[\w.-]{1,64}$/.test(definition.name)) {
+    invalidOption('service name', '1 to 64 letters, digits, _, . or -', definition?.name);
+  }
+  if (typeof definition.endpoints !== 'object' || definition.endpoints === null) {
+    invalidOption('service endpoints', 'an object of endpoint() results', definition.endpoints);
+  }
+  for (const [name, value] of Object.entries(definition.endpoints)) {
+    if (reservedNames.has(name)) invalidOption(`endpoint name ${name}`, 'not a reserved client member', name);
+    if (typeof value !== 'object' || value === null || !Array.isArray(value.pathParts)) {
+      invalidOption(`endpoints.${name}`, 'the result of endpoint()', value);
+    }
+  }
+  return Object.freeze({ name: definition.name, endpoints: definition.endpoints });
+}
+
+// --- types of typed methods ---------------------------------------------------------------
+
+type Input<S> = S extends Schema ? StandardSchemaV1.InferInput<S> : never;
+type Output<S> = S extends Schema ? StandardSchemaV1.InferOutput<S> : unknown;
+
+/** The first argument: params and query keys together, when the endpoint declares either. */
+type ParamsArgs<E extends Endpoint> = E['params'] extends Schema
+  ? E['query'] extends Schema
+    ? [params: Input<E['params']> & Input<E['query']>]
+    : [params: Input<E['params']>]
+  : E['query'] extends Schema
+    ? [query: Input<E['query']>]
+    : [];
+
+type BodyArgs<E extends Endpoint> = E['body'] extends Schema ? [body: Input<E['body']>] : [];
+
+/** The response type of an endpoint: its schema's output, or `unknown`. */
+export type ResponseOf<E extends Endpoint> = Output<E['response']>;
+
+/** A typed method: (params?, body?, options?) with only the parts the endpoint declares. */
+export type EndpointMethod<E extends Endpoint, O> = (
+  ...args: [...ParamsArgs<E>, ...BodyArgs<E>, options?: O]
+) => Promise<ResponseOf<E>>;
+
+// --- request building ------------------------------------------------------------------------
+
+/** @internal validates a value against an optional schema, sync when the schema is. */
+export function validate<T>(
+  schema: MaybeSchema,
+  value: unknown,
+  onIssues: (issues: readonly StandardSchemaV1.Issue[]) => never,
+): T | Promise<T> {
+  if (schema === undefined) return value as T;
+  const result = schema['~standard'].validate(value);
+  if (result instanceof Promise) {
+    return result.then((settled) => (settled.issues ? onIssues(settled.issues) : (settled.value as T)));
+  }
+  return result.issues ? onIssues(result.issues) : (result.value as T);
+}
+
+/** @internal builds the path and query string from validated values. */
+export function buildPath(
+  endpointName: string,
+  serviceName: string,
+  pathParts: readonly string[],
+  params: unknown,
+  query: unknown,
+): string {
+  let path = pathParts[0] as string;
+  for (let index = 1; index < pathParts.length; index += 2) {
+    const name = pathParts[index] as string;
+    const value = (params as Record<string, unknown> | undefined)?.[name];
+    if (value === undefined || value === null || value === '') {
+      throw new ValidationError(
+        ErrorCode.INVALID_REQUEST,
+        'params',
+        [{ message: 'required for the path', path: [name] }],
+        {
+          service: serviceName,
+          endpoint: endpointName,
+          requestSent: false,
+        },
+      );
+    }
+    path += encodeSegment(String(value)) + (pathParts[index + 1] as string);
+  }
+  if (query !== undefined && query !== null) {
+    if (typeof query !== 'object') {
+      throw new ValidationError(ErrorCode.INVALID_REQUEST, 'query', [{ message: 'must be an object' }], {
+        service: serviceName,
+        endpoint: endpointName,
+        requestSent: false,
+      });
+    }
+    let separator = path.includes('?') ? '&' : '?';
+    for (const [key, value] of Object.entries(query)) {
+      if (value === undefined) continue;
+      for (const item of Array.isArray(value) ? value : [value]) {
+        if (item === undefined) continue;
+        path += `${separator}${encodeURIComponent(key)}=${encodeURIComponent(String(item))}`;
+        separator = '&';
+      }
+    }
+  }
+  return path;
+}
+
+/** Encodes one path segment; `.` and `..` are encoded too so a value can never change the path. */
+function encodeSegment(value: string): string {
+  const encoded = encodeURIComponent(value);
+  return encoded === '.' || encoded === '..' ? encoded.replaceAll('.', '%2E') : encoded;
+}
+
+/** @internal turns a validated body into bytes on the wire. */
+export function serializeBody(body: unknown): string {
+  const json = JSON.stringify(body);
+  if (json === undefined) {
+    throw new TelescopeError(ErrorCode.INVALID_REQUEST, 'request body is not JSON-serializable', {
+      requestSent: false,
+    });
+  }
+  return json;
+}

@@ -1,0 +1,154 @@
+/**
+ * Transport: the innermost call. Sends one attempt to `context.instance` over an undici
+ * `Pool` kept per instance (keep-alive), buffers the body up to `maxResponseBytes`, decodes it
+ * by content type and maps every failure to a {@link TelescopeError}.
+ *
+ * Timeouts: the connect timeout is undici's, per hop and short; the attempt's own deadline
+ * (`context.attemptExpiresAt`, set by the attempt layer) is enforced through the clock's
+ * shared timer wheel, so no timer or AbortSignal is created per call.
+ */
+import { Pool } from 'undici';
+import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
+import { type Clock, systemClock, wheelOf } from '../core/clock.js';
+import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
+import { AttemptHandler } from './handler.js';
+
+export { mapTransportError } from './errors.js';
+export { decodeBody, parseRetryAfter } from './handler.js';
+
+/** Options of the undici transport. */
+export interface TransportOptions {
+  /** Time allowed to establish a TCP connection, per hop. @default 1000 */
+  connectTimeoutMs?: number;
+  /** Larger response bodies are aborted while streaming, never buffered. @default 10485760 (10 MiB) */
+  maxResponseBytes?: number;
+  /** Maximum sockets per instance; `null` for no limit (undici's default). @default null */
+  connections?: number | null;
+  /** How long an idle keep-alive socket is kept. @default 4000 */
+  keepAliveTimeoutMs?: number;
+  /** @default systemClock */
+  clock?: Clock;
+}
+
+/** Resolved transport defaults. */
+export const transportDefaults = {
+  connectTimeoutMs: 1000,
+  maxResponseBytes: 10 * 1024 * 1024,
+  connections: null as number | null,
+  keepAliveTimeoutMs: 4000,
+} as const;
+
+/** The transport: a call plus the pools behind it. */
+export interface Transport {
+  readonly call: Call;
+  /** Fails calls in flight with `CLIENT_CLOSED` and closes every socket. Idempotent. */
+  close(): Promise<void>;
+  /** Closes and forgets the pool of one instance (e.g. when discovery removes it). */
+  drop(url: string): Promise<void>;
+  /** Number of instance pools currently open. */
+  readonly poolCount: number;
+}
+
+/**
+ * Creates the undici transport.
+ *
+ * @example
+ * const { call, close } = transport({ connectTimeoutMs: 500 });
+ */
+export function transport(options: TransportOptions = {}): Transport {
+  const connectTimeoutMs = positiveOption(
+    'connectTimeoutMs',
+    options.connectTimeoutMs,
+    transportDefaults.connectTimeoutMs,
+  );
+  const maxResponseBytes = positiveOption(
+    'maxResponseBytes',
+    options.maxResponseBytes,
+    transportDefaults.maxResponseBytes,
+  );
+  const keepAliveTimeoutMs = positiveOption(
+    'keepAliveTimeoutMs',
+    options.keepAliveTimeoutMs,
+    transportDefaults.keepAliveTimeoutMs,
+  );
+  const connections = options.connections ?? null;
+  if (connections !== null && !(Number.isInteger(connections) && connections > 0)) {
+    invalidOption('connections', 'a positive integer or null', connections);
+  }
+  const clock = options.clock ?? systemClock;
+  const wheel = wheelOf(clock);
+  const pools = new Map<string, Pool>();
+  let closed = false;
+
+  function poolFor(url: string): Pool {
+    let pool = pools.get(url);
+    if (pool === undefined) {
+      pool = new Pool(url, {
+        connections,
+        connect: { timeout: connectTimeoutMs },
+        keepAliveTimeout: keepAliveTimeoutMs,
+        // undici's own timers are coarse backstops; the attempt deadline is the real limit.
+      });
+      pools.set(url, pool);
+    }
+    return pool;
+  }
+
+  const call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
+    const instance = context.instance;
+    if (closed || instance === undefined) {
+      return Promise.reject(
+        closed
+          ? new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed', {
+              service: context.service,
+              endpoint: context.endpoint,
+            })
+          : new TelescopeError(ErrorCode.INVALID_OPTION, 'no instance chosen for the attempt', {
+              service: context.service,
+              endpoint: context.endpoint,
+            }),
+      );
+    }
+    const handler = new AttemptHandler(request, context, instance.url, maxResponseBytes, wheel);
+    if (context.callerSignal?.aborted) {
+      handler.handleEvent();
+      return handler.promise;
+    }
+    handler.arm();
+    poolFor(instance.url).dispatch(
+      { path: request.path, method: request.method, headers: request.headers, body: request.body ?? null },
+      handler,
+    );
+    return handler.promise;
+  };
+
+  return {
+    call,
+    get poolCount() {
+      return pools.size;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      const all = [...pools.values()];
+      pools.clear();
+      // undici fails each pending request with UND_ERR_DESTROYED, mapped per call to CLIENT_CLOSED.
+      await Promise.all(all.map((pool) => pool.destroy()));
+    },
+    async drop(url) {
+      const pool = pools.get(url);
+      if (pool === undefined) return;
+      pools.delete(url);
+      // Let calls in flight finish; new calls get a fresh pool.
+      await pool.close();
+    },
+  };
+}
+
+function positiveOption(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    invalidOption(name, 'a positive finite number', value);
+  }
+  return value;
+}
