@@ -110,8 +110,10 @@ export class TimerWheel {
     entry.wheelSlot = -1;
     entry.wheelPrev = null;
     entry.wheelNext = null;
+    // An empty slot stays in the heap and the armed timer is left to fire once for nothing:
+    // clearing and re-arming it whenever the wheel empties would cost a native timer per
+    // call at low concurrency, which is what the wheel exists to avoid.
     this.#size--;
-    // The slot stays in the heap; an empty slot costs one wake-up at most.
   }
 
   #arm(slot: number): void {

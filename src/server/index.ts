@@ -51,7 +51,8 @@ export function parseBudgetHeader(value: string | string[] | undefined, maxMs: n
   if (typeof value !== 'string') return undefined;
   const match = budgetPattern.exec(value);
   if (match === null) return undefined;
-  const digits = match[1] as string;
+  // Leading zeros carry no value: '0000000000000000' is 0 (gone), not a 16-digit budget.
+  const digits = (match[1] as string).replace(/^0+(?=\d)/, '');
   // Long digit strings are over any cap; Number() would lose them to Infinity or precision.
   if (digits.length > 15) return maxMs;
   const budget = Number(digits);
