@@ -23,7 +23,10 @@ export async function startMovieService(): Promise<{ url: string; server: Server
       const byId = /^\/movies\/(\d+)(\/ratings)?$/.exec(url.pathname);
       if (request.method === 'GET' && url.pathname === '/movies') {
         const q = (url.searchParams.get('q') ?? '').toLowerCase();
-        send(200, catalogue.filter((movie) => movie.title.toLowerCase().includes(q)));
+        send(
+          200,
+          catalogue.filter((movie) => movie.title.toLowerCase().includes(q)),
+        );
       } else if (request.method === 'GET' && byId && !byId[2]) {
         if (byId[1] === '13') return; // never answers
         const movie = catalogue.find((candidate) => candidate.id === Number(byId[1]));

@@ -60,7 +60,8 @@ export function attempt(options: AttemptOptions = {}): Layer {
       timeoutMs = attemptTimeoutMs;
       context.attemptEndsBudget = false;
     }
-    if (timeoutMs < minAttemptMs) {
+    // An attempt whose callee would get no budget at all is only a guaranteed shed: skip it.
+    if (timeoutMs < minAttemptMs || (header !== false && timeoutMs - reserveMs < 1)) {
       return Promise.reject(
         new TelescopeError(
           ErrorCode.DEADLINE_EXCEEDED,

@@ -19,7 +19,9 @@ export type Layer<Req = OutgoingRequest, Res = IncomingResponse> = (next: Call<R
  * @example
  * const call = compose(deadline(opts), retry(opts), attempt(opts))(transport.call);
  */
-export function compose<Req = OutgoingRequest, Res = IncomingResponse>(...layers: Array<Layer<Req, Res> | false | null | undefined>): Layer<Req, Res> {
+export function compose<Req = OutgoingRequest, Res = IncomingResponse>(
+  ...layers: Array<Layer<Req, Res> | false | null | undefined>
+): Layer<Req, Res> {
   const active = layers.filter((layer): layer is Layer<Req, Res> => typeof layer === 'function');
   return (next) => {
     let call = next;

@@ -66,7 +66,7 @@ export class TimerWheel {
   #size = 0;
   readonly #fire = () => this.#onFire();
 
-  constructor(clock: Clock, resolutionMs = 5) {
+  constructor(clock: Clock, resolutionMs = 1) {
     this.#clock = clock;
     this.resolutionMs = resolutionMs;
   }

@@ -4,9 +4,10 @@ import { ErrorCode, TelescopeError } from './errors.js';
 /**
  * An absolute point in monotonic time by which a call (and everything it calls) must be done.
  *
- * Deadlines only ever shrink: {@link Deadline.min} combines an inbound budget with a local
- * timeout, and nesting never extends an outer deadline. On the wire a deadline travels as
- * relative milliseconds, so clock skew between hosts does not matter.
+ * Budgets shrink as they travel: {@link Deadline.min} combines an inbound budget with a local
+ * timeout, and a nested `withDeadline` never extends an outer one. (A `Deadline` passed
+ * explicitly to a call replaces the ambient one, as the caller asked.) On the wire a deadline
+ * travels as relative milliseconds, so clock skew between hosts does not matter.
  *
  * @example
  * const deadline = Deadline.after(3000);

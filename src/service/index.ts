@@ -213,7 +213,18 @@ export function buildPath(
         },
       );
     }
-    path += encodeSegment(String(value)) + (pathParts[index + 1] as string);
+    const text = String(value);
+    // A dot segment cannot be made safe by encoding: URL parsers and proxies treat %2E and
+    // %2E%2E as `.` and `..` (WHATWG URL, RFC 3986 normalization) and would remove a segment.
+    if (text === '.' || text === '..') {
+      throw new ValidationError(
+        ErrorCode.INVALID_REQUEST,
+        'params',
+        [{ message: "must not be '.' or '..' (a dot segment would change the path)", path: [name] }],
+        { service: serviceName, endpoint: endpointName, requestSent: false },
+      );
+    }
+    path += encodeURIComponent(text) + (pathParts[index + 1] as string);
   }
   if (query !== undefined && query !== null) {
     if (typeof query !== 'object') {
@@ -234,12 +245,6 @@ export function buildPath(
     }
   }
   return path;
-}
-
-/** Encodes one path segment; `.` and `..` are encoded too so a value can never change the path. */
-function encodeSegment(value: string): string {
-  const encoded = encodeURIComponent(value);
-  return encoded === '.' || encoded === '..' ? encoded.replaceAll('.', '%2E') : encoded;
 }
 
 /** @internal turns a validated body into bytes on the wire. */

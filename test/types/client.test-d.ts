@@ -14,7 +14,12 @@ const Movie = z.object({ id: z.number().int(), title: z.string() });
 const movies = defineService({
   name: 'movies',
   endpoints: {
-    getMovie: endpoint({ method: 'GET', path: '/movies/:id', params: z.object({ id: z.number().int() }), response: Movie }),
+    getMovie: endpoint({
+      method: 'GET',
+      path: '/movies/:id',
+      params: z.object({ id: z.number().int() }),
+      response: Movie,
+    }),
     rate: endpoint({
       method: 'POST',
       path: '/movies/:id/ratings',
@@ -22,7 +27,11 @@ const movies = defineService({
       body: z.object({ stars: z.number() }),
       response: z.object({ ok: z.boolean() }),
     }),
-    search: endpoint({ method: 'GET', path: '/movies', query: z.object({ q: z.string(), limit: z.number().optional() }) }),
+    search: endpoint({
+      method: 'GET',
+      path: '/movies',
+      query: z.object({ q: z.string(), limit: z.number().optional() }),
+    }),
     create: endpoint({ method: 'POST', path: '/movies', body: Movie.omit({ id: true }), response: Movie }),
     health: endpoint({ method: 'GET', path: '/health' }),
     byYear: endpoint({
@@ -40,7 +49,9 @@ describe('typed methods', () => {
   it('infer responses from the response schema', () => {
     expectTypeOf(client.getMovie({ id: 7 })).resolves.toEqualTypeOf<{ id: number; title: string }>();
     expectTypeOf(client.rate({ id: 7 }, { stars: 5 })).resolves.toEqualTypeOf<{ ok: boolean }>();
-    expectTypeOf(client.byYear({ year: 1995, genre: 'crime' })).resolves.toEqualTypeOf<Array<{ id: number; title: string }>>();
+    expectTypeOf(client.byYear({ year: 1995, genre: 'crime' })).resolves.toEqualTypeOf<
+      Array<{ id: number; title: string }>
+    >();
   });
 
   it('returns unknown without a response schema', () => {

@@ -33,7 +33,13 @@ describe('compose', () => {
       return { status: 200, headers: {}, body: 'ok', instance: 'x' };
     };
     const call = compose(named('a'), false, undefined, named('b'), null, named('c'))(terminal);
-    const context = new CallContext({ service: 's', endpoint: 'e', idempotent: true, clock: systemClock, timeoutMs: 1 });
+    const context = new CallContext({
+      service: 's',
+      endpoint: 'e',
+      idempotent: true,
+      clock: systemClock,
+      timeoutMs: 1,
+    });
     const response = await call({ method: 'GET', path: '/', headers: {}, body: undefined }, context);
     expect(response.body).toBe('ok');
     expect(order).toEqual(['a in', 'b in', 'c in', 'terminal', 'c out', 'b out', 'a out']);
@@ -54,7 +60,12 @@ describe('errors', () => {
     });
     expect(error).toBeInstanceOf(Error);
     expect(error).toBeInstanceOf(TelescopeError);
-    expect(error).toMatchObject({ code: 'CONNECT_FAILED', retryable: true, instance: 'http://127.0.0.1:1', attempt: 2 });
+    expect(error).toMatchObject({
+      code: 'CONNECT_FAILED',
+      retryable: true,
+      instance: 'http://127.0.0.1:1',
+      attempt: 2,
+    });
     expect(isTelescopeError(error)).toBe(true);
     expect(isTelescopeError(new Error('x'))).toBe(false);
     expect(isTelescopeError(null)).toBe(false);
@@ -89,7 +100,10 @@ describe('errors', () => {
     const error = new ValidationError(
       ErrorCode.INVALID_REQUEST,
       'params',
-      [{ message: 'expected number', path: ['id'] }, { message: 'required', path: [{ key: 'nested' }, 0] }],
+      [
+        { message: 'expected number', path: ['id'] },
+        { message: 'required', path: [{ key: 'nested' }, 0] },
+      ],
       { service: 'movies', endpoint: 'getMovie' },
     );
     expect(error.message).toBe('movies.getMovie: invalid params: id: expected number; nested.0: required');
@@ -139,7 +153,13 @@ describe('buildPath', () => {
     expect(buildPath('e', 's', parts, { id: '../admin', name: 'a/b?c#d' }, undefined)).toBe(
       '/movies/..%2Fadmin/cast/a%2Fb%3Fc%23d',
     );
-    expect(buildPath('e', 's', parts, { id: '..', name: '.' }, undefined)).toBe('/movies/%2E%2E/cast/%2E');
+    // Encoding cannot make a dot segment safe (URL parsers read %2E%2E as '..'): refused.
+    for (const dots of ['.', '..']) {
+      expect(() => buildPath('e', 's', parts, { id: dots, name: 'x' }, undefined)).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_REQUEST, requestSent: false }),
+      );
+    }
+    expect(buildPath('e', 's', parts, { id: '...', name: '.a' }, undefined)).toBe('/movies/.../cast/.a');
   });
 
   it('rejects a missing or empty path param', () => {

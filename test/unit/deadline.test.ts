@@ -173,7 +173,10 @@ describe('attempt layer', () => {
     const budgets = [budgetMs];
     for (let hop = 0; hop < 4; hop++) {
       const { call, seen } = recorder();
-      await deadline()(attempt({ reserveMs: 10 })(call))(request(), context(clock, 10_000, Deadline.after(budgetMs, clock)));
+      await deadline()(attempt({ reserveMs: 10 })(call))(
+        request(),
+        context(clock, 10_000, Deadline.after(budgetMs, clock)),
+      );
       budgetMs = Number(seen[0]?.header);
       budgets.push(budgetMs);
     }
@@ -203,7 +206,10 @@ describe('attempt layer', () => {
       return call(req, ctx);
     };
     await attempt({ deadlineHeader: false })(capture)(request(), context(clock, 1000, Deadline.after(500, clock)));
-    await attempt({ deadlineHeader: 'grpc-timeout-ms' })(capture)(request(), context(clock, 1000, Deadline.after(500, clock)));
+    await attempt({ deadlineHeader: 'grpc-timeout-ms' })(capture)(
+      request(),
+      context(clock, 1000, Deadline.after(500, clock)),
+    );
     expect(seenHeaders[0]).toEqual({});
     expect(seenHeaders[1]).toEqual({ 'grpc-timeout-ms': '480' });
   });
@@ -244,7 +250,9 @@ describe('withDeadline / currentDeadline', () => {
   });
 
   it('rejects a budget that is not a number or a Deadline', () => {
-    expect(() => withDeadline(Number.NaN, () => undefined)).toThrow(expect.objectContaining({ code: ErrorCode.INVALID_OPTION }));
+    expect(() => withDeadline(Number.NaN, () => undefined)).toThrow(
+      expect.objectContaining({ code: ErrorCode.INVALID_OPTION }),
+    );
     expect(() => withDeadline('100' as unknown as number, () => undefined)).toThrow(/withDeadline budget/);
   });
 });
