@@ -8,7 +8,8 @@ import { join, resolve } from 'node:path';
 const root = resolve(import.meta.dirname, '..');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const scratch = mkdtempSync(join(tmpdir(), 'telescope-pack-'));
-const run = (command, args, cwd) => execFileSync(command, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
+const run = (command, args, cwd) =>
+  execFileSync(command, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
 
 try {
   const tarball = run('npm', ['pack', '--silent', '--pack-destination', scratch], root).trim().split('\n').pop();
@@ -24,9 +25,15 @@ try {
   const entries = Object.keys(pkg.exports).filter((key) => key !== './package.json');
   const specifiers = entries.map((key) => (key === '.' ? pkg.name : `${pkg.name}/${key.slice(2)}`));
 
-  const esm = specifiers.map((s, i) => `import * as m${i} from '${s}';\nif (Object.keys(m${i}).length === 0) throw new Error('${s}: empty');`).join('\n');
+  const esm = specifiers
+    .map(
+      (s, i) => `import * as m${i} from '${s}';\nif (Object.keys(m${i}).length === 0) throw new Error('${s}: empty');`,
+    )
+    .join('\n');
   writeFileSync(join(scratch, 'check.mjs'), `${esm}\nconsole.log('esm ok');\n`);
-  const cjs = specifiers.map((s) => `if (Object.keys(require('${s}')).length === 0) throw new Error('${s}: empty');`).join('\n');
+  const cjs = specifiers
+    .map((s) => `if (Object.keys(require('${s}')).length === 0) throw new Error('${s}: empty');`)
+    .join('\n');
   writeFileSync(join(scratch, 'check.cjs'), `${cjs}\nconsole.log('cjs ok');\n`);
   process.stdout.write(run('node', ['check.mjs'], scratch));
   process.stdout.write(run('node', ['check.cjs'], scratch));
@@ -44,7 +51,17 @@ void ok; void deadlineMiddleware; void isTelescopeError;
   writeFileSync(join(scratch, 'cjs.cts'), typed);
   writeFileSync(
     join(scratch, 'tsconfig.json'),
-    JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', types: ['node'], skipLibCheck: false } , files: ['esm.mts', 'cjs.cts'] }),
+    JSON.stringify({
+      compilerOptions: {
+        strict: true,
+        noEmit: true,
+        module: 'nodenext',
+        moduleResolution: 'nodenext',
+        types: ['node'],
+        skipLibCheck: false,
+      },
+      files: ['esm.mts', 'cjs.cts'],
+    }),
   );
   run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', scratch], scratch);
   console.log(`types ok (${specifiers.join(', ')})`);
