@@ -4,7 +4,17 @@
  */
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
-export { balance, type InstanceInput, parseInstances } from './balance/index.js';
+export {
+  balance,
+  type InstanceEvent,
+  type InstanceInput,
+  InstanceSet,
+  InstanceState,
+  isInstanceFailure,
+  type OutlierOptions,
+  outlierDefaults,
+  parseInstances,
+} from './balance/index.js';
 export {
   type CallOptions,
   type Client,
@@ -29,6 +39,7 @@ export {
   type OutgoingRequest,
   type RouteHints,
   type StandardSchemaV1,
+  sleep,
   systemClock,
   TelescopeError,
   type TelescopeErrorOptions,
@@ -39,6 +50,18 @@ export {
   wheelOf,
 } from './core/index.js';
 export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from './deadline/index.js';
+export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
+export {
+  type HedgeOptions,
+  RetryBudget,
+  type RetryBudgetOptions,
+  type RetryEvent,
+  type RetryLayerOptions,
+  type RetryOptions,
+  retry,
+  retryBudgetDefaults,
+  retryDefaults,
+} from './retry/index.js';
 export {
   defineService,
   type Endpoint,

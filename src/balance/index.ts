@@ -1,11 +1,22 @@
 /**
- * Balance layer: picks the instance for each attempt, skipping instances already tried in
- * this call while others remain.
+ * Balance layer: client-side load balancing over a service's instances. Power of two choices
+ * on attempts in flight (or round-robin), weights, same-zone preference, version routing,
+ * and outlier ejection.
  *
- * Order: below retry (each retry picks again), above attempt and transport.
+ * Order: below retry (each retry picks again, another instance), above attempt and transport.
  */
 import type { Instance, Layer } from '../core/call.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
+import { type InstanceSet, isInstanceFailure } from './instances.js';
+
+export {
+  type InstanceEvent,
+  InstanceSet,
+  InstanceState,
+  isInstanceFailure,
+  type OutlierOptions,
+  outlierDefaults,
+} from './instances.js';
 
 /** An instance as callers write it: a URL, or a URL with routing metadata. */
 export type InstanceInput = string | { url: string; zone?: string; version?: string; weight?: number };
@@ -45,36 +56,41 @@ export function parseInstances(inputs: readonly InstanceInput[]): Instance[] {
 }
 
 /**
- * Round-robin over a static set, skipping tried instances while untried ones remain.
+ * The balance layer: picks an instance from `instances` for every attempt (each retry picks
+ * again, skipping instances already tried), counts attempts in flight per instance, and
+ * feeds outcomes to outlier ejection.
  *
  * @example
- * compose(balance(parseInstances(['http://127.0.0.1:8081'])), attempt())
+ * const set = new InstanceSet({ clock: systemClock });
+ * set.update(parseInstances(['http://10.0.0.1:80', 'http://10.0.0.2:80']));
+ * compose(retry(), balance(set), attempt())(transport().call)
  */
-export function balance(instances: readonly Instance[]): Layer {
-  let cursor = 0;
+export function balance(instances: InstanceSet): Layer {
   return (next) => (request, context) => {
-    const count = instances.length;
-    let chosen: Instance | undefined;
-    for (let step = 0; step < count; step++) {
-      const candidate = instances[(cursor + step) % count] as Instance;
-      if (context.tried === undefined || !context.tried.includes(candidate)) {
-        chosen = candidate;
-        cursor = (cursor + step + 1) % count;
-        break;
-      }
-    }
-    // Every instance tried: reuse the next one rather than fail.
-    if (chosen === undefined) chosen = instances[cursor++ % count];
-    if (chosen === undefined) {
+    const state = instances.pick(context);
+    if (state === undefined) {
+      const version = context.route?.version;
       return Promise.reject(
-        new TelescopeError(ErrorCode.INVALID_OPTION, 'no instances', {
-          service: context.service,
-          endpoint: context.endpoint,
-          requestSent: false,
-        }),
+        new TelescopeError(
+          ErrorCode.NO_HEALTHY_INSTANCE,
+          version === undefined
+            ? `${context.service}: no instances`
+            : `${context.service}: no instance of version ${JSON.stringify(version)}`,
+          { service: context.service, endpoint: context.endpoint, attempt: context.attempt, requestSent: false },
+        ),
       );
     }
-    context.instance = chosen;
-    return next(request, context);
+    context.instance = state.instance;
+    state.outstanding++;
+    return next(request, context).then(
+      (response) => {
+        instances.record(state, false);
+        return response;
+      },
+      (error: unknown) => {
+        instances.record(state, isInstanceFailure(error));
+        throw error;
+      },
+    );
   };
 }

@@ -1,17 +1,26 @@
 /**
  * `createClient`: turns a service definition into typed methods over the layer stack
- * (outermost first): deadline → balance → attempt → transport. Later layers (retry, breaker,
+ * (outermost first): deadline → retry → balance → attempt → transport. Later layers (breaker,
  * bulkhead, observe, fallback, cache) slot in by position without touching the others.
  */
 
 import { attempt, attemptDefaults } from '../attempt/index.js';
-import { balance, type InstanceInput, parseInstances } from '../balance/index.js';
+import {
+  balance,
+  type InstanceEvent,
+  type InstanceInput,
+  InstanceSet,
+  type OutlierOptions,
+  parseInstances,
+} from '../balance/index.js';
 import { type Call, CallContext, compose, type IncomingResponse, type Logger, type RouteHints } from '../core/call.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import type { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { deadline } from '../deadline/index.js';
+import type { Discovery } from '../discovery/index.js';
+import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
 import {
   buildPath,
   type Endpoint,
@@ -38,8 +47,22 @@ export interface CallOptions {
 
 /** Options of `createClient`. Every option has a default except `instances`. */
 export interface ClientOptions {
-  /** The service's instances: URLs, or URLs with zone, version and weight. */
-  instances: readonly InstanceInput[];
+  /** The service's instances: URLs, or URLs with zone, version and weight. Or use `discovery`. */
+  instances?: readonly InstanceInput[];
+  /** Where instances come from when they change: `dnsDiscovery(...)` or your own source. */
+  discovery?: Discovery;
+  /** How an instance is picked for each attempt. @default 'p2c' (power of two choices, least outstanding) */
+  balancer?: 'p2c' | 'round-robin';
+  /** Retries on another instance, inside a client-wide retry budget; `false` for none. @default { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 10 } } */
+  retry?: RetryOptions | false;
+  /** Hedging: a second attempt on another instance after `delayMs`. @default false */
+  hedge?: HedgeOptions | false;
+  /** Outlier ejection; `false` to never eject. @default { consecutiveFailures: 5, baseEjectionMs: 10000, maxEjectionPercent: 50 } */
+  outlier?: OutlierOptions | false;
+  /** This client's zone: same-zone instances are preferred while any is usable. @default undefined */
+  zone?: string;
+  /** Random source of the balancer (seed it in tests and simulations). @default Math.random */
+  random?: () => number;
   /** Budget of a whole call (all attempts), unless the endpoint or call says otherwise. @default 1000 */
   timeoutMs?: number;
   /** Upper bound of one attempt; unset means the whole remaining budget. @default undefined */
@@ -86,7 +109,27 @@ export type Client<S extends ServiceDefinition> = {
   readonly service: S;
   /** Fails calls in flight with `CLIENT_CLOSED`, closes every socket; later calls fail at once. */
   close(): Promise<void>;
+  /** Listens to the client's decisions; returns a function that stops listening. */
+  on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void;
+  /** Retry-budget tokens left (Infinity without a budget). */
+  retryTokens(): number;
 };
+
+/** Events of a client, by name. */
+export interface ClientEvents {
+  /** A failed attempt is being retried on another instance. */
+  retry: Extract<RetryEvent, { type: 'retry' }>;
+  /** A slow attempt got a hedge on another instance. */
+  hedge: Extract<RetryEvent, { type: 'hedge' }>;
+  /** A retry was not made: the retry budget is spent. */
+  'budget-exhausted': Extract<RetryEvent, { type: 'budget-exhausted' }>;
+  /** An instance was ejected after consecutive failures. */
+  eject: Extract<InstanceEvent, { type: 'eject' }> & { service: string };
+  /** An ejected instance is back in rotation. */
+  return: Extract<InstanceEvent, { type: 'return' }> & { service: string };
+  /** Discovery delivered a new instance set. */
+  instances: { service: string; instances: string[]; removed: string[] };
+}
 
 const redactedHeaders = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key']);
 
@@ -109,7 +152,26 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const clock = options.clock ?? systemClock;
   const timeoutMs = options.timeoutMs ?? clientDefaults.timeoutMs;
   if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) invalidOption('timeoutMs', 'a positive finite number', timeoutMs);
-  const instances = parseInstances(options.instances);
+  if ((options.instances === undefined) === (options.discovery === undefined)) {
+    invalidOption('instances', 'given, or discovery given instead (exactly one of them)', options.instances);
+  }
+  const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
+  const emit = <E extends keyof ClientEvents>(event: E, payload: ClientEvents[E]) => {
+    const set = listeners.get(event);
+    if (set === undefined) return;
+    for (const listener of set) (listener as (value: ClientEvents[E]) => void)(payload);
+  };
+  const instanceSet = new InstanceSet({
+    clock,
+    random: options.random,
+    balancer: options.balancer,
+    zone: options.zone,
+    outlier: options.outlier,
+    onEvent: (event) =>
+      event.type === 'eject'
+        ? emit('eject', { ...event, service: service.name })
+        : emit('return', { ...event, service: service.name }),
+  });
   const wire = transport({
     connectTimeoutMs: options.connectTimeoutMs,
     maxResponseBytes: options.maxResponseBytes,
@@ -117,9 +179,51 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     keepAliveTimeoutMs: options.keepAliveTimeoutMs,
     clock,
   });
+  let firstInstances: Promise<void> | undefined;
+  let stopDiscovery: (() => void) | undefined;
+  if (options.instances !== undefined) {
+    instanceSet.update(parseInstances(options.instances));
+  } else {
+    const discovery = options.discovery;
+    if (typeof discovery?.subscribe !== 'function') invalidOption('discovery', 'an object with subscribe()', discovery);
+    let markReady!: () => void;
+    firstInstances = new Promise((resolve) => {
+      markReady = resolve;
+    });
+    stopDiscovery = discovery.subscribe((inputs) => {
+      let parsed: ReturnType<typeof parseInstances>;
+      try {
+        parsed = parseInstances(inputs);
+      } catch (error) {
+        logger?.warn({ err: (error as Error).message }, 'discovery delivered invalid instances; keeping the last set');
+        return;
+      }
+      const removed = instanceSet.update(parsed);
+      for (const url of removed) void wire.drop(url);
+      emit('instances', { service: service.name, instances: parsed.map((instance) => instance.url), removed });
+      firstInstances = undefined;
+      markReady();
+    });
+  }
+  const attemptNeedsMs =
+    (options.minAttemptMs ?? clientDefaults.minAttemptMs) + (options.reserveMs ?? clientDefaults.reserveMs);
+  const retryOptions = options.retry === false ? { maxRetries: 0, budget: false as const } : (options.retry ?? {});
+  const retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
+  const retryLayer =
+    options.retry === false && !options.hedge
+      ? undefined
+      : retry({
+          ...retryOptions,
+          retryBudget,
+          clock,
+          attemptNeedsMs,
+          hedge: options.hedge,
+          onEvent: (event) => emit(event.type, event as never),
+        });
   const stack: Call = compose(
     deadline({ minAttemptMs: options.minAttemptMs }),
-    balance(instances),
+    retryLayer,
+    balance(instanceSet),
     attempt({
       attemptTimeoutMs: options.attemptTimeoutMs,
       reserveMs: options.reserveMs,
@@ -135,8 +239,19 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     service,
     async close() {
       closed = true;
+      stopDiscovery?.();
       await wire.close();
     },
+    on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void {
+      if (typeof listener !== 'function') invalidOption(`on('${String(event)}') listener`, 'a function', listener);
+      let set = listeners.get(event);
+      if (set === undefined) listeners.set(event, (set = new Set()));
+      set.add(listener as (payload: never) => void);
+      return () => {
+        set.delete(listener as (payload: never) => void);
+      };
+    },
+    retryTokens: () => (retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens()),
   };
   for (const [name, definition] of Object.entries(service.endpoints)) {
     client[name] = typedMethod(name, definition);
@@ -272,7 +387,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         headers: { ...headers },
         body: body === undefined ? undefined : serializeBody(body),
       };
-      const pending = stack(request, context).then(decode);
+      const pending = (
+        firstInstances === undefined ? stack(request, context) : firstInstances.then(() => stack(request, context))
+      ).then(decode);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
   }

@@ -133,6 +133,27 @@ export class CallContext {
   }
 
   /**
+   * A context for a concurrent attempt of the same call (hedging): same call fields and
+   * budget, its own attempt state, and `signal` as its abort (to cancel the loser).
+   */
+  fork(signal: AbortSignal): CallContext {
+    const child = new CallContext({
+      service: this.service,
+      endpoint: this.endpoint,
+      idempotent: this.idempotent,
+      clock: this.clock,
+      timeoutMs: this.timeoutMs,
+      callerSignal: signal,
+      deadline: this.deadline,
+      route: this.route,
+      logger: this.logger,
+    });
+    child.attempt = this.attempt;
+    child.tried = this.tried;
+    return child;
+  }
+
+  /**
    * Aborts when the caller aborts or the deadline passes. Built on first access: the
    * success path of a call that nobody observes creates no signal and no timer.
    */

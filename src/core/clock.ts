@@ -199,3 +199,19 @@ function heapPop(heap: number[]): number {
   }
   return top;
 }
+
+class Sleeper implements WheelEntry {
+  wheelSlot = -1;
+  wheelPrev: WheelEntry | null = null;
+  wheelNext: WheelEntry | null = null;
+  constructor(readonly resolve: () => void) {}
+  onTimer(): void {
+    this.resolve();
+  }
+}
+
+/** Resolves after `delayMs` on `clock`, through its shared wheel (fake clocks drive it too). */
+export function sleep(clock: Clock, delayMs: number): Promise<void> {
+  if (!(delayMs > 0)) return Promise.resolve();
+  return new Promise((resolve) => wheelOf(clock).schedule(new Sleeper(resolve), clock.now() + delayMs));
+}

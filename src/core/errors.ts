@@ -26,6 +26,8 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   /** The client was closed before or while the call ran. */
   CLIENT_CLOSED: 'CLIENT_CLOSED',
+  /** No instance can take the call: none discovered, or none of the requested version. */
+  NO_HEALTHY_INSTANCE: 'NO_HEALTHY_INSTANCE',
   /** An option passed to a telescope factory is out of range or of the wrong type. */
   INVALID_OPTION: 'INVALID_OPTION',
 } as const;
@@ -68,6 +70,8 @@ export class TelescopeError extends Error {
    * even a non-idempotent call can be retried safely), `true` when it may have.
    */
   readonly requestSent: boolean | undefined;
+  /** True when a retry would have been made but the client's retry budget was spent. */
+  retryBudgetExhausted: boolean | undefined;
   declare readonly [brand]: true;
 
   constructor(code: ErrorCode, message: string, options: TelescopeErrorOptions = {}) {
@@ -79,6 +83,7 @@ export class TelescopeError extends Error {
     this.service = options.service;
     this.endpoint = options.endpoint;
     this.requestSent = options.requestSent;
+    this.retryBudgetExhausted = undefined;
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {

@@ -9,7 +9,7 @@ export {
   type OutgoingRequest,
   type RouteHints,
 } from './call.js';
-export { type Clock, systemClock, type TimerHandle, TimerWheel, type WheelEntry, wheelOf } from './clock.js';
+export { type Clock, sleep, systemClock, type TimerHandle, TimerWheel, type WheelEntry, wheelOf } from './clock.js';
 export { Deadline } from './deadline.js';
 export {
   BODY_EXCERPT_BYTES,

@@ -122,7 +122,15 @@ export interface ServiceDefinition<E extends Record<string, Endpoint> = Record<s
 }
 
 /** Method names a client already uses; an endpoint may not take them. */
-export const reservedNames: ReadonlySet<string> = new Set(['close', 'service', 'then', 'constructor', 'toJSON']);
+export const reservedNames: ReadonlySet<string> = new Set([
+  'close',
+  'service',
+  'on',
+  'retryTokens',
+  'then',
+  'constructor',
+  'toJSON',
+]);
 
 /**
  * Declares a service once; clients, fakes and servers are built from the definition.

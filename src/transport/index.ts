@@ -7,7 +7,7 @@
  * (`context.attemptExpiresAt`, set by the attempt layer) is enforced through the clock's
  * shared timer wheel, so no timer or AbortSignal is created per call.
  */
-import { Pool } from 'undici';
+import { Client, Pool } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
 import { type Clock, systemClock, wheelOf } from '../core/clock.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
@@ -78,6 +78,7 @@ export function transport(options: TransportOptions = {}): Transport {
   const clock = options.clock ?? systemClock;
   const wheel = wheelOf(clock);
   const pools = new Map<string, Pool>();
+  const freshClients = new Set<Client>();
   let closed = false;
 
   function poolFor(url: string): Pool {
@@ -115,12 +116,34 @@ export function transport(options: TransportOptions = {}): Transport {
       return handler.promise;
     }
     handler.arm();
+    if (context.freshConnection) {
+      dispatchOnFreshConnection(instance.url, request, handler);
+      return handler.promise;
+    }
     poolFor(instance.url).dispatch(
       { path: request.path, method: request.method, headers: request.headers, body: request.body ?? null },
       handler,
     );
     return handler.promise;
   };
+
+  /**
+   * A retry that must go to an instance already tried (the only one left) goes over a new
+   * connection: the pooled one may be the broken part. Failure path only.
+   */
+  function dispatchOnFreshConnection(url: string, request: OutgoingRequest, handler: AttemptHandler): void {
+    const client = new Client(url, { connect: { timeout: connectTimeoutMs }, pipelining: 1 });
+    freshClients.add(client);
+    const release = () => {
+      freshClients.delete(client);
+      void client.destroy();
+    };
+    handler.promise.then(release, release);
+    client.dispatch(
+      { path: request.path, method: request.method, headers: request.headers, body: request.body ?? null },
+      handler,
+    );
+  }
 
   return {
     call,
@@ -130,8 +153,9 @@ export function transport(options: TransportOptions = {}): Transport {
     async close() {
       if (closed) return;
       closed = true;
-      const all = [...pools.values()];
+      const all: Array<Pool | Client> = [...pools.values(), ...freshClients];
       pools.clear();
+      freshClients.clear();
       // undici fails each pending request with UND_ERR_DESTROYED, mapped per call to CLIENT_CLOSED.
       await Promise.all(all.map((pool) => pool.destroy()));
     },

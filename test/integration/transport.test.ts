@@ -2,7 +2,8 @@
  * Wire-level behaviour of the undici transport, driven through `createClient` (and once
  * through `transport()` directly) against real node:http servers on 127.0.0.1: connection
  * failures, resets, timeouts, oversized and undecodable bodies, status mapping, caller
- * aborts and `close()`, each with server-side request counts and leak checks.
+ * aborts and `close()`, each with server-side request counts and leak checks. Retries are
+ * off here (`retry: false`) so each test sees exactly one attempt; retries have their own tests.
  */
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -107,7 +108,7 @@ describe('transport: connection refused', () => {
   it('fails with CONNECT_FAILED, retryable, requestSent false, naming the instance', async () => {
     const port = await closedPort();
     const instance = `http://127.0.0.1:${port}`;
-    const client = createClient(movies, { instances: [instance], timeoutMs: 2000 });
+    const client = createClient(movies, { retry: false, instances: [instance], timeoutMs: 2000 });
     try {
       const { error, ms } = await timedFailure(client.getMovie({ id: 1 }));
       expect(error.code).toBe(ErrorCode.CONNECT_FAILED);
@@ -140,7 +141,7 @@ describe('transport: connection reset mid-body', () => {
       response.write('{"id":1,"t', () => response.socket?.destroy());
     });
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 3000 });
+    const client = createClient(movies, { retry: false, instances: [server.url], timeoutMs: 3000 });
     const { error, ms } = await timedFailure(client.getMovie({ id: 1 }));
     expect(error.code).toBe(ErrorCode.CONNECTION_RESET);
     expect(error.retryable).toBe(true);
@@ -164,7 +165,7 @@ describe('transport: timeouts', () => {
     const server = await startServer(hang);
     const sockets = requestSockets(server);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 200 });
+    const client = createClient(movies, { retry: false, instances: [server.url], timeoutMs: 200 });
     const { error, ms } = await timedFailure(client.getMovie({ id: 1 }));
     expect(error.code).toBe(ErrorCode.DEADLINE_EXCEEDED);
     expect(error.message).toContain('deadline exceeded');
@@ -184,7 +185,12 @@ describe('transport: timeouts', () => {
     const server = await startServer(hang);
     const sockets = requestSockets(server);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 2000, attemptTimeoutMs: 150 });
+    const client = createClient(movies, {
+      retry: false,
+      instances: [server.url],
+      timeoutMs: 2000,
+      attemptTimeoutMs: 150,
+    });
     const { error, ms } = await timedFailure(client.getMovie({ id: 1 }));
     expect(error.code).toBe(ErrorCode.ATTEMPT_TIMEOUT);
     expect(error.message).toContain('attempt timed out');
@@ -211,7 +217,7 @@ describe('transport: timeouts', () => {
     });
     const sockets = requestSockets(server);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 500 });
+    const client = createClient(movies, { retry: false, instances: [server.url], timeoutMs: 500 });
     const { error, ms } = await timedFailure(client.health());
     expect(error.code).toBe(ErrorCode.DEADLINE_EXCEEDED);
     expect(error.requestSent).toBe(true);
@@ -235,7 +241,7 @@ describe('transport: undecodable responses', () => {
       response.end('{"ok": tru');
     });
     const before = resources();
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     const error = await failure(client.health());
     expect(error.code).toBe(ErrorCode.INVALID_RESPONSE);
     expect(error).toBeInstanceOf(ValidationError);
@@ -254,7 +260,7 @@ describe('transport: undecodable responses', () => {
       response.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
       response.end(body);
     });
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const error = await failure(client.health());
       expect(error.code).toBe(ErrorCode.INVALID_RESPONSE);
@@ -268,7 +274,7 @@ describe('transport: undecodable responses', () => {
 
   it('a response violating the endpoint schema fails with INVALID_RESPONSE and the issues', async () => {
     const server = await startServer((_request, response) => sendJson(response, 200, { id: 'seven', title: 7 }));
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const error = await failure(client.getMovie({ id: 7 }));
       expect(error.code).toBe(ErrorCode.INVALID_RESPONSE);
@@ -297,7 +303,7 @@ describe('transport: maxResponseBytes', () => {
     });
     const sockets = requestSockets(server);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 5000 });
+    const client = createClient(movies, { retry: false, instances: [server.url], timeoutMs: 5000 });
     const { error, ms } = await timedFailure(client.health());
     expect(error.code).toBe(ErrorCode.RESPONSE_TOO_LARGE);
     expect(error.message).toContain('declared Content-Length 5000000000');
@@ -323,7 +329,12 @@ describe('transport: maxResponseBytes', () => {
     });
     const sockets = requestSockets(server);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 5000, maxResponseBytes: 1024 });
+    const client = createClient(movies, {
+      retry: false,
+      instances: [server.url],
+      timeoutMs: 5000,
+      maxResponseBytes: 1024,
+    });
     const { error, ms } = await timedFailure(client.health());
     expect(error.code).toBe(ErrorCode.RESPONSE_TOO_LARGE);
     expect(error.message).toContain('more than 1024 bytes received');
@@ -341,7 +352,7 @@ describe('transport: maxResponseBytes', () => {
       response.writeHead(200, { 'content-type': 'text/plain', 'content-length': size });
       response.end('b'.repeat(size));
     });
-    const client = createClient(movies, { instances: [server.url], maxResponseBytes: 1024 });
+    const client = createClient(movies, { retry: false, instances: [server.url], maxResponseBytes: 1024 });
     try {
       expect(await client.health()).toBe('b'.repeat(1024));
       const error = await failure(client.search({ q: 'big' }));
@@ -363,7 +374,7 @@ describe('transport: HTTP status mapping', () => {
 
   it('503 with a body is a retryable HttpStatusError carrying the body excerpt', async () => {
     const server = await statusServer(503, 'upstream overloaded, try later');
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const error = await failure(client.getMovie({ id: 3 }));
       expect(error).toBeInstanceOf(HttpStatusError);
@@ -384,7 +395,7 @@ describe('transport: HTTP status mapping', () => {
 
   it('404 is not retryable', async () => {
     const server = await statusServer(404, 'no such movie');
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const error = await failure(client.getMovie({ id: 404 }));
       expect(error).toBeInstanceOf(HttpStatusError);
@@ -398,7 +409,7 @@ describe('transport: HTTP status mapping', () => {
 
   it('429 with Retry-After: 2 gives retryAfterMs 2000', async () => {
     const server = await statusServer(429, 'slow down', { 'retry-after': '2' });
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const error = await failure(client.rate({ id: 1 }, { stars: 5 }));
       expect(error).toBeInstanceOf(HttpStatusError);
@@ -415,7 +426,7 @@ describe('transport: HTTP status mapping', () => {
 
   it('keeps at most 1024 bytes of a large error body', async () => {
     const server = await statusServer(500, 'e'.repeat(5000));
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const error = await failure(client.health());
       expect(error).toBeInstanceOf(HttpStatusError);
@@ -431,7 +442,7 @@ describe('transport: caller abort', () => {
   it('an already aborted signal fails with ABORTED before any I/O', async () => {
     const server = await startServer((_request, response) => sendJson(response, 200, { id: 1, title: 'x' }));
     const connections = countConnections(server);
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { retry: false, instances: [server.url] });
     try {
       const controller = new AbortController();
       const reason = new Error('caller gave up');
@@ -455,7 +466,7 @@ describe('transport: caller abort', () => {
     const server = await startServer(hang);
     const sockets = requestSockets(server);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 5000 });
+    const client = createClient(movies, { retry: false, instances: [server.url], timeoutMs: 5000 });
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), 100);
     const { error, ms } = await timedFailure(client.rate({ id: 9 }, { stars: 3 }, { signal: controller.signal }));
@@ -478,7 +489,7 @@ describe('transport: close()', () => {
   it('fails calls in flight with CLIENT_CLOSED, closes their sockets, and fails later calls at once', async () => {
     const server = await startServer(hang);
     const before = resources();
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 10_000 });
+    const client = createClient(movies, { retry: false, instances: [server.url], timeoutMs: 10_000 });
     const inFlight = [
       failure(client.getMovie({ id: 1 })),
       failure(client.getMovie({ id: 2 })),

@@ -105,6 +105,7 @@ describe('typed methods', () => {
       | 'INVALID_REQUEST'
       | 'ABORTED'
       | 'CLIENT_CLOSED'
+      | 'NO_HEALTHY_INSTANCE'
       | 'INVALID_OPTION'
     >();
   });
