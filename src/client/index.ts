@@ -245,7 +245,10 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void {
       if (typeof listener !== 'function') invalidOption(`on('${String(event)}') listener`, 'a function', listener);
       let set = listeners.get(event);
-      if (set === undefined) listeners.set(event, (set = new Set()));
+      if (set === undefined) {
+        set = new Set();
+        listeners.set(event, set);
+      }
       set.add(listener as (payload: never) => void);
       return () => {
         set.delete(listener as (payload: never) => void);

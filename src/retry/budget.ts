@@ -26,9 +26,9 @@ export const retryBudgetDefaults = { ratio: 0.1, minPerSecond: 10, windowMs: 10_
 const BUCKETS = 10;
 
 /**
- * A token bucket over a sliding window, in ten buckets: each request deposits `ratio` of a
- * token, each retry withdraws one, and the floor adds `minPerSecond` per second of window.
- * Deposits cost one clock read and two additions.
+ * A token bucket over a sliding window, in ten buckets: each request earns `ratio` of a
+ * token, each retry spends one, and the floor adds `minPerSecond` per second of window.
+ * A deposit costs one clock read and one addition.
  */
 export class RetryBudget {
   readonly ratio: number;
@@ -59,7 +59,7 @@ export class RetryBudget {
 
   /** Records a request (every call, retried or not). */
   deposit(): void {
-    this.#deposits[this.#rotate()]! += this.ratio;
+    this.#deposits[this.#rotate()]! += 1;
   }
 
   /** Takes a token for one retry or hedge; false when the budget is spent. */
@@ -77,9 +77,14 @@ export class RetryBudget {
   }
 
   #balance(): number {
-    let balance = (this.minPerSecond * this.windowMs) / 1000;
-    for (let index = 0; index < BUCKETS; index++) balance += this.#deposits[index]! - this.#withdrawals[index]!;
-    return balance;
+    let requests = 0;
+    let retries = 0;
+    for (let index = 0; index < BUCKETS; index++) {
+      requests += this.#deposits[index]!;
+      retries += this.#withdrawals[index]!;
+    }
+    // Counts stay integers; the epsilon keeps 0.1 × 100 from landing just below 10.
+    return (this.minPerSecond * this.windowMs) / 1000 + this.ratio * requests - retries + 1e-9;
   }
 
   /** Moves the window to now, clearing buckets that fell out of it; returns the current index. */

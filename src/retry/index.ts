@@ -15,7 +15,7 @@
  */
 import type { Call, CallContext, IncomingResponse, Layer, OutgoingRequest } from '../core/call.js';
 import { type Clock, sleep, type WheelEntry, wheelOf } from '../core/clock.js';
-import { ErrorCode, invalidOption, isTelescopeError, type TelescopeError } from '../core/errors.js';
+import { invalidOption, isTelescopeError, type TelescopeError } from '../core/errors.js';
 import { RetryBudget, type RetryBudgetOptions } from './budget.js';
 
 export { RetryBudget, type RetryBudgetOptions, retryBudgetDefaults } from './budget.js';

@@ -1,0 +1,234 @@
+import { describe, expect, it } from 'vitest';
+import {
+  CallContext,
+  ErrorCode,
+  HttpStatusError,
+  type InstanceEvent,
+  InstanceSet,
+  isInstanceFailure,
+  parseInstances,
+  TelescopeError,
+} from '../../src/index.js';
+import { manualClock } from '../helpers/clock.js';
+import { seededRandom } from '../helpers/random.js';
+
+const clock = manualClock(0);
+
+function context(route?: { version?: string; zone?: string }) {
+  return new CallContext({ service: 's', endpoint: 'e', idempotent: true, clock, timeoutMs: 1000, route });
+}
+
+function set(
+  urls: Parameters<typeof parseInstances>[0],
+  options: Partial<ConstructorParameters<typeof InstanceSet>[0]> = {},
+) {
+  const instances = new InstanceSet({ clock, random: seededRandom(7), ...options });
+  instances.update(parseInstances(urls));
+  return instances;
+}
+
+describe('InstanceSet: power of two choices', () => {
+  it('sends the next attempt to the instance with fewer attempts in flight', () => {
+    const instances = set(['http://a:1', 'http://b:1']);
+    const a = instances.get('http://a:1')!;
+    a.outstanding = 5;
+    for (let index = 0; index < 50; index++) expect(instances.pick(context())?.instance.url).toBe('http://b:1');
+  });
+
+  it('spreads evenly when loads are equal (ties broken at random)', () => {
+    const instances = set(['http://a:1', 'http://b:1', 'http://c:1']);
+    const counts = new Map<string, number>();
+    for (let index = 0; index < 3000; index++) {
+      const url = instances.pick(context())!.instance.url;
+      counts.set(url, (counts.get(url) ?? 0) + 1);
+    }
+    for (const count of counts.values()) expect(count).toBeGreaterThan(800);
+  });
+
+  it('respects weights', () => {
+    const instances = set(['http://a:1', { url: 'http://b:1', weight: 3 }]);
+    let heavy = 0;
+    for (let index = 0; index < 4000; index++) if (instances.pick(context())!.instance.url === 'http://b:1') heavy++;
+    // P2C over weighted samples: the heavy instance takes clearly more than half.
+    expect(heavy / 4000).toBeGreaterThan(0.6);
+  });
+
+  it('skips instances already tried in this call, and asks for a fresh connection when all were', () => {
+    const instances = set(['http://a:1', 'http://b:1']);
+    const ctx = context();
+    const first = instances.pick(ctx)!;
+    ctx.tried = [first.instance];
+    const second = instances.pick(ctx)!;
+    expect(second.instance.url).not.toBe(first.instance.url);
+    expect(ctx.freshConnection).toBe(false);
+    ctx.tried = [first.instance, second.instance];
+    expect(instances.pick(ctx)).toBeDefined();
+    expect(ctx.freshConnection).toBe(true);
+  });
+
+  it('a single instance is retried over a fresh connection', () => {
+    const instances = set(['http://a:1']);
+    const ctx = context();
+    ctx.tried = [instances.pick(ctx)!.instance];
+    expect(instances.pick(ctx)?.instance.url).toBe('http://a:1');
+    expect(ctx.freshConnection).toBe(true);
+  });
+});
+
+describe('InstanceSet: round-robin', () => {
+  it('cycles through instances', () => {
+    const instances = set(['http://a:1', 'http://b:1', 'http://c:1'], { balancer: 'round-robin' });
+    const picks = Array.from({ length: 6 }, () => instances.pick(context())!.instance.url);
+    expect(picks).toEqual(['http://a:1', 'http://b:1', 'http://c:1', 'http://a:1', 'http://b:1', 'http://c:1']);
+  });
+
+  it('rejects an unknown balancer', () => {
+    expect(() => set(['http://a:1'], { balancer: 'random' as 'p2c' })).toThrow(/balancer/);
+  });
+});
+
+describe('InstanceSet: routing', () => {
+  const urls = [
+    { url: 'http://a1:1', zone: 'a', version: 'v1' },
+    { url: 'http://a2:1', zone: 'a', version: 'v2' },
+    { url: 'http://b1:1', zone: 'b', version: 'v2' },
+  ];
+
+  it('prefers the client zone while it has usable instances', () => {
+    const instances = set(urls, { zone: 'a' });
+    for (let index = 0; index < 100; index++) expect(instances.pick(context())!.instance.zone).toBe('a');
+  });
+
+  it('falls back to other zones when the local zone has none usable', () => {
+    const instances = set(urls, { zone: 'a', outlier: { consecutiveFailures: 1, maxEjectionPercent: 100 } });
+    for (const url of ['http://a1:1', 'http://a2:1']) {
+      const state = instances.get(url)!;
+      state.outstanding++;
+      instances.record(state, true);
+    }
+    expect(instances.ejectedCount).toBe(2);
+    expect(instances.pick(context())!.instance.url).toBe('http://b1:1');
+  });
+
+  it('route.version restricts to matching instances; unknown version gives none', () => {
+    const instances = set(urls, { zone: 'a' });
+    for (let index = 0; index < 50; index++) {
+      expect(instances.pick(context({ version: 'v2' }))!.instance.version).toBe('v2');
+    }
+    // zone a + version v1 → a1 only
+    expect(instances.pick(context({ version: 'v1' }))!.instance.url).toBe('http://a1:1');
+    expect(instances.pick(context({ version: 'v9' }))).toBeUndefined();
+  });
+});
+
+describe('InstanceSet: outlier ejection', () => {
+  function failTimes(instances: InstanceSet, url: string, times: number) {
+    const state = instances.get(url)!;
+    for (let index = 0; index < times; index++) {
+      state.outstanding++;
+      instances.record(state, true);
+    }
+  }
+
+  it('ejects after consecutive failures for base × 2^(n−1), then returns', () => {
+    const local = manualClock(0);
+    const events: InstanceEvent[] = [];
+    const instances = new InstanceSet({
+      clock: local,
+      random: seededRandom(1),
+      outlier: { consecutiveFailures: 3, baseEjectionMs: 1000 },
+      onEvent: (event) => events.push(event),
+    });
+    instances.update(parseInstances(['http://a:1', 'http://b:1', 'http://c:1']));
+    failTimes(instances, 'http://a:1', 2);
+    expect(instances.ejectedCount).toBe(0);
+    failTimes(instances, 'http://a:1', 1);
+    expect(events).toEqual([
+      { type: 'eject', instance: 'http://a:1', consecutiveFailures: 3, ejectionMs: 1000, timesEjected: 1 },
+    ]);
+    const ctx = () => new CallContext({ service: 's', endpoint: 'e', idempotent: true, clock: local, timeoutMs: 1 });
+    for (let index = 0; index < 50; index++) expect(instances.pick(ctx())!.instance.url).not.toBe('http://a:1');
+    local.advance(1000);
+    const seen = new Set(Array.from({ length: 50 }, () => instances.pick(ctx())!.instance.url));
+    expect(seen.has('http://a:1')).toBe(true);
+    expect(events.at(-1)).toEqual({ type: 'return', instance: 'http://a:1' });
+    // Second ejection lasts twice as long.
+    failTimes(instances, 'http://a:1', 3);
+    expect(events.at(-1)).toMatchObject({ type: 'eject', ejectionMs: 2000, timesEjected: 2 });
+  });
+
+  it('a success resets the consecutive count', () => {
+    const instances = set(['http://a:1', 'http://b:1'], { outlier: { consecutiveFailures: 3 } });
+    failTimes(instances, 'http://a:1', 2);
+    const state = instances.get('http://a:1')!;
+    state.outstanding++;
+    instances.record(state, false);
+    failTimes(instances, 'http://a:1', 2);
+    expect(instances.ejectedCount).toBe(0);
+  });
+
+  it('never ejects more than maxEjectionPercent of the instances', () => {
+    const instances = set(['http://a:1', 'http://b:1', 'http://c:1', 'http://d:1'], {
+      outlier: { consecutiveFailures: 1, maxEjectionPercent: 50 },
+    });
+    for (const url of ['http://a:1', 'http://b:1', 'http://c:1', 'http://d:1']) failTimes(instances, url, 3);
+    expect(instances.ejectedCount).toBe(2);
+  });
+
+  it('never ejects the only instance at the default 50%', () => {
+    const instances = set(['http://a:1'], { outlier: { consecutiveFailures: 1 } });
+    failTimes(instances, 'http://a:1', 10);
+    expect(instances.ejectedCount).toBe(0);
+  });
+
+  it('caps the ejection period at maxEjectionMs', () => {
+    const events: InstanceEvent[] = [];
+    const local = manualClock(0);
+    const instances = new InstanceSet({
+      clock: local,
+      outlier: { consecutiveFailures: 1, baseEjectionMs: 100, maxEjectionMs: 250, maxEjectionPercent: 100 },
+      onEvent: (event) => events.push(event),
+    });
+    instances.update(parseInstances(['http://a:1']));
+    const ctx = new CallContext({ service: 's', endpoint: 'e', idempotent: true, clock: local, timeoutMs: 1 });
+    for (let round = 0; round < 4; round++) {
+      failTimes(instances, 'http://a:1', 1);
+      local.advance(1000);
+      instances.pick(ctx); // notices the return
+    }
+    const periods = events.flatMap((event) => (event.type === 'eject' ? [event.ejectionMs] : []));
+    expect(periods).toEqual([100, 200, 250, 250]);
+  });
+
+  it('rejects bad outlier options with INVALID_OPTION', () => {
+    expect(() => set(['http://a:1'], { outlier: { consecutiveFailures: 0 } })).toThrow(/consecutiveFailures/);
+    expect(() => set(['http://a:1'], { outlier: { maxEjectionPercent: 101 } })).toThrow(/maxEjectionPercent/);
+    expect(() => set(['http://a:1'], { outlier: { baseEjectionMs: -1 } })).toThrow(/baseEjectionMs/);
+  });
+
+  it('keeps state of instances that stay across an update, drops removed ones', () => {
+    const instances = set(['http://a:1', 'http://b:1']);
+    instances.get('http://a:1')!.outstanding = 3;
+    const removed = instances.update(parseInstances(['http://a:1', 'http://c:1']));
+    expect(removed).toEqual(['http://b:1']);
+    expect(instances.get('http://a:1')!.outstanding).toBe(3);
+    expect(instances.get('http://b:1')).toBeUndefined();
+  });
+});
+
+describe('isInstanceFailure', () => {
+  it('counts failures of the instance, not of the request or the caller', () => {
+    const on = { instance: 'http://a:1' };
+    expect(isInstanceFailure(new TelescopeError(ErrorCode.CONNECT_FAILED, 'x', on))).toBe(true);
+    expect(isInstanceFailure(new TelescopeError(ErrorCode.ATTEMPT_TIMEOUT, 'x', on))).toBe(true);
+    expect(isInstanceFailure(new HttpStatusError(503, '', undefined, on))).toBe(true);
+    expect(isInstanceFailure(new HttpStatusError(500, '', undefined, on))).toBe(true);
+    expect(isInstanceFailure(new HttpStatusError(404, '', undefined, on))).toBe(false);
+    expect(isInstanceFailure(new HttpStatusError(429, '', undefined, on))).toBe(false);
+    expect(isInstanceFailure(new TelescopeError(ErrorCode.ABORTED, 'x', on))).toBe(false);
+    expect(isInstanceFailure(new TelescopeError(ErrorCode.INVALID_REQUEST, 'x', on))).toBe(false);
+    // Raised before reaching any instance (e.g. no budget left): not the instance's fault.
+    expect(isInstanceFailure(new TelescopeError(ErrorCode.DEADLINE_EXCEEDED, 'x'))).toBe(false);
+    expect(isInstanceFailure(new Error('x'))).toBe(false);
+  });
+});
