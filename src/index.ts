@@ -12,12 +12,14 @@ export {
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
+  outcomeOf,
   outlierDefaults,
   parseInstances,
 } from './balance/index.js';
 export {
   type CallOptions,
   type Client,
+  type ClientEvents,
   type ClientOptions,
   clientDefaults,
   createClient,

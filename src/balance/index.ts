@@ -7,7 +7,7 @@
  */
 import type { Instance, Layer } from '../core/call.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
-import { type InstanceSet, isInstanceFailure } from './instances.js';
+import { type InstanceSet, outcomeOf } from './instances.js';
 
 export {
   type InstanceEvent,
@@ -15,6 +15,7 @@ export {
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
+  outcomeOf,
   outlierDefaults,
 } from './instances.js';
 
@@ -84,11 +85,11 @@ export function balance(instances: InstanceSet): Layer {
     state.outstanding++;
     return next(request, context).then(
       (response) => {
-        instances.record(state, false);
+        instances.record(state, 'success');
         return response;
       },
       (error: unknown) => {
-        instances.record(state, isInstanceFailure(error));
+        instances.record(state, outcomeOf(error));
         throw error;
       },
     );

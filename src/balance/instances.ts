@@ -67,6 +67,20 @@ export function isInstanceFailure(error: unknown): boolean {
   }
 }
 
+/**
+ * What a failed attempt says about its instance: `failure` (count it towards ejection),
+ * `success` (the instance answered, e.g. a 4xx: it is healthy), or `neutral` (the attempt was
+ * cancelled or never judged the instance: caller abort, losing hedge, client closed).
+ */
+export function outcomeOf(error: unknown): 'success' | 'failure' | 'neutral' {
+  if (isInstanceFailure(error)) return 'failure';
+  if (isTelescopeError(error) && error.instance !== undefined) {
+    if (error.code === ErrorCode.HTTP_STATUS || error.code === ErrorCode.INVALID_RESPONSE) return 'success';
+    if (error.code === ErrorCode.RESPONSE_TOO_LARGE) return 'success';
+  }
+  return 'neutral';
+}
+
 interface Group {
   readonly states: InstanceState[];
   /** Prefix sums of weights, or undefined when all weights are equal. */
@@ -241,6 +255,12 @@ export class InstanceSet {
       second = others.length > 0 ? others[Math.floor(this.#random() * others.length)] : undefined;
       if (second === undefined) return first;
     }
+    // As many attempts in flight on both: split by weight (a coin flip when weights are equal).
+    // Comparing (outstanding + 1) / weight here would send every call to the heavier one.
+    if (first.outstanding === second.outstanding) {
+      const firstWeight = first.instance.weight;
+      return this.#random() * (firstWeight + second.instance.weight) < firstWeight ? first : second;
+    }
     const firstLoad = (first.outstanding + 1) / first.instance.weight;
     const secondLoad = (second.outstanding + 1) / second.instance.weight;
     if (firstLoad === secondLoad) return this.#random() < 0.5 ? first : second;
@@ -272,10 +292,11 @@ export class InstanceSet {
   }
 
   /** Records the outcome of an attempt on `state`. */
-  record(state: InstanceState, failed: boolean): void {
+  record(state: InstanceState, outcome: 'success' | 'failure' | 'neutral'): void {
     state.outstanding--;
     const outlier = this.#outlier;
-    if (outlier === undefined) return;
+    if (outlier === undefined || outcome === 'neutral') return;
+    const failed = outcome === 'failure';
     const now = this.#clock.now();
     if (!failed) {
       state.consecutiveFailures = 0;

@@ -15,10 +15,10 @@ import {
 } from '../balance/index.js';
 import { type Call, CallContext, compose, type IncomingResponse, type Logger, type RouteHints } from '../core/call.js';
 import { type Clock, systemClock } from '../core/clock.js';
-import type { Deadline } from '../core/deadline.js';
+import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
-import { deadline } from '../deadline/index.js';
+import { currentDeadline, deadline } from '../deadline/index.js';
 import type { Discovery } from '../discovery/index.js';
 import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
 import {
@@ -179,7 +179,11 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     keepAliveTimeoutMs: options.keepAliveTimeoutMs,
     clock,
   });
+  // Before discovery: a source may deliver (and be logged) inside subscribe().
+  const logger = options.logger?.child({ service: service.name });
   let firstInstances: Promise<void> | undefined;
+  /** Calls waiting for discovery's first set (each ends with its budget, its signal or close()). */
+  const waitingForInstances = new Set<() => void>();
   let stopDiscovery: (() => void) | undefined;
   if (options.instances !== undefined) {
     instanceSet.update(parseInstances(options.instances));
@@ -231,7 +235,6 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       deadlineHeader: options.deadlineHeader,
     }),
   )(wire.call);
-  const logger = options.logger?.child({ service: service.name });
   const baseHeaders = lowerCaseHeaders(options.headers ?? {}, 'headers');
   let closed = false;
 
@@ -240,6 +243,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     async close() {
       closed = true;
       stopDiscovery?.();
+      for (const onClose of waitingForInstances) onClose();
       await wire.close();
     },
     on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void {
@@ -391,10 +395,58 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         body: body === undefined ? undefined : serializeBody(body),
       };
       const pending = (
-        firstInstances === undefined ? stack(request, context) : firstInstances.then(() => stack(request, context))
+        firstInstances === undefined
+          ? stack(request, context)
+          : afterFirstInstances(firstInstances, context).then(() => stack(request, context))
       ).then(decode);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
+  }
+
+  /**
+   * Waits for discovery's first instance set inside the call's budget: the budget is fixed now,
+   * so the wait counts against it, and the wait ends with the budget, the caller's signal or
+   * close().
+   */
+  function afterFirstInstances(ready: Promise<void>, context: CallContext): Promise<void> {
+    const budget = Deadline.min(Deadline.after(context.timeoutMs, clock), context.deadline ?? currentDeadline());
+    context.deadline = budget;
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        clock.clearTimeout(timer);
+        waitingForInstances.delete(onClose);
+        context.callerSignal?.removeEventListener('abort', onAbort);
+      };
+      const fail = (code: ErrorCode, message: string, cause?: unknown) => {
+        done();
+        reject(
+          new TelescopeError(code, message, {
+            service: context.service,
+            endpoint: context.endpoint,
+            requestSent: false,
+            cause,
+          }),
+        );
+      };
+      const onClose = () => fail(ErrorCode.CLIENT_CLOSED, 'client closed while the call waited for instances');
+      const onAbort = () =>
+        fail(
+          ErrorCode.ABORTED,
+          'call aborted by the caller while it waited for instances',
+          context.callerSignal?.reason,
+        );
+      const timer = clock.setTimeout(
+        () =>
+          fail(ErrorCode.NO_HEALTHY_INSTANCE, `${context.service}: no instances discovered within the call's budget`),
+        budget.remainingMs(),
+      );
+      waitingForInstances.add(onClose);
+      context.callerSignal?.addEventListener('abort', onAbort, { once: true });
+      void ready.then(() => {
+        done();
+        resolve();
+      });
+    });
   }
 }
 

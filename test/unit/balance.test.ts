@@ -6,6 +6,7 @@ import {
   type InstanceEvent,
   InstanceSet,
   isInstanceFailure,
+  outcomeOf,
   parseInstances,
   TelescopeError,
 } from '../../src/index.js';
@@ -104,7 +105,7 @@ describe('InstanceSet: routing', () => {
     for (const url of ['http://a1:1', 'http://a2:1']) {
       const state = instances.get(url)!;
       state.outstanding++;
-      instances.record(state, true);
+      instances.record(state, 'failure');
     }
     expect(instances.ejectedCount).toBe(2);
     expect(instances.pick(context())!.instance.url).toBe('http://b1:1');
@@ -126,7 +127,7 @@ describe('InstanceSet: outlier ejection', () => {
     const state = instances.get(url)!;
     for (let index = 0; index < times; index++) {
       state.outstanding++;
-      instances.record(state, true);
+      instances.record(state, 'failure');
     }
   }
 
@@ -162,7 +163,7 @@ describe('InstanceSet: outlier ejection', () => {
     failTimes(instances, 'http://a:1', 2);
     const state = instances.get('http://a:1')!;
     state.outstanding++;
-    instances.record(state, false);
+    instances.record(state, 'success');
     failTimes(instances, 'http://a:1', 2);
     expect(instances.ejectedCount).toBe(0);
   });
@@ -230,5 +231,23 @@ describe('isInstanceFailure', () => {
     // Raised before reaching any instance (e.g. no budget left): not the instance's fault.
     expect(isInstanceFailure(new TelescopeError(ErrorCode.DEADLINE_EXCEEDED, 'x'))).toBe(false);
     expect(isInstanceFailure(new Error('x'))).toBe(false);
+  });
+});
+
+describe('outcomeOf', () => {
+  it('cancelled attempts neither reset nor add to an instance’s failures', () => {
+    const on = { instance: 'http://a:1' };
+    expect(outcomeOf(new TelescopeError(ErrorCode.ABORTED, 'x', on))).toBe('neutral');
+    expect(outcomeOf(new TelescopeError(ErrorCode.CLIENT_CLOSED, 'x', on))).toBe('neutral');
+    expect(outcomeOf(new HttpStatusError(404, '', undefined, on))).toBe('success');
+    expect(outcomeOf(new HttpStatusError(503, '', undefined, on))).toBe('failure');
+    const instances = set(['http://a:1', 'http://b:1'], { outlier: { consecutiveFailures: 2 } });
+    const state = instances.get('http://a:1')!;
+    for (const outcome of ['failure', 'neutral', 'failure'] as const) {
+      state.outstanding++;
+      instances.record(state, outcome);
+    }
+    expect(instances.ejectedCount).toBe(1);
+    expect(state.outstanding).toBe(0);
   });
 });
