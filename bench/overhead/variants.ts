@@ -1,0 +1,387 @@
+/**
+ * The clients under test. Each variant turns a list of target origins into one operation,
+ * `getMovie(id)`, that resolves with the decoded JSON body after checking the status.
+ * Libraries are imported lazily so that a client child loads only the one it measures
+ * (its peak RSS is then that library's, not every library's).
+ *
+ * With several origins, every variant round-robins over them per request, as telescope's
+ * balancer does, so the comparison stays like for like.
+ */
+import type { Agent as HttpAgent } from 'node:http';
+import type { Dispatcher } from 'undici';
+
+/** A client ready to be driven: one request per call, plus cleanup. */
+export interface Driver {
+  getMovie(id: number): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+export interface Variant {
+  readonly name: string;
+  /** One line for the results table's legend. */
+  readonly description: string;
+  create(urls: readonly string[]): Promise<Driver>;
+}
+
+/** Round-robin over `items`: the same cheap picker for every variant. */
+function roundRobin<T>(items: readonly T[]): () => T {
+  if (items.length === 0) throw new Error('no target URLs');
+  if (items.length === 1) {
+    const only = items[0] as T;
+    return () => only;
+  }
+  let cursor = 0;
+  return () => items[cursor++ % items.length] as T;
+}
+
+function statusError(variant: string, status: number): Error {
+  return new Error(`${variant}: HTTP ${status}`);
+}
+
+async function keepAliveAgent(): Promise<HttpAgent> {
+  const { Agent } = await import('node:http');
+  // Unlimited sockets, like undici's Pool default, so every variant may open one per request in flight.
+  return new Agent({ keepAlive: true, keepAliveMsecs: 1000, maxSockets: Number.POSITIVE_INFINITY });
+}
+
+const undiciPool: Variant = {
+  name: 'undici',
+  description: 'undici `Pool.request` + `body.json()`: the floor every ratio is measured against',
+  async create(urls) {
+    const { Pool } = await import('undici');
+    const pools = urls.map((url) => new Pool(url));
+    const nextPool = roundRobin(pools);
+    return {
+      async getMovie(id) {
+        const { statusCode, body } = await nextPool().request({ method: 'GET', path: `/movies/${id}` });
+        if (statusCode !== 200) {
+          await body.dump();
+          throw statusError('undici', statusCode);
+        }
+        return body.json();
+      },
+      async close() {
+        await Promise.all(pools.map((pool) => pool.close()));
+      },
+    };
+  },
+};
+
+/**
+ * A minimal `Dispatcher.DispatchHandler`: buffers the body, then parses it. This is the
+ * mechanism telescope's transport is built on, without any of its layers, so the gap between
+ * this and telescope is what the layers cost.
+ */
+class BufferingHandler implements Dispatcher.DispatchHandler {
+  readonly promise: Promise<unknown>;
+  #resolve!: (body: unknown) => void;
+  #reject!: (error: Error) => void;
+  #status = 0;
+  #chunks: Buffer[] = [];
+
+  constructor() {
+    this.promise = new Promise<unknown>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  // undici tells the new handler API from the legacy one by the presence of this method.
+  onRequestStart(): void {}
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+    this.#status = statusCode;
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    if (this.#status !== 200) {
+      this.#reject(statusError('undici-dispatch', this.#status));
+      return;
+    }
+    try {
+      const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks);
+      this.#resolve(JSON.parse(body.toString('utf8')));
+    } catch (error) {
+      this.#reject(error as Error);
+    }
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, error: Error): void {
+    this.#reject(error);
+  }
+}
+
+const undiciDispatch: Variant = {
+  name: 'undici-dispatch',
+  description: "undici `Pool.dispatch` with a buffering handler + `JSON.parse`: telescope's transport minus its layers",
+  async create(urls) {
+    const { Pool } = await import('undici');
+    const pools = urls.map((url) => new Pool(url));
+    const nextPool = roundRobin(pools);
+    return {
+      getMovie(id) {
+        const handler = new BufferingHandler();
+        nextPool().dispatch({ method: 'GET', path: `/movies/${id}` }, handler);
+        return handler.promise;
+      },
+      async close() {
+        await Promise.all(pools.map((pool) => pool.close()));
+      },
+    };
+  },
+};
+
+const undiciFetch: Variant = {
+  name: 'undici-fetch',
+  description: '`fetch` from the undici package (WHATWG Request/Response objects)',
+  async create(urls) {
+    const { Agent, fetch } = await import('undici');
+    const dispatcher = new Agent();
+    const nextUrl = roundRobin(urls);
+    return {
+      async getMovie(id) {
+        const response = await fetch(`${nextUrl()}/movies/${id}`, { dispatcher });
+        if (response.status !== 200) {
+          await response.arrayBuffer();
+          throw statusError('undici-fetch', response.status);
+        }
+        return response.json();
+      },
+      async close() {
+        await dispatcher.close();
+      },
+    };
+  },
+};
+
+const nodeHttp: Variant = {
+  name: 'node-http',
+  description: '`node:http` `request` with a keep-alive `Agent`, body collected and `JSON.parse`d',
+  async create(urls) {
+    const { request } = await import('node:http');
+    const agent = await keepAliveAgent();
+    const origins = urls.map((url) => new URL(url));
+    const nextOrigin = roundRobin(origins);
+    return {
+      getMovie(id) {
+        const origin = nextOrigin();
+        return new Promise<unknown>((resolve, reject) => {
+          const outgoing = request(
+            { agent, hostname: origin.hostname, port: origin.port, path: `/movies/${id}`, method: 'GET' },
+            (response) => {
+              const chunks: Buffer[] = [];
+              response.on('data', (chunk: Buffer) => chunks.push(chunk));
+              response.on('error', reject);
+              response.on('end', () => {
+                if (response.statusCode !== 200) {
+                  reject(statusError('node-http', response.statusCode ?? 0));
+                  return;
+                }
+                try {
+                  resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+                } catch (error) {
+                  reject(error);
+                }
+              });
+            },
+          );
+          outgoing.on('error', reject);
+          outgoing.end();
+        });
+      },
+      async close() {
+        agent.destroy();
+      },
+    };
+  },
+};
+
+const got: Variant = {
+  name: 'got',
+  description: 'got 14, keep-alive agent, `responseType: json`, retries off',
+  async create(urls) {
+    const { default: gotDefault } = await import('got');
+    const agent = await keepAliveAgent();
+    const client = gotDefault.extend({
+      agent: { http: agent },
+      retry: { limit: 0 },
+      throwHttpErrors: false,
+      responseType: 'json',
+    });
+    const nextUrl = roundRobin(urls);
+    return {
+      async getMovie(id) {
+        const response = await client.get<unknown>(`${nextUrl()}/movies/${id}`);
+        if (response.statusCode !== 200) throw statusError('got', response.statusCode);
+        return response.body;
+      },
+      async close() {
+        agent.destroy();
+      },
+    };
+  },
+};
+
+const axios: Variant = {
+  name: 'axios',
+  description: 'axios 1, http adapter with a keep-alive agent',
+  async create(urls) {
+    const { default: axiosDefault } = await import('axios');
+    const agent = await keepAliveAgent();
+    const client = axiosDefault.create({ adapter: 'http', httpAgent: agent, validateStatus: () => true });
+    const nextUrl = roundRobin(urls);
+    return {
+      async getMovie(id) {
+        const response = await client.get<unknown>(`${nextUrl()}/movies/${id}`);
+        if (response.status !== 200) throw statusError('axios', response.status);
+        return response.data;
+      },
+      async close() {
+        agent.destroy();
+      },
+    };
+  },
+};
+
+const cockatiel: Variant = {
+  name: 'cockatiel',
+  description: 'undici Pool.request in cockatiel retry(1) → sampling breaker → cooperative 1 s timeout',
+  async create(urls) {
+    const { Pool } = await import('undici');
+    const { circuitBreaker, ExponentialBackoff, handleAll, retry, SamplingBreaker, TimeoutStrategy, timeout, wrap } =
+      await import('cockatiel');
+    const pools = urls.map((url) => new Pool(url));
+    const nextPool = roundRobin(pools);
+    // Configured as a service client would be; none of it fires against a healthy target.
+    const policy = wrap(
+      retry(handleAll, { maxAttempts: 1, backoff: new ExponentialBackoff({ initialDelay: 50 }) }),
+      circuitBreaker(handleAll, {
+        halfOpenAfter: 10_000,
+        breaker: new SamplingBreaker({ threshold: 0.5, duration: 10_000 }),
+      }),
+      timeout(1000, TimeoutStrategy.Cooperative),
+    );
+    // cockatiel links each call's timeout signal to an outer one (by default a shared
+    // never-aborted signal); with 64 calls in flight that trips Node's listener-leak warning.
+    // A driver-wide signal with the limit lifted costs the same and keeps the output clean.
+    const { EventEmitter } = await import('node:events');
+    const shutdown = new AbortController();
+    EventEmitter.setMaxListeners(0, shutdown.signal);
+    return {
+      getMovie(id) {
+        return policy.execute(async ({ signal }) => {
+          const { statusCode, body } = await nextPool().request({ method: 'GET', path: `/movies/${id}`, signal });
+          if (statusCode !== 200) {
+            await body.dump();
+            throw statusError('cockatiel', statusCode);
+          }
+          return body.json();
+        }, shutdown.signal);
+      },
+      async close() {
+        await Promise.all(pools.map((pool) => pool.close()));
+      },
+    };
+  },
+};
+
+const opossum: Variant = {
+  name: 'opossum+p-retry',
+  description: 'undici Pool.request in an opossum breaker (1 s timeout) inside p-retry (retries: 1)',
+  async create(urls) {
+    const { Pool } = await import('undici');
+    const { default: CircuitBreaker } = await import('opossum');
+    const { default: pRetry } = await import('p-retry');
+    const pools = urls.map((url) => new Pool(url));
+    const nextPool = roundRobin(pools);
+    const fetchMovie = async (id: number): Promise<unknown> => {
+      const { statusCode, body } = await nextPool().request({ method: 'GET', path: `/movies/${id}` });
+      if (statusCode !== 200) {
+        await body.dump();
+        throw statusError('opossum+p-retry', statusCode);
+      }
+      return body.json();
+    };
+    const breaker = new CircuitBreaker(fetchMovie, {
+      timeout: 1000,
+      errorThresholdPercentage: 50,
+      resetTimeout: 10_000,
+    });
+    return {
+      getMovie(id) {
+        return pRetry(() => breaker.fire(id), { retries: 1 });
+      },
+      async close() {
+        // Stops opossum's rolling-window interval, which would otherwise keep the process alive.
+        breaker.shutdown();
+        await Promise.all(pools.map((pool) => pool.close()));
+      },
+    };
+  },
+};
+
+/** telescope's typed client; `withResponseSchema` toggles zod validation of the body. */
+function telescopeVariant(name: string, withResponseSchema: boolean): Variant {
+  return {
+    name,
+    description: withResponseSchema
+      ? 'telescope `createClient`, zod params + zod response schema, `timeoutMs: 1000`'
+      : 'telescope `createClient`, zod params, no response schema (isolates validation cost)',
+    async create(urls) {
+      const { z } = await import('zod');
+      const { createClient, defineService, endpoint } = await import('../../src/index.js');
+      const params = z.object({ id: z.number().int() });
+      const movie = z.object({
+        id: z.number().int(),
+        title: z.string(),
+        year: z.number().int(),
+        director: z.string(),
+        genres: z.array(z.string()),
+      });
+      // Two definitions rather than one with an optional schema, so each keeps its exact type.
+      if (withResponseSchema) {
+        const movies = defineService({
+          name: 'movies',
+          endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params, response: movie }) },
+        });
+        const client = createClient(movies, { instances: urls, timeoutMs: 1000 });
+        return { getMovie: (id) => client.getMovie({ id }), close: () => client.close() };
+      }
+      const movies = defineService({
+        name: 'movies',
+        endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params }) },
+      });
+      const client = createClient(movies, { instances: urls, timeoutMs: 1000 });
+      return { getMovie: (id) => client.getMovie({ id }), close: () => client.close() };
+    },
+  };
+}
+
+/** Every variant, in the order of the results table. */
+export const variants: readonly Variant[] = [
+  undiciPool,
+  undiciDispatch,
+  undiciFetch,
+  nodeHttp,
+  got,
+  axios,
+  cockatiel,
+  opossum,
+  telescopeVariant('telescope', true),
+  telescopeVariant('telescope-no-schema', false),
+];
+
+/** The variant every ratio is computed against; always run. */
+export const baselineName = 'undici';
+
+export function variantNamed(name: string): Variant {
+  const variant = variants.find((candidate) => candidate.name === name);
+  if (variant === undefined) {
+    throw new Error(`unknown variant ${name}; known: ${variants.map((candidate) => candidate.name).join(', ')}`);
+  }
+  return variant;
+}
