@@ -11,6 +11,7 @@
  * gives up (and answers) before this hop stops waiting: budgets strictly shrink hop by hop.
  */
 import type { Layer } from '../core/call.js';
+import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 
 /** Options of the attempt layer (also accepted by `createClient`). */
@@ -79,6 +80,9 @@ export function attempt(options: AttemptOptions = {}): Layer {
     if (header !== false && timeoutMs !== Number.POSITIVE_INFINITY) {
       const calleeMs = Math.floor(timeoutMs - reserveMs);
       request.headers[header] = calleeMs > 0 ? String(calleeMs) : '0';
+    }
+    if (channels.callAttempt.hasSubscribers) {
+      channels.callAttempt.publish({ context, request, instance: context.instance?.url, attempt: context.attempt });
     }
     return next(request, context);
   };

@@ -1,7 +1,7 @@
 /**
  * `createClient`: turns a service definition into typed methods over the layer stack
- * (outermost first): deadline → retry → balance → attempt → transport. Later layers (breaker,
- * bulkhead, observe, fallback, cache) slot in by position without touching the others.
+ * (outermost first): fallback → observe → deadline → breaker → bulkhead → retry → balance →
+ * attempt → transport. Extensions (the cache) wrap the client from outside.
  */
 
 import { attempt, attemptDefaults } from '../attempt/index.js';
@@ -13,6 +13,8 @@ import {
   type OutlierOptions,
   parseInstances,
 } from '../balance/index.js';
+import { type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
+import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
 import { type Call, CallContext, compose, type IncomingResponse, type Logger, type RouteHints } from '../core/call.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
@@ -20,6 +22,8 @@ import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationE
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { currentDeadline, deadline } from '../deadline/index.js';
 import type { Discovery } from '../discovery/index.js';
+import { type FallbackEvent, fallback } from '../fallback/index.js';
+import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
 import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
 import {
   buildPath,
@@ -85,6 +89,14 @@ export interface ClientOptions {
   headers?: Record<string, string>;
   /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */
   logger?: Logger;
+  /** Circuit breaker per endpoint (opossum); `false` for none. @default { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10000 } */
+  breaker?: BreakerOptions | false;
+  /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
+  bulkhead?: BulkheadOptions | false;
+  /** Keep per-endpoint counters and latency for `stats()`. @default true */
+  metrics?: boolean;
+  /** Rolling window of `stats()` rates and latency percentiles. @default 10000 */
+  metricsWindowMs?: number;
   /** Time source for every timeout. @default systemClock */
   clock?: Clock;
 }
@@ -113,6 +125,8 @@ export type Client<S extends ServiceDefinition> = {
   on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void;
   /** Retry-budget tokens left (Infinity without a budget). */
   retryTokens(): number;
+  /** A snapshot of counters, latency, breaker states and instances, per endpoint. */
+  stats(): ClientStats;
 };
 
 /** Events of a client, by name. */
@@ -129,6 +143,12 @@ export interface ClientEvents {
   return: Extract<InstanceEvent, { type: 'return' }> & { service: string };
   /** Discovery delivered a new instance set. */
   instances: { service: string; instances: string[]; removed: string[] };
+  /** An endpoint's circuit changed state. */
+  breaker: { service: string; endpoint: string; state: CircuitState };
+  /** A fallback answered a failed call (or itself failed: `failed: true`). */
+  fallback: FallbackEvent;
+  /** The bulkhead shed a call: full, or no slot within the call's deadline. */
+  shed: { service: string; endpoint: string; reason: 'full' | 'queue-timeout' };
 }
 
 const redactedHeaders = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key']);
@@ -222,10 +242,63 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
           clock,
           attemptNeedsMs,
           hedge: options.hedge,
-          onEvent: (event) => emit(event.type, event as never),
+          onEvent: (event) => {
+            const stats = endpointStats.get(event.endpoint);
+            if (stats !== undefined && event.type === 'retry') stats.retries++;
+            if (stats !== undefined && event.type === 'hedge') stats.hedges++;
+            emit(event.type, event as never);
+          },
         });
+  const metricsWindowMs = options.metricsWindowMs ?? 10_000;
+  if (!(Number.isFinite(metricsWindowMs) && metricsWindowMs >= 100)) {
+    invalidOption('metricsWindowMs', 'a finite number ≥ 100', metricsWindowMs);
+  }
+  const endpointStats = new Map<string, EndpointStats>();
+  for (const name of Object.keys(service.endpoints)) {
+    endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
+  }
+  const statsFor = (endpoint: string) => endpointStats.get(endpoint);
+  const breakerLayer =
+    options.breaker === false
+      ? undefined
+      : breaker(options.breaker ?? {}, {
+          clock,
+          service: service.name,
+          onState: (endpoint, state) => {
+            const stats = endpointStats.get(endpoint);
+            if (stats !== undefined) stats.breaker = state;
+            emit('breaker', { service: service.name, endpoint, state });
+          },
+        });
+  if (breakerLayer !== undefined) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+  const bulkheadLayer =
+    options.bulkhead === false
+      ? undefined
+      : bulkhead(options.bulkhead ?? {}, {
+          clock,
+          onShed: (context, reason) => {
+            const stats = endpointStats.get(context.endpoint);
+            if (stats !== undefined) stats.shed++;
+            emit('shed', { service: service.name, endpoint: context.endpoint, reason });
+          },
+        });
+  const fallbacks = new Map<string, unknown>();
+  for (const [name, definition] of Object.entries(service.endpoints)) {
+    if (definition.hasFallback) fallbacks.set(name, definition.fallback);
+  }
   const stack: Call = compose(
+    fallbacks.size > 0 &&
+      fallback(fallbacks, {
+        onFallback: (event) => {
+          const stats = endpointStats.get(event.endpoint);
+          if (stats !== undefined && !event.failed) stats.fallbacks++;
+          emit('fallback', event);
+        },
+      }),
+    options.metrics !== false && observe(statsFor, clock),
     deadline({ minAttemptMs: options.minAttemptMs }),
+    breakerLayer?.layer,
+    bulkheadLayer?.layer,
     retryLayer,
     balance(instanceSet),
     attempt({
@@ -242,6 +315,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     service,
     async close() {
       closed = true;
+      breakerLayer?.shutdown();
       stopDiscovery?.();
       for (const onClose of waitingForInstances) onClose();
       await wire.close();
@@ -259,6 +333,17 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       };
     },
     retryTokens: () => (retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens()),
+    stats: (): ClientStats => ({
+      service: service.name,
+      retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),
+      instances: instanceSet.instances.map((state) => ({
+        url: state.instance.url,
+        outstanding: state.outstanding,
+        ejected: state.ejectedUntil > clock.now(),
+        consecutiveFailures: state.consecutiveFailures,
+      })),
+      endpoints: Object.fromEntries([...endpointStats].map(([name, stats]) => [name, stats.snapshot()])),
+    }),
   };
   for (const [name, definition] of Object.entries(service.endpoints)) {
     client[name] = typedMethod(name, definition);
@@ -291,7 +376,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     const decode =
       definition.response === undefined
         ? (response: IncomingResponse) => response.body
-        : (response: IncomingResponse) => validate(definition.response, response.body, failResponse);
+        : (response: IncomingResponse) =>
+            // A fallback's value is typed by the endpoint; only the service's answers are checked.
+            response.fromFallback ? response.body : validate(definition.response, response.body, failResponse);
     const logFailure = (activeLogger: Logger, error: unknown, headers: Record<string, string>): never => {
       activeLogger.debug(
         isTelescopeError(error)
@@ -387,6 +474,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         route: callOptions?.route,
         logger,
       });
+      context.params = params ?? query;
       const request = {
         method: definition.method,
         path,

@@ -64,8 +64,10 @@ export interface IncomingResponse {
   readonly headers: Record<string, string | string[] | undefined>;
   /** Parsed JSON, text, bytes, or undefined for an empty body. */
   readonly body: unknown;
-  /** Origin of the instance that answered. */
+  /** Origin of the instance that answered (`'fallback'` for a fallback's answer). */
   readonly instance: string;
+  /** Set when the body is the endpoint's fallback, not the service's answer. */
+  readonly fromFallback?: true;
 }
 
 /** The logger shape telescope uses: pino's (or anything with the same methods). */
@@ -108,6 +110,8 @@ export class CallContext {
   freshConnection = false;
   readonly route: RouteHints | undefined;
   readonly logger: Logger | undefined;
+  /** The call's validated params (what a fallback is given). */
+  params: unknown = undefined;
   #signal: AbortSignal | undefined;
 
   constructor(init: {

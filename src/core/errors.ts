@@ -26,6 +26,10 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   /** The client was closed before or while the call ran. */
   CLIENT_CLOSED: 'CLIENT_CLOSED',
+  /** The endpoint's circuit is open: the call failed fast without I/O. */
+  CIRCUIT_OPEN: 'CIRCUIT_OPEN',
+  /** The bulkhead is full (and its queue too): the call was shed without I/O. */
+  BULKHEAD_FULL: 'BULKHEAD_FULL',
   /** No instance can take the call: none discovered, or none of the requested version. */
   NO_HEALTHY_INSTANCE: 'NO_HEALTHY_INSTANCE',
   /** An option passed to a telescope factory is out of range or of the wrong type. */

@@ -4,11 +4,15 @@
  */
 import { ErrorCode, invalidOption, TelescopeError, ValidationError } from '../core/errors.js';
 import { isStandardSchema, type StandardSchemaV1 } from '../core/standard-schema.js';
+import type { Fallback } from '../fallback/index.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
 
 type Schema = StandardSchemaV1;
 type MaybeSchema = Schema | undefined;
+type Input<S> = S extends Schema ? StandardSchemaV1.InferInput<S> : never;
+type Output<S> = S extends Schema ? StandardSchemaV1.InferOutput<S> : unknown;
+type ParamsOutput<P> = P extends Schema ? StandardSchemaV1.InferOutput<P> : undefined;
 
 /** What `endpoint()` takes. */
 export interface EndpointConfig<
@@ -32,6 +36,12 @@ export interface EndpointConfig<
   idempotent?: boolean;
   /** This endpoint's default call budget; overrides the client's `timeoutMs`. */
   timeoutMs?: number;
+  /**
+   * Answer when the dependency is unavailable (circuit open, bulkhead full, no healthy
+   * instance, deadline, transport failure, 5xx): a value, or a function of the error and the
+   * validated params. Typed like the response.
+   */
+  fallback?: Fallback<Output<R>, ParamsOutput<P>>;
 }
 
 /** A declared endpoint: its config plus the compiled path template. */
@@ -49,6 +59,9 @@ export interface Endpoint<
   readonly response: R;
   readonly idempotent: boolean;
   readonly timeoutMs: number | undefined;
+  /** Whether a fallback is declared (`fallback` itself may be any value, even undefined). */
+  readonly hasFallback: boolean;
+  readonly fallback: Fallback<Output<R>, ParamsOutput<P>> | undefined;
   /** @internal literal parts and param names of the path template, alternating. */
   readonly pathParts: readonly string[];
 }
@@ -98,6 +111,8 @@ export function endpoint<
     response: config.response as R,
     idempotent: config.idempotent ?? idempotentMethods.has(config.method),
     timeoutMs: config.timeoutMs,
+    hasFallback: 'fallback' in config,
+    fallback: config.fallback,
     pathParts,
   };
 }
@@ -158,9 +173,6 @@ export function defineService<const E extends Record<string, Endpoint>>(definiti
 }
 
 // --- types of typed methods ---------------------------------------------------------------
-
-type Input<S> = S extends Schema ? StandardSchemaV1.InferInput<S> : never;
-type Output<S> = S extends Schema ? StandardSchemaV1.InferOutput<S> : unknown;
 
 /** The first argument: params and query keys together, when the endpoint declares either. */
 type ParamsArgs<E extends Endpoint> = E['params'] extends Schema

@@ -3,6 +3,9 @@
  * node:http servers on 127.0.0.1, checked with server-side counts: P2C on attempts in flight,
  * weights, round-robin, same-zone preference, version routing, ejection after consecutive
  * failures with exponential periods, return after the period, and the ejection cap.
+ *
+ * Breakers are off (`breaker: false`): these tests drive failure rates that would open the
+ * circuit, and they are about what happens below it.
  */
 import { describe, expect, it } from 'vitest';
 import type { ClientEvents } from '../../src/index.js';
@@ -72,7 +75,7 @@ describe('balance: power of two choices', () => {
       setTimeout(() => answer(request, response, body), 400);
     });
     const fast = await startServer(answer);
-    const client = createClient(movies, { instances: [slow.url, fast.url], timeoutMs: 2000 });
+    const client = createClient(movies, { breaker: false, instances: [slow.url, fast.url], timeoutMs: 2000 });
     try {
       // A call every 10 ms for ~300 ms: once one waits on the slow instance, the fast one
       // (nothing in flight) wins every comparison.
@@ -94,6 +97,7 @@ describe('balance: power of two choices', () => {
     const light = await startServer(answer);
     const heavy = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       instances: [
         { url: light.url, weight: 1 },
         { url: heavy.url, weight: 3 },
@@ -121,7 +125,7 @@ describe('balance: power of two choices', () => {
       };
     const a = await startServer(tagged('a'));
     const b = await startServer(tagged('b'));
-    const client = createClient(movies, { instances: [a.url, b.url], balancer: 'round-robin' });
+    const client = createClient(movies, { breaker: false, instances: [a.url, b.url], balancer: 'round-robin' });
     try {
       for (let index = 0; index < 20; index++) await client.getMovie({ id: index });
       expect(order).toEqual(Array.from({ length: 20 }, (_, index) => (index % 2 === 0 ? 'a' : 'b')));
@@ -136,6 +140,7 @@ describe('balance: outlier ejection', () => {
     const failing = await startServer(unavailable);
     const healthy = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       instances: [failing.url, healthy.url],
       outlier: { consecutiveFailures: 2, baseEjectionMs: 300 },
     });
@@ -198,6 +203,7 @@ describe('balance: outlier ejection', () => {
     async ({ instances, percent, cap }) => {
       const servers = await Promise.all(Array.from({ length: instances }, () => startServer(unavailable)));
       const client = createClient(movies, {
+        breaker: false,
         instances: servers.map((server) => server.url),
         retry: false,
         outlier: { consecutiveFailures: 2, baseEjectionMs: 10_000, maxEjectionPercent: percent },
@@ -236,6 +242,7 @@ describe('balance: zones', () => {
     const a2 = await switchable();
     const b1 = await switchable();
     const client = createClient(movies, {
+      breaker: false,
       zone: 'a',
       instances: [
         { url: a1.url, zone: 'a' },
@@ -275,6 +282,7 @@ describe('balance: zones', () => {
     const a2 = `http://127.0.0.1:${await closedPort()}`;
     const b1 = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       zone: 'a',
       instances: [
         { url: a1, zone: 'a' },
@@ -310,7 +318,7 @@ describe('balance: version routing', () => {
       { url: v2b.url, version: 'v2' },
     ];
     const connections = [v1, v2a, v2b].map(countConnections);
-    const client = createClient(movies, { instances });
+    const client = createClient(movies, { breaker: false, instances });
     try {
       for (let index = 0; index < 40; index++) await client.getMovie({ id: index }, { route: { version: 'v2' } });
       expect(v1.requests).toHaveLength(0);

@@ -4,6 +4,9 @@
  * calls, idempotency keys, writes that never left; retryable failures only), where (an instance
  * not yet tried, or a fresh connection), when (Retry-After inside the budget, never past it),
  * how much (the client-wide retry budget), and hedged attempts that cancel the loser.
+ *
+ * Breakers are off (`breaker: false`): these tests drive failure rates that would open the
+ * circuit, and they are about what happens below it.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -131,6 +134,7 @@ describe('retry: one hanging instance among three', () => {
     const healthy = [await startServer(slowAnswer), await startServer(slowAnswer)];
     const hanging = await startServer(hang);
     const client = createClient(movies, {
+      breaker: false,
       instances: [healthy[0]!.url, hanging.url, healthy[1]!.url],
       timeoutMs: 1000,
       attemptTimeoutMs: 150,
@@ -209,7 +213,10 @@ describe('retry: refused connections', () => {
   it('one instance refusing connections among three: 100 calls, no error reaches the caller', async () => {
     const healthy = [await startServer(answer), await startServer(answer)];
     const refused = `http://127.0.0.1:${await closedPort()}`;
-    const client = createClient(movies, { instances: [refused, ...healthy.map((server) => server.url)] });
+    const client = createClient(movies, {
+      breaker: false,
+      instances: [refused, ...healthy.map((server) => server.url)],
+    });
     const retries = collect(client, 'retry');
     try {
       const results = await runCalls(100, 5, (index) => client.getMovie({ id: index }));
@@ -231,6 +238,7 @@ describe('retry: the retry budget', () => {
       await startServer(statusHandler(503)),
     ];
     const client = createClient(movies, {
+      breaker: false,
       instances: servers.map((server) => server.url),
       outlier: false,
       retry: { budget: { ratio: 0.1, minPerSecond: 10 } },
@@ -277,6 +285,7 @@ describe('retry: the retry budget', () => {
   it('without a budget (budget: false) every failed call is retried: attempts = 2 × calls', async () => {
     const servers = [await startServer(statusHandler(503)), await startServer(statusHandler(503))];
     const client = createClient(movies, {
+      breaker: false,
       instances: servers.map((server) => server.url),
       outlier: false,
       retry: { budget: false },
@@ -311,6 +320,7 @@ describe('retry: what is retried', () => {
     ] as const) {
       for (const server of servers) server.requests.length = 0;
       const client = createClient(movies, {
+        breaker: false,
         instances: servers.map((server) => server.url),
         outlier: false,
         retry: maxRetries === undefined ? undefined : { maxRetries },
@@ -346,7 +356,7 @@ describe('retry: what is retried', () => {
       const bad = await startServer(statusHandler(status));
       good.requests.length = 0;
       // Round-robin from the first instance: the first attempt always meets the bad one.
-      const client = createClient(movies, { instances: [bad.url, good.url], balancer: 'round-robin' });
+      const client = createClient(movies, { breaker: false, instances: [bad.url, good.url], balancer: 'round-robin' });
       try {
         if (retried) {
           expect(await client.getMovie({ id: status })).toEqual({ id: status, title: 'Heat' });
@@ -367,7 +377,11 @@ describe('retry: what is retried', () => {
 
   it('a POST answered 503 is not retried; with an idempotency-key it is, carrying the same key', async () => {
     const servers = [await startServer(statusHandler(503)), await startServer(statusHandler(503))];
-    const client = createClient(movies, { instances: servers.map((server) => server.url), outlier: false });
+    const client = createClient(movies, {
+      breaker: false,
+      instances: servers.map((server) => server.url),
+      outlier: false,
+    });
     const retries = collect(client, 'retry');
     try {
       const error = await failure(client.rate({ id: 1 }, { stars: 5 }));
@@ -401,6 +415,7 @@ describe('retry: what is retried', () => {
     const healthy = await startServer(answer);
     const refused = `http://127.0.0.1:${await closedPort()}`;
     const client = createClient(movies, {
+      breaker: false,
       instances: [refused, healthy.url],
       balancer: 'round-robin',
       outlier: false,
@@ -434,6 +449,7 @@ describe('retry: what is retried', () => {
     });
     const healthy = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       instances: [resetting.url, healthy.url],
       balancer: 'round-robin',
       outlier: false,
@@ -460,7 +476,7 @@ describe('retry: a single instance', () => {
     });
     const sockets = socketIds(server);
     // One pooled connection, so that the second call certainly goes over the first call's socket.
-    const client = createClient(movies, { instances: [server.url], connections: 1 });
+    const client = createClient(movies, { breaker: false, instances: [server.url], connections: 1 });
     const retries = collect(client, 'retry');
     try {
       expect(await client.getMovie({ id: 1 })).toEqual({ id: 1, title: 'Heat' });
@@ -487,7 +503,7 @@ describe('retry: a single instance', () => {
       return answer(request, response, body);
     });
     const sockets = socketIds(server);
-    const client = createClient(movies, { instances: [server.url] });
+    const client = createClient(movies, { breaker: false, instances: [server.url] });
     try {
       expect(await client.getMovie({ id: 4 })).toEqual({ id: 4, title: 'Heat' });
       expect(sockets()).toHaveLength(2);
@@ -501,7 +517,7 @@ describe('retry: a single instance', () => {
 describe('retry: the deadline budget', () => {
   it('no retry when the budget cannot fit another attempt: timeoutMs 200, one hanging instance', async () => {
     const server = await startServer(hang);
-    const client = createClient(movies, { instances: [server.url], timeoutMs: 200 });
+    const client = createClient(movies, { breaker: false, instances: [server.url], timeoutMs: 200 });
     const retries = collect(client, 'retry');
     try {
       const { error, ms } = await timedFailure(client.getMovie({ id: 1 }));
@@ -519,6 +535,7 @@ describe('retry: the deadline budget', () => {
   it('no retry after an attempt timeout that leaves less than an attempt needs (180 of 200 ms)', async () => {
     const servers = [await startServer(hang), await startServer(hang)];
     const client = createClient(movies, {
+      breaker: false,
       instances: servers.map((server) => server.url),
       timeoutMs: 200,
       attemptTimeoutMs: 180,
@@ -542,6 +559,7 @@ describe('retry: Retry-After', () => {
     const limited = await startServer(statusHandler(429, { 'retry-after': '1' }));
     const healthy = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       instances: [limited.url, healthy.url],
       balancer: 'round-robin',
       timeoutMs: 3000,
@@ -575,6 +593,7 @@ describe('retry: Retry-After', () => {
     const limited = await startServer(statusHandler(429, { 'retry-after': '10' }));
     const healthy = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       instances: [limited.url, healthy.url],
       balancer: 'round-robin',
       timeoutMs: 1000,
@@ -616,6 +635,7 @@ describe('hedging', () => {
     const b = await startServer(answer);
     // Round-robin from A: every call starts on the slow instance, the hedge goes to B.
     const client = createClient(movies, {
+      breaker: false,
       instances: [a.url, b.url],
       balancer: 'round-robin',
       hedge: { delayMs: 50 },
@@ -646,7 +666,7 @@ describe('hedging', () => {
   it('a fast first attempt is not hedged', async () => {
     const a = await startServer(answer);
     const b = await startServer(answer);
-    const client = createClient(movies, { instances: [a.url, b.url], hedge: { delayMs: 100 } });
+    const client = createClient(movies, { breaker: false, instances: [a.url, b.url], hedge: { delayMs: 100 } });
     const hedges = collect(client, 'hedge');
     try {
       for (let index = 0; index < 10; index++) await client.getMovie({ id: index });
@@ -663,6 +683,7 @@ describe('hedging', () => {
     const a = await slow.server;
     const b = await startServer(answer);
     const client = createClient(movies, {
+      breaker: false,
       instances: [a.url, b.url],
       balancer: 'round-robin',
       hedge: { delayMs: 50 },

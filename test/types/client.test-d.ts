@@ -105,6 +105,8 @@ describe('typed methods', () => {
       | 'INVALID_REQUEST'
       | 'ABORTED'
       | 'CLIENT_CLOSED'
+      | 'CIRCUIT_OPEN'
+      | 'BULKHEAD_FULL'
       | 'NO_HEALTHY_INSTANCE'
       | 'INVALID_OPTION'
     >();

@@ -1,0 +1,22 @@
+import { channel } from 'node:diagnostics_channel';
+
+/**
+ * `node:diagnostics_channel` channels, named like undici's (`undici:request:create`), so APMs
+ * and tests can observe calls without configuration. Messages are published only when a
+ * channel has subscribers.
+ *
+ * | channel | message |
+ * |---|---|
+ * | `telescope:call:start` | `{ context, request }` |
+ * | `telescope:call:attempt` | `{ context, request, instance, attempt }` |
+ * | `telescope:call:end` | `{ context, response, durationMs }` |
+ * | `telescope:call:error` | `{ context, error, durationMs }` |
+ * | `telescope:breaker:state` | `{ service, endpoint, state }` |
+ */
+export const channels = {
+  callStart: channel('telescope:call:start'),
+  callAttempt: channel('telescope:call:attempt'),
+  callEnd: channel('telescope:call:end'),
+  callError: channel('telescope:call:error'),
+  breakerState: channel('telescope:breaker:state'),
+} as const;
