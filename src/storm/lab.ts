@@ -1,0 +1,417 @@
+/**
+ * The storm lab in real mode: starts a multi-tier topology of real HTTP servers in child
+ * processes on 127.0.0.1, drives open-loop load at the edge, injects faults on schedule, and
+ * measures from the servers' own counts what a client strategy does to the system.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
+import type {
+  EdgeSample,
+  FaultStep,
+  FromTier,
+  Scenario,
+  TierCapacity,
+  TierConfig,
+  TierCounters,
+  TierName,
+  Topology,
+  ToTier,
+} from './types.js';
+
+export interface RunOptions {
+  scenario: Scenario;
+  /** Strategy name or module path. */
+  strategy: string;
+  /** Edge requests per second (open loop). @default scenario.rate ?? 200 */
+  rate?: number;
+  /** Seconds of load. @default scenario.durationS ?? 20 */
+  durationS?: number;
+  /** Seconds to wait for answers after the load stops; later answers count as none. @default 8 */
+  drainS?: number;
+  topology?: Partial<Topology>;
+  capacity?: Partial<Record<TierName, TierCapacity>>;
+  /** CPU milliseconds per request in every tier. @default 0.5 */
+  workMs?: number;
+  /** Backend answer latency in milliseconds when healthy. @default 5 */
+  backendLatencyMs?: number;
+  /** Called about once a second with progress. */
+  onProgress?: (progress: {
+    strategy: string;
+    elapsedS: number;
+    totalS: number;
+    sent: number;
+    answered: number;
+  }) => void;
+  seed?: number;
+}
+
+/** One second of the run, as the servers saw it. */
+export interface TimePoint {
+  second: number;
+  edgeRequests: number;
+  edgeSuccessRate: number;
+  edgeP99Ms: number;
+  /** Backend requests per edge request in this second. */
+  amplification: number;
+}
+
+export interface RunResult {
+  strategy: string;
+  scenario: string;
+  rate: number;
+  durationS: number;
+  /** Requests the load generator sent. */
+  sent: number;
+  /** Edge answers (any status) before the drain ended. */
+  answered: number;
+  /** Edge answers with real data (200, not a fallback), over requests sent. */
+  successRate: number;
+  /** Edge answers that were fallbacks, over requests sent. */
+  fallbackRate: number;
+  latency: { p50Ms: number; p99Ms: number; maxMs: number };
+  /** Backend requests (every attempt of every tier) per edge request. */
+  amplification: number;
+  /** Requests a tier finished after its caller had given up or past its deadline, per tier. */
+  wasted: Record<TierName, number>;
+  peakInFlight: Record<TierName, number>;
+  shed: Record<TierName, number>;
+  received: Record<TierName, number>;
+  /** outage-recover: seconds from the backend's recovery until edge success is back above 99%. */
+  recoveryS: number | undefined;
+  timeline: TimePoint[];
+}
+
+export const defaultCapacity: Record<TierName, TierCapacity> = {
+  edge: { maxConcurrent: 256, maxQueue: 256 },
+  middle: { maxConcurrent: 64, maxQueue: 64 },
+  backend: { maxConcurrent: 64, maxQueue: 64 },
+};
+
+interface TierProcess {
+  tier: TierName;
+  index: number;
+  child: ChildProcess;
+  port: number;
+  url: string;
+}
+
+const tierModule = (() => {
+  const here = import.meta.url;
+  return fileURLToPath(new URL(here.endsWith('.ts') ? './tier.ts' : './storm-tier.js', here));
+})();
+
+/** Running from the TypeScript sources (tests, `npm run storm`): the tiers need tsx too. */
+const tierExecArgv =
+  tierModule.endsWith('.ts') && !process.execArgv.some((arg) => arg.includes('tsx'))
+    ? [...process.execArgv, '--import', 'tsx']
+    : process.execArgv;
+
+/** Every child the lab has started and not yet seen exit, across runs (for cleanup on exit). */
+const liveChildren = new Set<ChildProcess>();
+
+/** Process ids of the tier processes alive now (for cleanup checks). */
+export function liveTierPids(): number[] {
+  return [...liveChildren].flatMap((child) => (child.pid === undefined ? [] : [child.pid]));
+}
+
+/** Kills every tier process this lab started; safe to call more than once. */
+export function killAllTiers(): void {
+  for (const child of liveChildren) child.kill('SIGKILL');
+  liveChildren.clear();
+}
+
+function startTier(config: TierConfig): Promise<TierProcess> {
+  return new Promise((resolve, reject) => {
+    const child = fork(tierModule, [JSON.stringify(config)], {
+      execArgv: tierExecArgv,
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    liveChildren.add(child);
+    child.once('exit', () => liveChildren.delete(child));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${config.tier}[${config.index}] did not start within 15 s`));
+    }, 15_000);
+    child.on('message', function onMessage(message: FromTier) {
+      if (message.type === 'ready') {
+        clearTimeout(timer);
+        child.off('message', onMessage);
+        resolve({
+          tier: config.tier,
+          index: config.index,
+          child,
+          port: message.port,
+          url: `http://127.0.0.1:${message.port}`,
+        });
+      } else if (message.type === 'error') {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        reject(new Error(`${config.tier}[${config.index}]: ${message.message}`));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${config.tier}[${config.index}] exited with ${code} before it was ready`));
+    });
+  });
+}
+
+let pollId = 0;
+
+function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: EdgeSample[] }> {
+  return new Promise((resolve, reject) => {
+    const id = ++pollId;
+    const timer = setTimeout(() => {
+      tier.child.off('message', onMessage);
+      reject(new Error(`${tier.tier}[${tier.index}] did not answer a poll`));
+    }, 5000);
+    function onMessage(message: FromTier) {
+      if (message.type === 'counters' && message.id === id) {
+        clearTimeout(timer);
+        tier.child.off('message', onMessage);
+        resolve({ counters: message.counters, samples: message.samples });
+      }
+    }
+    tier.child.on('message', onMessage);
+    tier.child.send({ type: 'poll', id } satisfies ToTier);
+  });
+}
+
+function percentile(sorted: number[], quantile: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(quantile * sorted.length) - 1)] as number;
+}
+
+/** Runs one strategy through one scenario and returns the servers' numbers. */
+export async function runStorm(options: RunOptions): Promise<RunResult> {
+  const { scenario } = options;
+  const rate = options.rate ?? scenario.rate ?? 200;
+  const durationS = options.durationS ?? scenario.durationS ?? 20;
+  const drainS = options.drainS ?? 8;
+  const topology: Topology = { edge: 1, middle: 3, backend: 3, ...scenario.topology, ...options.topology };
+  const capacity = { ...defaultCapacity, ...options.capacity };
+  if (!(rate > 0 && rate <= 20_000)) throw new RangeError(`rate must be in (0, 20000] requests/s, got ${rate}`);
+  if (!(durationS > 0 && durationS <= 3600)) throw new RangeError(`duration must be in (0, 3600] s, got ${durationS}`);
+
+  const tiers: TierProcess[] = [];
+  const pool = { current: undefined as Pool | undefined };
+  try {
+    const start = async (tier: TierName, count: number) => {
+      const started = await Promise.all(
+        Array.from({ length: count }, (_, index) =>
+          startTier({
+            tier,
+            index,
+            strategy: options.strategy,
+            capacity: capacity[tier],
+            workMs: options.workMs ?? 0.5,
+            latencyMs: options.backendLatencyMs ?? 5,
+            seed: (options.seed ?? 1) * 100 + index,
+          }),
+        ),
+      );
+      tiers.push(...started);
+      return started;
+    };
+    const backends = await start('backend', topology.backend);
+    const middles = await start('middle', topology.middle);
+    const edges = await start('edge', topology.edge);
+    for (const middle of middles)
+      middle.child.send({ type: 'targets', urls: backends.map((b) => b.url) } satisfies ToTier);
+    for (const edge of edges) edge.child.send({ type: 'targets', urls: middles.map((m) => m.url) } satisfies ToTier);
+
+    const byTier = (name: TierName) => tiers.filter((tier) => tier.tier === name);
+    const epochMs = Date.now();
+    for (const tier of tiers) tier.child.send({ type: 'start-clock', epochMs } satisfies ToTier);
+
+    // Faults on schedule.
+    const faultTimers = scenario.faults.map((step: FaultStep) =>
+      setTimeout(() => {
+        for (const tier of byTier(step.tier)) {
+          if (step.instances === undefined || step.instances.includes(tier.index)) {
+            tier.child.send({ type: 'fault', fault: step.fault, factor: step.factor } satisfies ToTier);
+          }
+        }
+      }, step.atS * 1000),
+    );
+
+    // Open-loop load: requests leave on schedule whatever the answers do.
+    const edgeUrls = edges.map((edge) => edge.url);
+    const pools = edgeUrls.map(
+      (url) => new Pool(url, { connections: null, headersTimeout: (durationS + drainS) * 1000, bodyTimeout: 0 }),
+    );
+    pool.current = pools[0];
+    let sent = 0;
+    let answered = 0;
+    const total = Math.round(rate * durationS);
+    const inFlight = new Set<Promise<void>>();
+    const abort = new AbortController();
+    // One signal ends every request still open at the end of the drain.
+    setMaxListeners(0, abort.signal);
+    const sentBySecond: number[] = [];
+    const fire = () => {
+      const target = pools[sent % pools.length] as Pool;
+      sent++;
+      const second = Math.floor((Date.now() - epochMs) / 1000);
+      sentBySecond[second] = (sentBySecond[second] ?? 0) + 1;
+      const pending = target
+        .request({ path: '/work', method: 'GET', signal: abort.signal })
+        .then(async (response) => {
+          await response.body.dump();
+          answered++;
+        })
+        .catch(() => undefined);
+      inFlight.add(pending);
+      void pending.finally(() => inFlight.delete(pending));
+    };
+
+    const amplificationBySecond: number[] = [];
+    const allSamples: EdgeSample[] = [];
+    let previousEdge = 0;
+    let previousBackend = 0;
+    const collect = async (second: number) => {
+      const polled = await Promise.all(tiers.map(async (tier) => ({ tier, ...(await poll(tier)) })));
+      const edgeReceived = polled.filter((p) => p.tier.tier === 'edge').reduce((n, p) => n + p.counters.received, 0);
+      const backendReceived = polled
+        .filter((p) => p.tier.tier === 'backend')
+        .reduce((n, p) => n + p.counters.received, 0);
+      allSamples.push(...polled.flatMap((p) => p.samples));
+      const edgeDelta = edgeReceived - previousEdge;
+      amplificationBySecond[second] = edgeDelta === 0 ? 0 : (backendReceived - previousBackend) / edgeDelta;
+      previousEdge = edgeReceived;
+      previousBackend = backendReceived;
+      return polled;
+    };
+
+    const startedAt = performance.now();
+    const totalS = durationS + drainS;
+    await new Promise<void>((resolve) => {
+      let second = 0;
+      const tick = setInterval(() => {
+        const elapsedMs = performance.now() - startedAt;
+        const due = Math.min(total, Math.floor((elapsedMs / 1000) * rate));
+        while (sent < due) fire();
+        if (sent >= total) {
+          clearInterval(tick);
+          resolve();
+        }
+        if (elapsedMs >= (second + 1) * 1000) {
+          second++;
+          void collect(second).catch(() => undefined);
+          options.onProgress?.({ strategy: options.strategy, elapsedS: second, totalS, sent, answered });
+        }
+      }, 5);
+    });
+    // Drain: wait for answers, bounded.
+    const drainEnd = performance.now() + drainS * 1000;
+    let second = Math.floor(durationS);
+    while (inFlight.size > 0 && performance.now() < drainEnd) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      const elapsedS = Math.floor((performance.now() - startedAt) / 1000);
+      if (elapsedS > second) {
+        second = elapsedS;
+        options.onProgress?.({ strategy: options.strategy, elapsedS, totalS, sent, answered });
+      }
+    }
+    for (const timer of faultTimers) clearTimeout(timer);
+    const final = await collect(Math.ceil((performance.now() - startedAt) / 1000));
+    abort.abort();
+    await Promise.all(pools.map((p) => p.destroy()));
+
+    const sum = (tier: TierName, pick: (counters: TierCounters) => number) =>
+      final.filter((p) => p.tier.tier === tier).reduce((n, p) => n + pick(p.counters), 0);
+    const perTier = (pick: (counters: TierCounters) => number) =>
+      ({ edge: sum('edge', pick), middle: sum('middle', pick), backend: sum('backend', pick) }) as Record<
+        TierName,
+        number
+      >;
+    const received = perTier((c) => c.received);
+    const peak = {
+      edge: Math.max(0, ...final.filter((p) => p.tier.tier === 'edge').map((p) => p.counters.peakInFlight)),
+      middle: Math.max(0, ...final.filter((p) => p.tier.tier === 'middle').map((p) => p.counters.peakInFlight)),
+      backend: Math.max(0, ...final.filter((p) => p.tier.tier === 'backend').map((p) => p.counters.peakInFlight)),
+    };
+    const edgeStatuses = final.filter((p) => p.tier.tier === 'edge').map((p) => p.counters.statuses);
+    const count = (key: string) => edgeStatuses.reduce((n, statuses) => n + (statuses[key] ?? 0), 0);
+    const latencies = allSamples.map((sample) => sample.latencyMs).sort((a, b) => a - b);
+    // Requests never answered within the drain count as failures with the longest latency.
+    const unanswered = Math.max(0, sent - latencies.length);
+    const worstMs = (durationS + drainS) * 1000;
+    for (let index = 0; index < unanswered; index++) latencies.push(worstMs);
+
+    // Success and latency by the second a request was sent: a request never answered counts
+    // as a failure of the second it left in.
+    const timeline: TimePoint[] = [];
+    const seconds = Math.ceil(durationS);
+    for (let second = 0; second < seconds; second++) {
+      const arrived = allSamples.filter((sample) => Math.floor(sample.atMs / 1000) === second);
+      const sentThen = Math.max(sentBySecond[second] ?? 0, arrived.length);
+      const slowest = arrived.map((sample) => sample.latencyMs).sort((a, b) => a - b);
+      for (let index = arrived.length; index < sentThen; index++) slowest.push(worstMs);
+      timeline.push({
+        second,
+        edgeRequests: sentThen,
+        edgeSuccessRate: sentThen === 0 ? 1 : arrived.filter((sample) => sample.ok).length / sentThen,
+        edgeP99Ms: percentile(slowest, 0.99),
+        amplification: amplificationBySecond[second + 1] ?? 0,
+      });
+    }
+
+    let recoveryS: number | undefined;
+    const recovery = scenario.faults.find((step) => step.tier === 'backend' && step.fault === 'none' && step.atS > 0);
+    if (scenario.name === 'outage-recover' && recovery !== undefined) {
+      const back = timeline.find((point) => point.second > recovery.atS && point.edgeSuccessRate >= 0.99);
+      recoveryS = back === undefined ? undefined : back.second - recovery.atS;
+    }
+
+    return {
+      strategy: options.strategy,
+      scenario: scenario.name,
+      rate,
+      durationS,
+      sent,
+      answered,
+      successRate: sent === 0 ? 0 : count('200') / sent,
+      fallbackRate: sent === 0 ? 0 : count('200-fallback') / sent,
+      latency: {
+        p50Ms: percentile(latencies, 0.5),
+        p99Ms: percentile(latencies, 0.99),
+        maxMs: latencies.length === 0 ? 0 : (latencies[latencies.length - 1] as number),
+      },
+      amplification: received.edge === 0 ? 0 : received.backend / received.edge,
+      wasted: perTier((c) => c.wasted),
+      peakInFlight: peak,
+      shed: perTier((c) => c.shed),
+      received,
+      recoveryS,
+      timeline,
+    };
+  } finally {
+    await stopTiers(tiers);
+  }
+}
+
+async function stopTiers(tiers: TierProcess[]): Promise<void> {
+  await Promise.all(
+    tiers.map(
+      (tier) =>
+        new Promise<void>((resolve) => {
+          if (tier.child.exitCode !== null || tier.child.signalCode !== null) {
+            resolve();
+            return;
+          }
+          const timer = setTimeout(() => {
+            tier.child.kill('SIGKILL');
+          }, 2000);
+          tier.child.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          if (tier.child.connected) tier.child.send({ type: 'stop' } satisfies ToTier);
+          else tier.child.kill('SIGKILL');
+        }),
+    ),
+  );
+}

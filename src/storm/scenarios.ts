@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs';
+import type { FaultStep, Scenario } from './types.js';
+
+/** Built-in scenarios; fault times scale with the run's duration. */
+export const builtInScenarios = ['hang-one', 'hang-tier', 'down-one', 'slow-tier', 'outage-recover'] as const;
+export type BuiltInScenario = (typeof builtInScenarios)[number];
+
+/**
+ * A built-in scenario for a run of `durationS` seconds. Faults start after a healthy
+ * stretch (15% of the run) so every chart shows the system before, during and after.
+ */
+export function builtInScenario(name: BuiltInScenario, durationS: number): Scenario {
+  const at = (fraction: number) => Math.round(durationS * fraction * 10) / 10;
+  const faults = (steps: FaultStep[]) => steps;
+  switch (name) {
+    case 'hang-one':
+      return {
+        name,
+        description: 'one backend instance accepts connections and never answers, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'hang' },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
+    case 'hang-tier':
+      return {
+        name,
+        description: 'the whole backend tier hangs (the canonical retry storm)',
+        faults: faults([{ atS: at(0.15), tier: 'backend', fault: 'hang' }]),
+      };
+    case 'down-one':
+      return {
+        name,
+        description: 'one backend instance is down (connection refused), then comes back',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'down' },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
+    case 'slow-tier':
+      return {
+        name,
+        description: 'the backend tier answers 10× slower, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', fault: 'slow', factor: 10 },
+          { atS: at(0.75), tier: 'backend', fault: 'none' },
+        ]),
+      };
+    case 'outage-recover':
+      return {
+        name,
+        description: 'the backend tier goes down for 10 s and recovers',
+        faults: faults([
+          { atS: at(0.2), tier: 'backend', fault: 'down' },
+          { atS: Math.round((at(0.2) + Math.min(10, durationS * 0.5)) * 10) / 10, tier: 'backend', fault: 'none' },
+        ]),
+      };
+  }
+}
+
+/** Reads a scenario from a JSON file, checking its shape. */
+export function scenarioFromFile(path: string): Scenario {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<Scenario>;
+  if (typeof parsed.name !== 'string' || !Array.isArray(parsed.faults)) {
+    throw new Error(`${path}: a scenario needs "name" and "faults" (see README "Retry-storm lab")`);
+  }
+  for (const [index, step] of parsed.faults.entries()) {
+    const fault = step as Partial<FaultStep>;
+    if (
+      typeof fault.atS !== 'number' ||
+      !['edge', 'middle', 'backend'].includes(String(fault.tier)) ||
+      !['hang', 'down', 'slow', 'none'].includes(String(fault.fault))
+    ) {
+      throw new Error(
+        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|none)`,
+      );
+    }
+  }
+  return { description: '', ...parsed } as Scenario;
+}

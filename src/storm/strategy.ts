@@ -1,0 +1,57 @@
+/**
+ * A storm strategy: how every tier calls the next one. The lab loads the strategy module
+ * inside each tier process, so a strategy is plain code of the user's: any client, any
+ * settings.
+ *
+ * @example
+ * // my-strategy.ts: telescope-storm --strategies naive,./my-strategy.ts
+ * import type { StormStrategy } from 'telescope/storm';
+ * const strategy: StormStrategy = {
+ *   name: 'mine',
+ *   description: 'undici, one retry, 500 ms',
+ *   createCaller({ tier, targets }) {
+ *     return { async call() { ...; return { status: 200 } }, async close() {} };
+ *   },
+ * };
+ * export default strategy;
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TierName } from './types.js';
+
+/** The result of one call to the next tier, as the calling tier answers its own caller. */
+export interface CallOutcome {
+  /** Status this tier answers with: 200 when the call succeeded, else the failure's status. */
+  status: number;
+  /** Set when the answer is a fallback rather than the next tier's. */
+  fallback?: boolean;
+}
+
+/** A tier's client for the next tier. */
+export interface TierCaller {
+  /** Calls the next tier for one inbound request. Must not throw: failures become statuses. */
+  call(inbound: IncomingMessage): Promise<CallOutcome>;
+  close(): Promise<void>;
+}
+
+export interface CallerContext {
+  /** The tier this caller lives in (edge calls middle, middle calls backend). */
+  tier: TierName;
+  /** URLs of the next tier's instances. */
+  targets: string[];
+  /** Counts every attempt the caller sends (the lab measures amplification from it). */
+  onAttempt(): void;
+}
+
+export interface StormStrategy {
+  name: string;
+  /** One line for the report. */
+  description: string;
+  createCaller(context: CallerContext): TierCaller | Promise<TierCaller>;
+  /**
+   * Wraps the tier's request handler (e.g. deadline middleware). `next` runs the tier's work
+   * and its call to the next tier.
+   */
+  serve?(request: IncomingMessage, response: ServerResponse, next: () => void): void;
+  /** Whether the request is past its own deadline now (for the wasted-work count). */
+  expired?(request: IncomingMessage): boolean;
+}
