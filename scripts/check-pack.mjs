@@ -17,7 +17,9 @@ try {
   mkdirSync(installed, { recursive: true });
   run('tar', ['-xzf', join(scratch, tarball), '-C', installed, '--strip-components=1'], scratch);
   // Dependencies come from the repo's install: this checks the tarball, not the registry.
-  for (const dependency of [...Object.keys(pkg.dependencies ?? {}), 'zod', '@types/node', 'undici-types']) {
+  // Optional peers too: a user of telescope/prometheus installs prom-client, and so on.
+  const peers = Object.keys(pkg.peerDependencies ?? {});
+  for (const dependency of new Set([...Object.keys(pkg.dependencies ?? {}), ...peers, '@types/node', 'undici-types'])) {
     const target = join(scratch, 'node_modules', dependency);
     mkdirSync(join(target, '..'), { recursive: true });
     symlinkSync(join(root, 'node_modules', dependency), target, 'dir');
