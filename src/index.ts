@@ -17,6 +17,15 @@ export {
   parseInstances,
 } from './balance/index.js';
 export {
+  type BreakerLayer,
+  type BreakerOptions,
+  breaker,
+  breakerDefaults,
+  type CircuitState,
+  countsForBreaker,
+} from './breaker/index.js';
+export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
   type CallOptions,
   type Client,
   type ClientEvents,
@@ -25,6 +34,7 @@ export {
   createClient,
   redactHeaders,
 } from './client/index.js';
+export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
@@ -53,6 +63,17 @@ export {
 } from './core/index.js';
 export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from './deadline/index.js';
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
+export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
+export {
+  type BreakerState,
+  type ClientStats,
+  EndpointStats,
+  type EndpointStatsSnapshot,
+  type LatencySummary,
+  observe,
+  RollingCounter,
+  RollingHistogram,
+} from './observe/index.js';
 export {
   type HedgeOptions,
   RetryBudget,

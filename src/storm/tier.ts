@@ -101,10 +101,17 @@ async function main(): Promise<void> {
   };
 
   const admit = (request: IncomingMessage, response: ServerResponse, arrivedAt: number) => {
+    let started = false;
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
+      if (!started) {
+        // The caller went away while the request was queued: it never took a slot.
+        const index = queue.indexOf(queued);
+        if (index !== -1) queue.splice(index, 1);
+        return;
+      }
       counters.inFlight--;
       const next = queue.shift();
       if (next === undefined) active--;
@@ -113,6 +120,7 @@ async function main(): Promise<void> {
     // A hung backend request keeps its slot until the caller goes away.
     response.on('close', release);
     const start = () => {
+      started = true;
       counters.inFlight++;
       if (counters.inFlight > counters.peakInFlight) counters.peakInFlight = counters.inFlight;
       if (response.destroyed) {
@@ -122,12 +130,13 @@ async function main(): Promise<void> {
       }
       work(request, response, arrivedAt, release);
     };
+    // Run later in this request's own async context (its deadline), not the releaser's.
+    const queued = AsyncResource.bind(start);
     if (active < config.capacity.maxConcurrent) {
       active++;
       start();
     } else if (queue.length < config.capacity.maxQueue) {
-      // Run later in this request's own async context (its deadline), not the releaser's.
-      queue.push(AsyncResource.bind(start));
+      queue.push(queued);
     } else {
       counters.shed++;
       response.removeListener('close', release);
