@@ -74,6 +74,14 @@ export function bulkhead(
     );
   };
 
+  const aborted = (context: CallContext) =>
+    new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller while it waited for a bulkhead slot', {
+      service: context.service,
+      endpoint: context.endpoint,
+      requestSent: false,
+      cause: context.callerSignal?.reason,
+    });
+
   // Shared, not per call: releasing needs no call state.
   const release = () => {
     const waiter = queue.shift();
@@ -99,19 +107,31 @@ export function bulkhead(
       return next(request, context).then(releaseAfterSuccess, releaseAfterFailure);
     }
     if (queue.length >= maxQueue) return Promise.reject(shed(context, 'full'));
+    const signal = context.callerSignal;
+    if (signal?.aborted) return Promise.reject(aborted(context));
     return new Promise<IncomingResponse>((resolve, reject) => {
+      // A waiter leaves the queue when admitted, at its deadline, or when its caller aborts.
+      const onAbort = () => {
+        const index = queue.indexOf(waiter);
+        if (index !== -1) queue.splice(index, 1);
+        wheel.cancel(waiter);
+        reject(aborted(context));
+      };
       const waiter = new Waiter(
         context,
         () => {
+          signal?.removeEventListener('abort', onAbort);
           next(request, context).then(releaseAfterSuccess, releaseAfterFailure).then(resolve, reject);
         },
         (expired) => {
+          signal?.removeEventListener('abort', onAbort);
           const index = queue.indexOf(expired);
           if (index !== -1) queue.splice(index, 1);
           reject(shed(context, 'queue-timeout'));
         },
       );
       queue.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
       const expiresAt = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.at;
       if (expiresAt !== Number.POSITIVE_INFINITY) wheel.schedule(waiter, expiresAt);
     });

@@ -15,7 +15,15 @@ import {
 } from '../balance/index.js';
 import { type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
 import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
-import { type Call, CallContext, compose, type IncomingResponse, type Logger, type RouteHints } from '../core/call.js';
+import {
+  type Call,
+  CallContext,
+  compose,
+  type IncomingResponse,
+  type Layer,
+  type Logger,
+  type RouteHints,
+} from '../core/call.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
@@ -282,6 +290,21 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
             emit('shed', { service: service.name, endpoint: context.endpoint, reason });
           },
         });
+  // Response schemas run inside the observed part of the stack, so a response that fails its
+  // schema is an INVALID_RESPONSE failure for stats() and the diagnostics channels, as it is for
+  // the caller. Fallback values (from above) are typed by the endpoint and not checked.
+  const decoders = new Map<string, (response: IncomingResponse) => IncomingResponse | Promise<IncomingResponse>>();
+  const decodeLayer: Layer = (next) => (request, context) => {
+    const decodeResponse = decoders.get(context.endpoint);
+    return decodeResponse === undefined ? next(request, context) : next(request, context).then(decodeResponse);
+  };
+  // Calls made before discovery's first set wait for it inside fallback, observe and deadline
+  // (a wait that outlives the budget is a NO_HEALTHY_INSTANCE failure like any other), and
+  // above the breaker (waiting for discovery says nothing about the dependency's health).
+  const discoveryLayer: Layer = (next) => (request, context) =>
+    firstInstances === undefined
+      ? next(request, context)
+      : afterFirstInstances(firstInstances, context).then(() => next(request, context));
   const fallbacks = new Map<string, unknown>();
   for (const [name, definition] of Object.entries(service.endpoints)) {
     if (definition.hasFallback) fallbacks.set(name, definition.fallback);
@@ -295,8 +318,11 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
           emit('fallback', event);
         },
       }),
-    options.metrics !== false && observe(statsFor, clock),
+    // Always present: the diagnostics channels do not depend on `metrics`.
+    observe(options.metrics === false ? () => undefined : statsFor, clock),
+    decodeLayer,
     deadline({ minAttemptMs: options.minAttemptMs }),
+    discoveryLayer,
     breakerLayer?.layer,
     bulkheadLayer?.layer,
     retryLayer,
@@ -373,12 +399,14 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         endpoint: name,
       });
     };
-    const decode =
-      definition.response === undefined
-        ? (response: IncomingResponse) => response.body
-        : (response: IncomingResponse) =>
-            // A fallback's value is typed by the endpoint; only the service's answers are checked.
-            response.fromFallback ? response.body : validate(definition.response, response.body, failResponse);
+    const schema = definition.response;
+    if (schema !== undefined) {
+      decoders.set(name, (response) => {
+        const body = validate<unknown>(schema, response.body, failResponse);
+        return body instanceof Promise ? body.then((value) => ({ ...response, body: value })) : { ...response, body };
+      });
+    }
+    const decode = (response: IncomingResponse) => response.body;
     const logFailure = (activeLogger: Logger, error: unknown, headers: Record<string, string>): never => {
       activeLogger.debug(
         isTelescopeError(error)
@@ -482,11 +510,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         headers: { ...headers },
         body: body === undefined ? undefined : serializeBody(body),
       };
-      const pending = (
-        firstInstances === undefined
-          ? stack(request, context)
-          : afterFirstInstances(firstInstances, context).then(() => stack(request, context))
-      ).then(decode);
+      const pending = stack(request, context).then(decode);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
   }

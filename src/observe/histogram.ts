@@ -27,7 +27,8 @@ function bucketUpperMicros(bucket: number): number {
   if (bucket < SUB_BUCKETS) return bucket;
   const shift = Math.floor(bucket / SUB_BUCKETS) - 1;
   const sub = bucket % SUB_BUCKETS;
-  return ((SUB_BUCKETS + sub + 1) << shift) - 1;
+  // Not `<<`: the top bucket's bound is 2^31 − 1, past the 32-bit signed range of shifts.
+  return (SUB_BUCKETS + sub + 1) * 2 ** shift - 1;
 }
 
 export interface LatencySummary {

@@ -71,7 +71,7 @@ export interface RunResult {
   /** Edge answers that were fallbacks, over requests sent. */
   fallbackRate: number;
   latency: { p50Ms: number; p99Ms: number; maxMs: number };
-  /** Backend requests (every attempt of every tier) per edge request. */
+  /** Backend requests (every attempt of every tier) per edge request admitted (not shed at the door). */
   amplification: number;
   /** Requests a tier finished after its caller had given up or past its deadline, per tier. */
   wasted: Record<TierName, number>;
@@ -84,7 +84,8 @@ export interface RunResult {
 }
 
 export const defaultCapacity: Record<TierName, TierCapacity> = {
-  edge: { maxConcurrent: 256, maxQueue: 256 },
+  // The front door takes what the load offers; the tiers behind it are what runs out.
+  edge: { maxConcurrent: 4096, maxQueue: 0 },
   middle: { maxConcurrent: 64, maxQueue: 64 },
   backend: { maxConcurrent: 64, maxQueue: 64 },
 };
@@ -328,6 +329,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
         number
       >;
     const received = perTier((c) => c.received);
+    const admittedAtEdge = received.edge - sum('edge', (c) => c.shed);
     const peak = {
       edge: Math.max(0, ...final.filter((p) => p.tier.tier === 'edge').map((p) => p.counters.peakInFlight)),
       middle: Math.max(0, ...final.filter((p) => p.tier.tier === 'middle').map((p) => p.counters.peakInFlight)),
@@ -380,7 +382,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
         p99Ms: percentile(latencies, 0.99),
         maxMs: latencies.length === 0 ? 0 : (latencies[latencies.length - 1] as number),
       },
-      amplification: received.edge === 0 ? 0 : received.backend / received.edge,
+      amplification: admittedAtEdge === 0 ? 0 : received.backend / admittedAtEdge,
       wasted: perTier((c) => c.wasted),
       peakInFlight: peak,
       shed: perTier((c) => c.shed),

@@ -158,7 +158,7 @@ svg{width:100%;height:auto}svg text{font-size:11px;fill:#596273}.grid{stroke:#e6
 <dt>edge success</dt><dd>edge answers with real data (200, not a fallback) over requests sent; a request not answered by the end of the drain counts as a failure</dd>
 <dt>fallback</dt><dd>edge answers that were a degraded fallback</dd>
 <dt>p50 / p99 / max</dt><dd>edge latency, from arrival to answer, measured by the edge server (unanswered requests count as the whole run)</dd>
-<dt>amplification</dt><dd>requests the backend tier received per request the edge received: every retry of every tier multiplies it</dd>
+<dt>amplification</dt><dd>requests the backend tier received per request the edge admitted: every retry of every tier multiplies it</dd>
 <dt>wasted</dt><dd>requests a tier finished after its caller had given up (closed the connection) or past their deadline</dd>
 <dt>peak in-flight</dt><dd>the most requests one instance of the tier held at once</dd>
 <dt>recovery</dt><dd>outage-recover: seconds from the backend's recovery until edge success is back above 99%</dd>

@@ -1,0 +1,365 @@
+/**
+ * The bulkhead layer on its own, over a fake inner call whose attempts the test settles by
+ * hand, on a manual clock (queue timeouts run on the clock's shared timer wheel).
+ */
+import { describe, expect, it } from 'vitest';
+import { type BulkheadOptions, bulkhead } from '../../src/bulkhead/index.js';
+import { CallContext, Deadline, ErrorCode, type IncomingResponse, TelescopeError, wheelOf } from '../../src/index.js';
+import { type ManualClock, manualClock } from '../helpers/clock.js';
+import { seededRandom } from '../helpers/random.js';
+
+const ok = (body: unknown): IncomingResponse => ({ status: 200, headers: {}, body, instance: 'http://a:1' });
+
+interface Pending {
+  id: string;
+  resolve(): void;
+  reject(error?: Error): void;
+}
+
+type Settled = { status: 'pending' } | { status: 'ok'; body: unknown } | { status: 'error'; error: TelescopeError };
+
+function setup(options: BulkheadOptions, clock: ManualClock = manualClock(0)) {
+  const shed: Array<{ id: string; reason: string }> = [];
+  const layer = bulkhead(options, {
+    clock,
+    onShed: (context, reason) => shed.push({ id: String(context.params), reason }),
+  });
+  /** Attempts that reached the inner call, in arrival order; the test settles them. */
+  const inner: Pending[] = [];
+  const call = layer.layer(
+    (_request, context) =>
+      new Promise<IncomingResponse>((resolve, reject) => {
+        const id = String(context.params);
+        inner.push({
+          id,
+          resolve: () => resolve(ok(id)),
+          reject: (error = new TelescopeError(ErrorCode.CONNECTION_RESET, 'reset')) => reject(error),
+        });
+      }),
+  );
+  const results = new Map<string, Settled>();
+  /** Starts call `id` with a budget of `budgetMs` (no deadline when null). */
+  const start = (id: string, budgetMs: number | null = 1000, signal?: AbortSignal) => {
+    const context = new CallContext({
+      service: 'movies',
+      endpoint: 'getMovie',
+      idempotent: true,
+      clock,
+      timeoutMs: 1000,
+      callerSignal: signal,
+      deadline: budgetMs === null ? undefined : Deadline.after(budgetMs, clock),
+    });
+    context.params = id;
+    results.set(id, { status: 'pending' });
+    call({ method: 'GET', path: `/movies/${id}`, headers: {}, body: undefined }, context).then(
+      (response) => results.set(id, { status: 'ok', body: response.body }),
+      (error: TelescopeError) => results.set(id, { status: 'error', error }),
+    );
+  };
+  const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+  const take = (id: string) => {
+    const index = inner.findIndex((entry) => entry.id === id);
+    if (index === -1) throw new Error(`call ${id} has not reached the inner call`);
+    return inner.splice(index, 1)[0]!;
+  };
+  return { layer, shed, inner, results, start, settle, take, clock };
+}
+
+describe('bulkhead: admission', () => {
+  it('admits maxConcurrent calls, queues maxQueue, sheds the rest at once with BULKHEAD_FULL', async () => {
+    const bh = setup({ maxConcurrent: 2, maxQueue: 1 });
+    for (const id of ['a', 'b', 'c', 'd', 'e']) bh.start(id);
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['a', 'b']);
+    expect(bh.layer.active).toBe(2);
+    expect(bh.layer.queued).toBe(1);
+    expect(bh.shed).toEqual([
+      { id: 'd', reason: 'full' },
+      { id: 'e', reason: 'full' },
+    ]);
+    for (const id of ['d', 'e']) {
+      const result = bh.results.get(id);
+      expect(result?.status).toBe('error');
+      expect(result).toMatchObject({
+        error: { code: ErrorCode.BULKHEAD_FULL, requestSent: false, service: 'movies', endpoint: 'getMovie' },
+      });
+    }
+    expect(bh.results.get('c')).toEqual({ status: 'pending' });
+    for (const id of ['a', 'b']) bh.take(id).resolve();
+    await bh.settle();
+    bh.take('c').resolve();
+    await bh.settle();
+    expect(['a', 'b', 'c'].map((id) => bh.results.get(id))).toEqual([
+      { status: 'ok', body: 'a' },
+      { status: 'ok', body: 'b' },
+      { status: 'ok', body: 'c' },
+    ]);
+    expect(bh.layer.active).toBe(0);
+  });
+
+  it('maxQueue 0 (the default) sheds the first call over maxConcurrent', async () => {
+    const bh = setup({ maxConcurrent: 1 });
+    bh.start('a');
+    bh.start('b');
+    await bh.settle();
+    expect(bh.inner).toHaveLength(1);
+    expect(bh.results.get('b')).toMatchObject({ status: 'error', error: { code: ErrorCode.BULKHEAD_FULL } });
+    expect(bh.shed).toEqual([{ id: 'b', reason: 'full' }]);
+  });
+
+  it('admits queued calls in arrival order, one per released slot', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 5 });
+    for (const id of ['a', 'b', 'c', 'd', 'e']) bh.start(id);
+    await bh.settle();
+    const order: string[] = [];
+    for (let step = 0; step < 5; step++) {
+      expect(bh.inner).toHaveLength(1);
+      const current = bh.inner[0]!;
+      order.push(current.id);
+      bh.take(current.id).resolve();
+      await bh.settle();
+    }
+    expect(order).toEqual(['a', 'b', 'c', 'd', 'e']);
+    expect(bh.layer.active).toBe(0);
+    expect(bh.layer.queued).toBe(0);
+  });
+
+  it('releases the slot on failure too, passing it to the next waiter', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 1 });
+    bh.start('a');
+    bh.start('b');
+    await bh.settle();
+    const failure = new TelescopeError(ErrorCode.CONNECTION_RESET, 'reset');
+    bh.take('a').reject(failure);
+    await bh.settle();
+    expect(bh.results.get('a')).toEqual({ status: 'error', error: failure });
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['b']);
+    expect(bh.layer.active).toBe(1);
+    bh.take('b').reject();
+    await bh.settle();
+    expect(bh.layer.active).toBe(0);
+    // The freed slot is usable.
+    bh.start('c');
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['c']);
+  });
+
+  it('is one limit for every endpoint of the service', async () => {
+    const clock = manualClock(0);
+    const layer = bulkhead({ maxConcurrent: 1 }, { clock });
+    const call = layer.layer(() => new Promise<IncomingResponse>(() => {}));
+    const context = (endpoint: string) =>
+      new CallContext({ service: 'movies', endpoint, idempotent: true, clock, timeoutMs: 1000 });
+    void call({ method: 'GET', path: '/a', headers: {}, body: undefined }, context('getMovie'));
+    await expect(
+      call({ method: 'GET', path: '/b', headers: {}, body: undefined }, context('search')),
+    ).rejects.toMatchObject({ code: ErrorCode.BULKHEAD_FULL, endpoint: 'search' });
+  });
+});
+
+describe('bulkhead: waiting', () => {
+  it('a waiter waits at most until its deadline, then is shed with queue-timeout', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 2 });
+    bh.start('a');
+    bh.start('b', 100);
+    bh.start('c', 300);
+    await bh.settle();
+    bh.clock.advance(99);
+    await bh.settle();
+    expect(bh.results.get('b')).toEqual({ status: 'pending' });
+    bh.clock.advance(1);
+    await bh.settle();
+    expect(bh.results.get('b')).toMatchObject({
+      status: 'error',
+      error: { code: ErrorCode.BULKHEAD_FULL, requestSent: false },
+    });
+    expect((bh.results.get('b') as { error: Error }).error.message).toMatch(/within the call's deadline/);
+    expect(bh.shed).toEqual([{ id: 'b', reason: 'queue-timeout' }]);
+    expect(bh.layer.queued).toBe(1);
+    // The next waiter keeps its place and gets the slot.
+    bh.take('a').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['c']);
+    bh.take('c').resolve();
+    await bh.settle();
+    expect(bh.results.get('c')).toEqual({ status: 'ok', body: 'c' });
+    // An admitted waiter's timer is cancelled: it is not shed at its deadline.
+    bh.clock.advance(1000);
+    await bh.settle();
+    expect(bh.shed).toHaveLength(1);
+    expect(wheelOf(bh.clock).size).toBe(0);
+  });
+
+  it('a waiter expiring from the middle of the queue leaves the others in order', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 3 });
+    bh.start('a');
+    bh.start('b', 500);
+    bh.start('c', 100);
+    bh.start('d', 500);
+    await bh.settle();
+    bh.clock.advance(100);
+    await bh.settle();
+    expect(bh.shed).toEqual([{ id: 'c', reason: 'queue-timeout' }]);
+    bh.take('a').resolve();
+    await bh.settle();
+    bh.take('b').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['d']);
+  });
+
+  it('a freed queue place can be taken again; the queue bound counts only waiters', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 1 });
+    bh.start('a');
+    bh.start('b', 50);
+    await bh.settle();
+    bh.start('c');
+    await bh.settle();
+    expect(bh.shed).toEqual([{ id: 'c', reason: 'full' }]);
+    bh.clock.advance(50);
+    await bh.settle();
+    bh.start('d');
+    await bh.settle();
+    expect(bh.results.get('d')).toEqual({ status: 'pending' });
+    expect(bh.layer.queued).toBe(1);
+  });
+
+  it('a caller abort takes the waiter out of the queue at once with ABORTED (not a shed)', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 2 });
+    const controller = new AbortController();
+    bh.start('a');
+    bh.start('b', 1000, controller.signal);
+    bh.start('c');
+    await bh.settle();
+    controller.abort(new Error('user went away'));
+    await bh.settle();
+    expect(bh.results.get('b')).toMatchObject({
+      status: 'error',
+      error: { code: ErrorCode.ABORTED, requestSent: false },
+    });
+    expect((bh.results.get('b') as { error: Error }).error.cause).toEqual(new Error('user went away'));
+    expect(bh.shed).toEqual([]);
+    expect(bh.layer.queued).toBe(1);
+    bh.take('a').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['c']);
+    // Nothing of b is left behind: its deadline timer is cancelled.
+    bh.clock.advance(2000);
+    await bh.settle();
+    expect(bh.shed).toEqual([]);
+  });
+
+  it('a call whose signal is already aborted is not queued', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 1 });
+    bh.start('a');
+    bh.start('b', 1000, AbortSignal.abort());
+    await bh.settle();
+    expect(bh.results.get('b')).toMatchObject({ status: 'error', error: { code: ErrorCode.ABORTED } });
+    expect(bh.layer.queued).toBe(0);
+  });
+
+  it('an abort after admission is left to the layers below', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 1 });
+    const controller = new AbortController();
+    bh.start('a');
+    bh.start('b', 1000, controller.signal);
+    await bh.settle();
+    bh.take('a').resolve();
+    await bh.settle();
+    controller.abort();
+    await bh.settle();
+    // Admitted: the bulkhead no longer answers for it; the inner call decides.
+    expect(bh.results.get('b')).toEqual({ status: 'pending' });
+    bh.take('b').resolve();
+    await bh.settle();
+    expect(bh.results.get('b')).toEqual({ status: 'ok', body: 'b' });
+    expect(bh.layer.active).toBe(0);
+  });
+
+  it('without a deadline a waiter waits for a slot', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 1 });
+    bh.start('a');
+    bh.start('b', null);
+    await bh.settle();
+    bh.clock.advance(3_600_000);
+    await bh.settle();
+    expect(bh.results.get('b')).toEqual({ status: 'pending' });
+    bh.take('a').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['b']);
+  });
+});
+
+describe('bulkhead: no slot leaks', () => {
+  it('1,000 mixed calls (successes, failures, queue timeouts, aborts, shed) leave no slot and no waiter', async () => {
+    const clock = manualClock(0);
+    const bh = setup({ maxConcurrent: 4, maxQueue: 3 }, clock);
+    const random = seededRandom(42);
+    const controllers = new Map<string, AbortController>();
+    let maxActive = 0;
+    for (let index = 0; index < 1000; index++) {
+      const id = String(index);
+      const roll = random();
+      if (roll < 0.1) {
+        const controller = new AbortController();
+        controllers.set(id, controller);
+        bh.start(id, 50 + Math.floor(random() * 200), controller.signal);
+      } else {
+        bh.start(id, 20 + Math.floor(random() * 300));
+      }
+      await bh.settle();
+      maxActive = Math.max(maxActive, bh.layer.active);
+      expect(bh.layer.active).toBeLessThanOrEqual(4);
+      expect(bh.layer.queued).toBeLessThanOrEqual(3);
+      // Settle some attempts in flight, abort some waiters, and let time pass.
+      while (bh.inner.length > 0 && random() < 0.45) {
+        const entry = bh.inner[Math.floor(random() * bh.inner.length)]!;
+        bh.take(entry.id);
+        if (random() < 0.5) entry.resolve();
+        else entry.reject();
+      }
+      if (random() < 0.05) {
+        for (const controller of controllers.values()) if (random() < 0.5) controller.abort();
+      }
+      clock.advance(Math.floor(random() * 15));
+      await bh.settle();
+    }
+    for (const controller of controllers.values()) controller.abort();
+    while (bh.inner.length > 0) {
+      bh.inner.shift()!.resolve();
+      await bh.settle();
+    }
+    clock.advance(1000);
+    await bh.settle();
+
+    expect(bh.layer.active).toBe(0);
+    expect(bh.layer.queued).toBe(0);
+    expect(maxActive).toBe(4);
+    const outcomes = { ok: 0, BULKHEAD_FULL: 0, ABORTED: 0, CONNECTION_RESET: 0 } as Record<string, number>;
+    for (const result of bh.results.values()) {
+      expect(result.status).not.toBe('pending');
+      const key = result.status === 'ok' ? 'ok' : result.status === 'error' ? result.error.code : 'pending';
+      outcomes[key] = (outcomes[key] ?? 0) + 1;
+    }
+    expect(Object.keys(outcomes).sort()).toEqual(['ABORTED', 'BULKHEAD_FULL', 'CONNECTION_RESET', 'ok']);
+    for (const count of Object.values(outcomes)) expect(count).toBeGreaterThan(0);
+    expect(bh.shed.filter((entry) => entry.reason === 'full').length).toBeGreaterThan(0);
+    expect(bh.shed.filter((entry) => entry.reason === 'queue-timeout').length).toBeGreaterThan(0);
+    expect(bh.shed).toHaveLength(outcomes.BULKHEAD_FULL!);
+    expect(wheelOf(clock).size).toBe(0);
+
+    // Every slot is usable again: maxConcurrent calls are admitted at once, the next one queued.
+    for (const id of ['x1', 'x2', 'x3', 'x4', 'x5']) bh.start(id);
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['x1', 'x2', 'x3', 'x4']);
+    expect(bh.layer.queued).toBe(1);
+  });
+});
+
+describe('bulkhead: options', () => {
+  it('rejects options out of range', () => {
+    const clock = manualClock(0);
+    for (const options of [{ maxConcurrent: 0 }, { maxConcurrent: 1.5 }, { maxQueue: -1 }, { maxQueue: 0.5 }]) {
+      expect(() => bulkhead(options, { clock })).toThrow(expect.objectContaining({ code: ErrorCode.INVALID_OPTION }));
+    }
+  });
+});
