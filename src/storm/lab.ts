@@ -224,6 +224,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
     for (const edge of edges) edge.child.send({ type: 'targets', urls: middles.map((m) => m.url) } satisfies ToTier);
 
     const byTier = (name: TierName) => tiers.filter((tier) => tier.tier === name);
+    await warmUp(edges.map((edge) => edge.url));
     const epochMs = Date.now();
     for (const tier of tiers) tier.child.send({ type: 'start-clock', epochMs } satisfies ToTier);
 
@@ -392,6 +393,26 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
     };
   } finally {
     await stopTiers(tiers);
+  }
+}
+
+/** Opens connections and warms the JIT along the whole path before anything is measured. */
+async function warmUp(edgeUrls: string[]): Promise<void> {
+  const pools = edgeUrls.map((url) => new Pool(url, { connections: 8 }));
+  try {
+    await Promise.all(
+      Array.from({ length: 10 }, async (_, worker) => {
+        for (let round = 0; round < 5; round++) {
+          const pool = pools[(worker + round) % pools.length] as Pool;
+          const response = await pool
+            .request({ path: '/work', method: 'GET', headersTimeout: 5000, bodyTimeout: 5000 })
+            .catch(() => undefined);
+          await response?.body.dump();
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(pools.map((pool) => pool.destroy()));
   }
 }
 

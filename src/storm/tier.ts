@@ -190,7 +190,11 @@ async function main(): Promise<void> {
         break;
       }
       case 'start-clock':
+        // The measured run starts now: forget the warm-up.
         epochMs = message.epochMs;
+        Object.assign(counters, { received: 0, statuses: {}, shed: 0, wasted: 0, downstreamAttempts: 0 });
+        counters.peakInFlight = counters.inFlight;
+        samples = [];
         break;
       case 'poll':
         send({ type: 'counters', id: message.id, counters, samples, downstreamTimes: [] });
