@@ -9,24 +9,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ClientEvents } from '../../src/index.js';
-import { type Client, createClient, ErrorCode, type InstanceInput, TelescopeError } from '../../src/index.js';
+import { type Client, createClient, ErrorCode, type InstanceInput } from '../../src/index.js';
+import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { closedPort, delay, type Handler, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/** Awaits a call that must fail and returns its error, checked to be a TelescopeError. */
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 /** Answers the movie service: a movie for GET /movies/:id. */
 const answer: Handler = (request, response) => {

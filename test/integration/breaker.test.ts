@@ -20,40 +20,15 @@ import {
   ErrorCode,
   endpoint,
   type HttpStatusError,
-  TelescopeError,
+  type TelescopeError,
 } from '../../src/index.js';
+import { failure, timedFailure, waitFor } from '../helpers/assert.js';
 import { Movie, movies } from '../helpers/movies.js';
-import { closedPort, delay, type Handler, sendJson, startServer } from '../helpers/server.js';
+import { closedPort, type Handler, sendJson, startServer } from '../helpers/server.js';
 
 // --- helpers ---------------------------------------------------------------------------------
 
 type MovieValue = z.infer<typeof Movie>;
-
-/** Awaits a call that must fail and returns its error, checked to be a TelescopeError. */
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
-
-/** Like {@link failure}, plus how long the call took (real time, ms). */
-async function timedFailure(promise: Promise<unknown>): Promise<{ error: TelescopeError; ms: number }> {
-  const start = performance.now();
-  const error = await failure(promise);
-  return { error, ms: performance.now() - start };
-}
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!predicate()) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(5);
-  }
-}
 
 /** Answers the movie service: a movie for GET /movies/:id. */
 const answer: Handler = (request, response) => {

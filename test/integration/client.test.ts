@@ -18,23 +18,13 @@ import {
   ValidationError,
   wheelOf,
 } from '../../src/index.js';
+import { failure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/** Awaits a call that must fail and returns its error, checked to be a TelescopeError. */
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 /** Runs a function that must throw a TelescopeError synchronously and returns the error. */
 function thrown(fn: () => unknown): TelescopeError {
@@ -45,14 +35,6 @@ function thrown(fn: () => unknown): TelescopeError {
     return error as TelescopeError;
   }
   throw new Error('expected a TelescopeError to be thrown');
-}
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 3000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!predicate()) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
 }
 
 const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;

@@ -16,6 +16,7 @@ import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { type ClientStats, type DashboardHandler, dashboard, dashboardHandler } from '../../src/dashboard/index.js';
 import { createClient, ErrorCode, isTelescopeError } from '../../src/index.js';
+import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer } from '../helpers/server.js';
 
@@ -31,14 +32,6 @@ if (!haveChromium) {
 }
 
 // --- helpers ---------------------------------------------------------------------------------
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 3000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!predicate()) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
-}
 
 const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 

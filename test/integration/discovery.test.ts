@@ -17,8 +17,8 @@ import {
   dnsDiscovery,
   ErrorCode,
   type InstanceInput,
-  TelescopeError,
 } from '../../src/index.js';
+import { failure, waitFor } from '../helpers/assert.js';
 import { startDns } from '../helpers/dns.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer } from '../helpers/server.js';
@@ -26,25 +26,6 @@ import { delay, sendJson, startServer } from '../helpers/server.js';
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 3000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!predicate()) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
-}
-
-/** Awaits a call that must fail and returns its error, checked to be a TelescopeError. */
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 function answer(request: IncomingMessage, response: ServerResponse): void {
   const id = Number(/^\/movies\/(\d+)$/.exec(request.url ?? '')?.[1] ?? 0);

@@ -24,8 +24,9 @@ import {
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
-import { type Client, type ClientOptions, createClient, ErrorCode, TelescopeError } from '../../src/index.js';
+import { type Client, type ClientOptions, createClient, ErrorCode } from '../../src/index.js';
 import { formatTraceparent, type OpenTelemetryOptions, openTelemetry } from '../../src/otel/index.js';
+import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { closedPort, delay, type Handler, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
@@ -84,16 +85,6 @@ function moviesClient(urls: string[], options: Partial<ClientOptions> = {}): Cli
   const client = createClient(movies, { instances: urls, breaker: false, ...options });
   onTestFinished(() => client.close());
   return client;
-}
-
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
 }
 
 const answer: Handler = (request, response) => {

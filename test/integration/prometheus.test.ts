@@ -9,10 +9,11 @@ import { channel } from 'node:diagnostics_channel';
 import { Registry } from 'prom-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { z } from 'zod';
-import { type Client, createClient, defineService, ErrorCode, endpoint, TelescopeError } from '../../src/index.js';
+import { type Client, createClient, defineService, ErrorCode, endpoint } from '../../src/index.js';
 import { type PrometheusMetrics, prometheusMetrics } from '../../src/prometheus/index.js';
+import { failure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
-import { delay, type Handler, sendJson, startServer } from '../helpers/server.js';
+import { type Handler, sendJson, startServer } from '../helpers/server.js';
 
 // --- helpers ---------------------------------------------------------------------------------
 
@@ -53,25 +54,6 @@ function sampleValue(samples: Sample[], name: string, labels: Record<string, str
 async function scrape(metrics: PrometheusMetrics): Promise<{ text: string; samples: Sample[] }> {
   const text = await metrics.registry.metrics();
   return { text, samples: parse(text) };
-}
-
-/** Awaits a call that must fail and returns its error. */
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
-
-async function waitFor(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
 }
 
 /** Starts the integration on a registry of its own; stopped after the test. */

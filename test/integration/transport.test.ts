@@ -16,43 +16,17 @@ import {
   HttpStatusError,
   parseInstances,
   systemClock,
-  TelescopeError,
   transport,
   ValidationError,
   wheelOf,
 } from '../../src/index.js';
+import { failure, timedFailure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { closedPort, delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/** Awaits a call that must fail and returns its error, checked to be a TelescopeError. */
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
-
-/** Like {@link failure}, plus how long the call took (real time, ms). */
-async function timedFailure(promise: Promise<unknown>): Promise<{ error: TelescopeError; ms: number }> {
-  const start = performance.now();
-  const error = await failure(promise);
-  return { error, ms: performance.now() - start };
-}
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 3000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!predicate()) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
-}
 
 const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
