@@ -22,6 +22,7 @@ import {
   type TelescopeError,
   wheelOf,
 } from '../../src/index.js';
+import { startInstances } from '../../src/testing/index.js';
 import { failure, timedFailure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { closedPort, delay, type Handler, sendJson, startServer, type TestServer } from '../helpers/server.js';
@@ -675,6 +676,49 @@ describe('hedging', () => {
       expect(slow.cancelled).toEqual([]);
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe('retry: instances from the testing kit', () => {
+  it('one instance stopped and one hanging (chaos) among three: every call answered by the third', async () => {
+    const group = await startInstances(
+      movies,
+      {
+        getMovie: ({ id }) => ({ id, title: 'Heat' }),
+        rate: () => ({ ok: true }),
+        search: () => [],
+        byTitle: () => ({}),
+        health: () => ({ ok: true }),
+      },
+      { count: 3 },
+    );
+    try {
+      await group.instance(0).stop();
+      await group.instance(1).chaos({ hang: true });
+      const client = createClient(movies, {
+        breaker: false,
+        outlier: false,
+        retry: { maxRetries: 2 },
+        instances: group.instances,
+        timeoutMs: 2000,
+        attemptTimeoutMs: 150,
+      });
+      try {
+        const results = await runCalls(50, 5, (index) => client.getMovie({ id: index }));
+        expect(results.filter((result) => result.status === 'rejected')).toEqual([]);
+        const [stopped, hanging, healthy] = group.requests();
+        expect(stopped?.total).toBe(0);
+        expect(healthy?.byEndpoint.getMovie).toBe(50);
+        expect(healthy?.byStatus['200']).toBe(50);
+        // The hanging instance saw calls but answered none of them.
+        expect(hanging?.total).toBeGreaterThan(0);
+        expect(hanging?.byStatus['200'] ?? 0).toBe(0);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await group.close();
     }
   });
 });
