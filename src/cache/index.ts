@@ -1,0 +1,44 @@
+/**
+ * `telescope/cache`: a two-tier read-through cache around a typed client (`withCache`), with an
+ * in-process LRU, a shared remote tier (in-memory, Redis, memcached or your own), request
+ * coalescing, leases, stale-while-revalidate, stale-if-error and an invalidation bus.
+ */
+export { decodeEnvelope, ENVELOPE_VERSION, type Entry, encodeEnvelope, notPlainJson } from './envelope.js';
+export { HashRing } from './hash-ring.js';
+export {
+  MEMCACHED_MAX_KEY_BYTES,
+  type MemcachedCache,
+  type MemcachedCacheOptions,
+  type MemcachedServerInput,
+  memcachedCache,
+  memcachedCacheDefaults,
+} from './memcached.js';
+export { type MemoryCacheOptions, memoryCache, memoryCacheDefaults } from './memory.js';
+export { type RedisCache, type RedisCacheOptions, redisCache, redisCacheDefaults } from './redis.js';
+export {
+  DEFAULT_REMOTE_TIMEOUT_MS,
+  type InvalidationBus,
+  type RemoteCache,
+  RemoteCacheError,
+  type RemoteCacheErrorCode,
+  type RemoteOperationOptions,
+} from './remote.js';
+export {
+  type CacheCounters,
+  type CachedClient,
+  type CachedClientEvents,
+  type CacheErrorEvent,
+  type CacheEvent,
+  type CacheKeyArgs,
+  type CacheOptions,
+  type CacheResult,
+  type CacheStats,
+  type CacheStatus,
+  cacheDefaults,
+  type EndpointCacheOptions,
+  type InvalidateResult,
+  type LeaseOptions,
+  type LocalTierOptions,
+  type RemoteOperation,
+  withCache,
+} from './with-cache.js';

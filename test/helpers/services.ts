@@ -1,0 +1,365 @@
+/**
+ * Real redis-server and memcached processes for the cache tests: each on a free loopback port,
+ * in its own temp dir, with no persistence (`--save ''`), stopped by the test (and killed when
+ * the test process exits). Also tiny raw clients (RESP, memcached text) to look at the servers
+ * from outside the code under test, and the worker the two-process test spawns.
+ *
+ * No vitest import here: the worker runs in a plain `node --import tsx` child.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+
+/** True when the suite must fail, not skip, without the service binaries (CI). */
+export const requireServices = process.env.TELESCOPE_REQUIRE_SERVICES === '1';
+
+/** The path of an executable on PATH, or undefined. */
+export function findBinary(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Whether a service binary is here. Prints why tests are skipped when it is not; under
+ * TELESCOPE_REQUIRE_SERVICES=1 says so, and the caller fails instead of skipping.
+ */
+export function serviceAvailable(binary: 'redis-server' | 'memcached'): boolean {
+  const found = findBinary(binary) !== undefined;
+  if (!found) {
+    const what = requireServices ? 'FAILING (TELESCOPE_REQUIRE_SERVICES=1)' : 'skipping';
+    console.warn(`[cache tests] ${binary} not found on PATH: ${what} the tests that need it`);
+  }
+  return found;
+}
+
+/** A port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+/** A service process started for a test. */
+export interface ServiceProcess {
+  readonly port: number;
+  readonly pid: number;
+  readonly dir: string;
+  /** Freezes the process (SIGSTOP): it keeps its sockets and answers nothing. */
+  pause(): void;
+  /** Thaws it (SIGCONT). */
+  resume(): void;
+  /** SIGKILL, and waits for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM (SIGKILL after 2 s), waits for the exit, removes the temp dir. */
+  stop(): Promise<void>;
+}
+
+async function startProcess(
+  binary: string,
+  argsFor: (port: number, dir: string) => string[],
+  ready: (port: number) => Promise<boolean>,
+): Promise<ServiceProcess> {
+  let lastError = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), `telescope-${binary}-`));
+    const child = spawn(binary, argsFor(port, dir), { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    let exited = false;
+    const exit = new Promise<void>((resolve) => {
+      child.once('exit', () => {
+        exited = true;
+        children.delete(child);
+        resolve();
+      });
+      child.once('error', (error) => {
+        output += String(error);
+        exited = true;
+        children.delete(child);
+        resolve();
+      });
+    });
+    const until = Date.now() + 5000;
+    let up = false;
+    while (!exited && Date.now() < until) {
+      if (await ready(port).catch(() => false)) {
+        up = true;
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    if (up) {
+      const stop = async (signal: NodeJS.Signals) => {
+        if (!exited) {
+          child.kill('SIGCONT');
+          child.kill(signal);
+          const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+          await exit;
+          clearTimeout(timer);
+        }
+      };
+      return {
+        port,
+        pid: child.pid as number,
+        dir,
+        pause: () => {
+          child.kill('SIGSTOP');
+        },
+        resume: () => {
+          child.kill('SIGCONT');
+        },
+        kill: () => stop('SIGKILL'),
+        stop: async () => {
+          await stop('SIGTERM');
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    }
+    child.kill('SIGKILL');
+    await exit;
+    rmSync(dir, { recursive: true, force: true });
+    lastError = output.trim().slice(-500);
+  }
+  throw new Error(`${binary} did not start: ${lastError}`);
+}
+
+// --- raw clients (independent of the code under test) ------------------------------------------
+
+type RespValue = string | number | null | RespValue[] | Error;
+
+/** Parses one RESP2 value from `buffer` at `offset`; undefined when incomplete. */
+function parseResp(buffer: Buffer, offset: number): { value: RespValue; end: number } | undefined {
+  const lineEnd = buffer.indexOf('\r\n', offset);
+  if (lineEnd === -1) return undefined;
+  const type = String.fromCharCode(buffer[offset] as number);
+  const line = buffer.toString('utf8', offset + 1, lineEnd);
+  const next = lineEnd + 2;
+  switch (type) {
+    case '+':
+      return { value: line, end: next };
+    case '-':
+      return { value: new Error(line), end: next };
+    case ':':
+      return { value: Number(line), end: next };
+    case '$': {
+      const length = Number(line);
+      if (length === -1) return { value: null, end: next };
+      if (buffer.length < next + length + 2) return undefined;
+      return { value: buffer.toString('utf8', next, next + length), end: next + length + 2 };
+    }
+    case '*': {
+      const count = Number(line);
+      if (count === -1) return { value: null, end: next };
+      const items: RespValue[] = [];
+      let at = next;
+      for (let index = 0; index < count; index++) {
+        const item = parseResp(buffer, at);
+        if (item === undefined) return undefined;
+        items.push(item.value);
+        at = item.end;
+      }
+      return { value: items, end: at };
+    }
+    default:
+      throw new Error(`bad RESP type ${type}`);
+  }
+}
+
+/** Sends one command to Redis over a fresh socket and returns the reply. */
+export function redisCommand(port: number, ...args: string[]): Promise<RespValue> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: '127.0.0.1', port });
+    let buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`redis ${args[0]} timed out`));
+    }, 2000);
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      const parsed = parseResp(buffer, 0);
+      if (parsed !== undefined) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(parsed.value);
+      }
+    });
+    socket.write(`*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`);
+  });
+}
+
+/** Sends text to memcached over a fresh socket and returns what came back until `until` matched. */
+export function memcachedCommand(port: number, text: string, until: RegExp = /\r\n$/): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: '127.0.0.1', port });
+    let reply = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`memcached command timed out: ${text.slice(0, 40)}`));
+    }, 2000);
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('utf8');
+      if (until.test(reply)) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(reply);
+      }
+    });
+    socket.write(text);
+  });
+}
+
+// --- redis-server ------------------------------------------------------------------------------
+
+export interface RedisServer extends ServiceProcess {
+  readonly url: string;
+  command(...args: string[]): Promise<RespValue>;
+  /** Client connections the server holds, not counting the one asking. */
+  connectedClients(): Promise<number>;
+}
+
+/** Starts redis-server on a free loopback port, without persistence. */
+export async function startRedis(): Promise<RedisServer> {
+  const started = await startProcess(
+    'redis-server',
+    (port, dir) => [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--protected-mode',
+      'yes',
+    ],
+    async (port) => (await redisCommand(port, 'PING')) === 'PONG',
+  );
+  const command = (...args: string[]) => redisCommand(started.port, ...args);
+  return Object.assign(started, {
+    url: `redis://127.0.0.1:${started.port}`,
+    command,
+    async connectedClients() {
+      const info = String(await command('INFO', 'clients'));
+      const match = /connected_clients:(\d+)/.exec(info);
+      return Number(match?.[1]) - 1;
+    },
+  });
+}
+
+// --- memcached ---------------------------------------------------------------------------------
+
+export interface MemcachedServer extends ServiceProcess {
+  /** `127.0.0.1:port`, for `memcachedCache({ servers })`. */
+  readonly address: string;
+  command(text: string, until?: RegExp): Promise<string>;
+  stats(): Promise<Record<string, string>>;
+  /** Client connections the server holds, not counting the one asking. */
+  connectedClients(): Promise<number>;
+}
+
+/** Starts memcached on a free loopback port (TCP only). */
+export async function startMemcached(): Promise<MemcachedServer> {
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const started = await startProcess(
+    'memcached',
+    (port) => ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '64', ...(asRoot ? ['-u', 'root'] : [])],
+    async (port) => (await memcachedCommand(port, 'version\r\n')).startsWith('VERSION'),
+  );
+  const command = (text: string, until?: RegExp) => memcachedCommand(started.port, text, until);
+  const stats = async () => {
+    const reply = await command('stats\r\n', /END\r\n$/);
+    const values: Record<string, string> = {};
+    for (const line of reply.split('\r\n')) {
+      const [tag, name, value] = line.split(' ');
+      if (tag === 'STAT' && name !== undefined && value !== undefined) values[name] = value;
+    }
+    return values;
+  };
+  return Object.assign(started, {
+    address: `127.0.0.1:${started.port}`,
+    command,
+    stats,
+    // curr_connections counts the connection asking (and, in some versions, listening sockets:
+    // compare with a baseline rather than with 0).
+    connectedClients: async () => Number((await stats()).curr_connections) - 1,
+  });
+}
+
+// --- the two-process worker --------------------------------------------------------------------
+
+/**
+ * The child of the two-process test: a cached movies client on the shared Redis, driven over
+ * IPC. Messages in: `{ type: 'round', ids: number[], perId: number }` (calls for each id, all at
+ * once) and `{ type: 'close' }`. Out: `{ type: 'ready' }`, `{ type: 'done', statuses }`,
+ * `{ type: 'closed' }`. Configuration comes from env: REDIS_URL, MOVIES_URL, CACHE_LEASE.
+ */
+export async function runCacheWorker(): Promise<void> {
+  const { createClient } = await import('../../src/index.js');
+  const { redisCache, withCache } = await import('../../src/cache/index.js');
+  const { movies } = await import('./movies.js');
+  const send = (message: unknown) => process.send?.(message);
+  const client = createClient(movies, { instances: [process.env.MOVIES_URL as string], timeoutMs: 3000 });
+  const remote = redisCache({ url: process.env.REDIS_URL as string, timeoutMs: 200 });
+  await remote.connect();
+  const cached = withCache(client, {
+    remote,
+    local: { maxEntries: 100, ttlMs: 50 },
+    lease: process.env.CACHE_LEASE === '1' ? { ttlMs: 2000, waitMs: 1500, pollMs: 10 } : false,
+    jitter: 0,
+    endpoints: { getMovie: { ttlMs: Number(process.env.CACHE_TTL_MS ?? 300), key: (p) => `movie:${p.id}` } },
+  });
+  process.on('message', async (message: { type: string; ids?: number[]; perId?: number }) => {
+    if (message.type === 'round') {
+      const calls: Array<Promise<string>> = [];
+      for (const id of message.ids ?? []) {
+        for (let index = 0; index < (message.perId ?? 1); index++) {
+          calls.push(cached.withMetadata.getMovie({ id }).then((result) => result.cacheStatus));
+        }
+      }
+      const statuses = await Promise.all(calls);
+      send({ type: 'done', statuses });
+    } else if (message.type === 'close') {
+      await cached.close();
+      send({ type: 'closed' });
+      process.disconnect?.();
+    }
+  });
+  send({ type: 'ready' });
+}

@@ -1,0 +1,140 @@
+import { describe, expectTypeOf, it } from 'vitest';
+import { z } from 'zod';
+import {
+  type CachedClient,
+  type CacheEvent,
+  type CacheResult,
+  type CacheStats,
+  type CacheStatus,
+  type InvalidateResult,
+  memcachedCache,
+  memoryCache,
+  type RemoteCache,
+  redisCache,
+  withCache,
+} from '../../src/cache/index.js';
+import {
+  type CallOptions,
+  type Client,
+  type ClientStats,
+  createClient,
+  defineService,
+  endpoint,
+} from '../../src/index.js';
+
+const Movie = z.object({ id: z.number().int(), title: z.string() });
+const movies = defineService({
+  name: 'movies',
+  endpoints: {
+    getMovie: endpoint({
+      method: 'GET',
+      path: '/movies/:id',
+      params: z.object({ id: z.number().int() }),
+      response: Movie,
+    }),
+    rate: endpoint({
+      method: 'POST',
+      path: '/movies/:id/ratings',
+      params: z.object({ id: z.number().int() }),
+      body: z.object({ stars: z.number() }),
+      response: z.object({ ok: z.boolean() }),
+    }),
+    search: endpoint({
+      method: 'GET',
+      path: '/movies',
+      query: z.object({ q: z.string(), limit: z.number().optional() }),
+    }),
+    health: endpoint({ method: 'GET', path: '/health' }),
+  },
+});
+const client = createClient(movies, { instances: ['http://127.0.0.1:1'] });
+const cached = withCache(client, {
+  local: { maxEntries: 10_000 },
+  remote: redisCache({ url: 'redis://127.0.0.1:6379', timeoutMs: 50 }),
+  endpoints: {
+    getMovie: { ttlMs: 60_000, staleMs: 600_000, key: (p) => `movie:${p.id}` },
+    search: { ttlMs: 1000, key: (query) => `${query.q}:${query.limit ?? 10}` },
+    rate: { ttlMs: 1000, key: (params, body) => `${params.id}:${body.stars}` },
+    health: { ttlMs: 1000, key: () => 'health' },
+  },
+});
+
+describe('withCache', () => {
+  it('returns the client type plus the cache members', () => {
+    expectTypeOf(cached).toEqualTypeOf<CachedClient<typeof movies>>();
+    expectTypeOf(cached.getMovie).toEqualTypeOf(client.getMovie);
+    expectTypeOf(cached.rate).toEqualTypeOf(client.rate);
+    expectTypeOf(cached.search).toEqualTypeOf(client.search);
+    expectTypeOf(cached.health).toEqualTypeOf(client.health);
+    expectTypeOf(cached.getMovie({ id: 7 })).resolves.toEqualTypeOf<{ id: number; title: string }>();
+    expectTypeOf(cached.close).toEqualTypeOf<() => Promise<void>>();
+    expectTypeOf(cached.service).toEqualTypeOf<typeof movies>();
+    expectTypeOf(cached.client).toEqualTypeOf<Client<typeof movies>>();
+  });
+
+  it('can stand in for the client it wraps', () => {
+    const takesClient = (_client: Client<typeof movies>) => {};
+    takesClient(cached);
+  });
+
+  it('types the key functions from the endpoint arguments', () => {
+    withCache(client, {
+      endpoints: {
+        getMovie: {
+          ttlMs: 1,
+          key: (p) => {
+            expectTypeOf(p).toEqualTypeOf<{ id: number }>();
+            return String(p.id);
+          },
+        },
+      },
+    });
+    // @ts-expect-error the key must be a string
+    withCache(client, { endpoints: { getMovie: { ttlMs: 1, key: (p) => p.id } } });
+    // @ts-expect-error params have no `name`
+    withCache(client, { endpoints: { getMovie: { ttlMs: 1, key: (p) => p.name } } });
+    // @ts-expect-error not an endpoint of the service
+    withCache(client, { endpoints: { getMovies: { ttlMs: 1 } } });
+    // @ts-expect-error ttlMs is required
+    withCache(client, { endpoints: { getMovie: { staleMs: 1 } } });
+  });
+
+  it('types withMetadata like the methods, resolving to CacheResult', () => {
+    expectTypeOf(cached.withMetadata.getMovie({ id: 7 })).resolves.toEqualTypeOf<
+      CacheResult<{ id: number; title: string }>
+    >();
+    expectTypeOf(cached.withMetadata.rate({ id: 7 }, { stars: 5 }, { timeoutMs: 100 })).resolves.toEqualTypeOf<
+      CacheResult<{ ok: boolean }>
+    >();
+    expectTypeOf(cached.withMetadata.health()).resolves.toEqualTypeOf<CacheResult<unknown>>();
+    expectTypeOf<CacheResult<number>['cacheStatus']>().toEqualTypeOf<CacheStatus>();
+    expectTypeOf<CacheResult<number>['coalesced']>().toEqualTypeOf<boolean>();
+    expectTypeOf(cached.withMetadata.getMovie).parameter(1).toEqualTypeOf<CallOptions | undefined>();
+    // @ts-expect-error params are checked
+    void cached.withMetadata.getMovie({ id: 'seven' });
+  });
+
+  it('types invalidate by endpoint', () => {
+    expectTypeOf(cached.invalidate('getMovie', { id: 7 })).resolves.toEqualTypeOf<InvalidateResult>();
+    void cached.invalidate('rate', { id: 1 }, { stars: 2 });
+    void cached.invalidate('health');
+    // @ts-expect-error wrong params
+    void cached.invalidate('getMovie', { title: 'x' });
+    // @ts-expect-error unknown endpoint
+    void cached.invalidate('nope');
+  });
+
+  it('adds cache events and stats to the client ones', () => {
+    cached.on('cache', (event) => expectTypeOf(event).toEqualTypeOf<CacheEvent>());
+    cached.on('retry', (event) => expectTypeOf(event.type).toEqualTypeOf<'retry'>());
+    expectTypeOf(cached.stats()).toEqualTypeOf<ClientStats & { cache: CacheStats }>();
+    // @ts-expect-error unknown event
+    cached.on('nope', () => {});
+  });
+
+  it('takes any RemoteCache', () => {
+    expectTypeOf(memoryCache()).toExtend<RemoteCache>();
+    expectTypeOf(memcachedCache({ servers: ['127.0.0.1:11211'] })).toExtend<RemoteCache>();
+    expectTypeOf(redisCache()).toExtend<RemoteCache>();
+  });
+});
