@@ -26,6 +26,8 @@ export const movies = defineService({
       path: '/movies',
       query: z.object({ q: z.string().min(1) }),
       response: z.array(Movie),
+      // When the movie service is unavailable, search degrades to no results instead of failing.
+      fallback: [],
     }),
   },
 });
