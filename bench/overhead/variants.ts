@@ -361,6 +361,28 @@ function telescopeVariant(name: string, withResponseSchema: boolean): Variant {
   };
 }
 
+/** telescope with the cache extension in front: every call after the first per id is a local hit. */
+const telescopeCache: Variant = {
+  name: 'telescope-cache',
+  description: 'telescope client behind `withCache` (local LRU, in-memory remote), serving local hits',
+  async create(urls) {
+    const { z } = await import('zod');
+    const { createClient, defineService, endpoint } = await import('../../src/index.js');
+    const { withCache } = await import('../../src/cache/index.js');
+    const movies = defineService({
+      name: 'movies',
+      endpoints: {
+        getMovie: endpoint({ method: 'GET', path: '/movies/:id', params: z.object({ id: z.number().int() }) }),
+      },
+    });
+    const cached = withCache(createClient(movies, { instances: urls, timeoutMs: 1000 }), {
+      local: { maxEntries: 10_000, ttlMs: 600_000 },
+      endpoints: { getMovie: { ttlMs: 600_000, key: (params) => `movie:${params.id}` } },
+    });
+    return { getMovie: (id) => cached.getMovie({ id }), close: () => cached.close() };
+  },
+};
+
 /** Every variant, in the order of the results table. */
 export const variants: readonly Variant[] = [
   undiciPool,
@@ -373,6 +395,7 @@ export const variants: readonly Variant[] = [
   opossum,
   telescopeVariant('telescope', true),
   telescopeVariant('telescope-no-schema', false),
+  telescopeCache,
 ];
 
 /** The variant every ratio is computed against; always run. */
