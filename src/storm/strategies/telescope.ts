@@ -27,13 +27,16 @@ const middleware = deadlineMiddleware({ maxMs: 3000, defaultMs: 3000 });
  */
 const telescope: StormStrategy = {
   name: 'telescope',
-  description: '3 s edge budget → 1 s middle, 1 retry on another instance, retry budget, breaker + edge fallback',
+  description: '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
   createCaller({ tier, targets, onAttempt }) {
     const edge = tier === 'edge';
     const client = createClient(edge ? nextTierWithFallback : nextTier, {
       instances: targets,
       timeoutMs: edge ? 3000 : 1000,
       attemptTimeoutMs: edge ? 1100 : 450,
+      // One retry on another instance, at most 10% of traffic (plus 1/s): when a whole tier
+      // fails, retries at two tiers must not multiply each other.
+      retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
       outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
       bulkhead: { maxConcurrent: 256, maxQueue: 0 },
     });
