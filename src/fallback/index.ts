@@ -7,8 +7,8 @@
  * fallback is bounded by the call's deadline; one that throws or hangs surfaces the original
  * error, with the fallback's error as its `cause`.
  */
-import type { IncomingResponse, Layer } from '../core/call.js';
-import { sleep } from '../core/clock.js';
+import type { CallContext, IncomingResponse, Layer } from '../core/call.js';
+import { type WheelEntry, wheelOf } from '../core/clock.js';
 import { ErrorCode, isTelescopeError, type TelescopeError } from '../core/errors.js';
 
 /** A fallback: a value, or a function of the error and the call's params. */
@@ -64,10 +64,7 @@ export function fallback(
         let value: unknown;
         if (typeof configured === 'function') {
           const produced = (configured as (error: TelescopeError, params: unknown) => unknown)(error, context.params);
-          value =
-            produced instanceof Promise
-              ? await Promise.race([produced, deadlinePassed(context.deadline, context.clock)])
-              : produced;
+          value = produced instanceof Promise ? await withinDeadline(produced, context) : produced;
         } else {
           value = configured;
         }
@@ -83,11 +80,32 @@ export function fallback(
   };
 }
 
-async function deadlinePassed(
-  deadline: { remainingMs(): number } | undefined,
-  clock: Parameters<typeof sleep>[0],
-): Promise<never> {
-  if (deadline === undefined) return new Promise<never>(() => {});
-  await sleep(clock, deadline.remainingMs());
-  throw new Error('the fallback did not answer within the call’s deadline');
+/**
+ * Settles like `produced`, or rejects when the call's deadline passes first. The deadline's
+ * wheel entry is removed as soon as the fallback settles, so a quick fallback leaves nothing
+ * pending.
+ */
+function withinDeadline(produced: Promise<unknown>, context: CallContext): Promise<unknown> {
+  const deadline = context.deadline;
+  if (deadline === undefined) return produced;
+  const wheel = wheelOf(context.clock);
+  return new Promise((resolve, reject) => {
+    const timer: WheelEntry = {
+      wheelSlot: -1,
+      wheelPrev: null,
+      wheelNext: null,
+      onTimer: () => reject(new Error('the fallback did not answer within the call’s deadline')),
+    };
+    wheel.schedule(timer, deadline.at);
+    produced.then(
+      (value) => {
+        wheel.cancel(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        wheel.cancel(timer);
+        reject(error);
+      },
+    );
+  });
 }
