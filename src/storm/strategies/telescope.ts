@@ -27,7 +27,8 @@ const middleware = deadlineMiddleware({ maxMs: 3000, defaultMs: 3000 });
  */
 const telescope: StormStrategy = {
   name: 'telescope',
-  description: '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
+  description:
+    '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
   createCaller({ tier, targets, onAttempt }) {
     const edge = tier === 'edge';
     const client = createClient(edge ? nextTierWithFallback : nextTier, {
