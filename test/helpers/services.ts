@@ -6,8 +6,9 @@
  *
  * No vitest import here: the worker runs in a plain `node --import tsx` child.
  */
+
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -130,6 +131,9 @@ async function startProcess(
         dir,
         pause: () => {
           child.kill('SIGSTOP');
+          // kill() returns before the signal lands: wait until the kernel reports it stopped,
+          // or a request sent right after could still be answered.
+          waitForState(child.pid as number, 'T');
         },
         resume: () => {
           child.kill('SIGCONT');
@@ -362,4 +366,17 @@ export async function runCacheWorker(): Promise<void> {
     }
   });
   send({ type: 'ready' });
+}
+
+/** Blocks (briefly) until /proc says the process is in `state` (Linux); gives up after 1 s. */
+function waitForState(pid: number, state: string): void {
+  const until = Date.now() + 1000;
+  while (Date.now() < until) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === state) return;
+    } catch {
+      return; // no /proc, or the process is gone
+    }
+  }
 }
