@@ -16,6 +16,7 @@ import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { machineFacts, shellQuote } from '../machine.js';
 import { type CpuProfile, formatProfileSummary, summariseProfile } from './profile.js';
 import {
   type ClientJob,
@@ -343,48 +344,6 @@ function foreignSummary(rounds: readonly Round[], options: RunOptions, rerunCoun
   );
 }
 
-async function packageVersion(name: string): Promise<string> {
-  try {
-    const manifest = JSON.parse(await readFile(join(repositoryRoot, 'node_modules', name, 'package.json'), 'utf8')) as {
-      version?: string;
-    };
-    return manifest.version ?? '?';
-  } catch {
-    return 'not installed';
-  }
-}
-
-async function machineFacts(loadAtStart: number): Promise<string[]> {
-  const cpus = os.cpus();
-  const packages = ['undici', 'zod', 'got', 'axios', 'cockatiel', 'opossum', 'p-retry', 'tsx'];
-  const versions = await Promise.all(packages.map(async (name) => `${name} ${await packageVersion(name)}`));
-  return [
-    `- CPU: ${cpus[0]?.model ?? 'unknown'} × ${cpus.length} (os.cpus())`,
-    `- Memory: ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB total`,
-    `- OS: ${os.type()} ${os.release()} ${os.arch()}`,
-    `- Node: ${process.version}`,
-    // Taken before the run: during it the load includes the benchmark's own two busy processes.
-    `- Load average (1 min) before the run: ${loadAtStart.toFixed(2)}`,
-    `- telescope: ${gitState()}`,
-    `- Packages: ${versions.join(', ')}`,
-  ];
-}
-
-/** Which telescope was measured: HEAD plus how many files under src/ differ from it. */
-function gitState(): string {
-  const git = (args: string[]) => spawnSync('git', args, { cwd: repositoryRoot, encoding: 'utf8' });
-  const head = git(['rev-parse', '--short', 'HEAD']);
-  if (head.status !== 0) return 'not a git checkout';
-  const changed = git(['status', '--porcelain', '--', 'src'])
-    .stdout.split('\n')
-    .filter((line) => line !== '');
-  return `commit ${head.stdout.trim()}${changed.length === 0 ? '' : ` + ${changed.length} uncommitted change(s) under src/`}`;
-}
-
-function shellQuote(argument: string): string {
-  return /^[\w@%+=:,./-]+$/.test(argument) ? argument : `'${argument.replaceAll("'", "'\\''")}'`;
-}
-
 // --- main ---------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -510,7 +469,7 @@ async function main(): Promise<void> {
       '',
       '## Machine',
       '',
-      ...(await machineFacts(loadAtStart)),
+      ...(await machineFacts(loadAtStart, ['undici', 'zod', 'got', 'axios', 'cockatiel', 'opossum', 'p-retry', 'tsx'])),
       '',
       '## CPU per request: user and system (kernel) time, medians',
       '',

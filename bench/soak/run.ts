@@ -14,11 +14,11 @@
  * The instances child is killed however this process ends (exit, SIGINT/SIGTERM, crash), and
  * exits by itself when this process's IPC channel closes.
  */
-import { type ChildProcess, fork, spawnSync } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { getEventListeners, setMaxListeners } from 'node:events';
 import { readdirSync, readlinkSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { type Client, createClient, isTelescopeError, systemClock, wheelOf, withDeadline } from '../../src/index.js';
+import { machineFacts, shellQuote } from '../machine.js';
 import {
   type CountMetric,
   checksTable,
@@ -677,7 +678,11 @@ async function main(): Promise<number> {
       '',
       '## Machine',
       '',
-      ...(await machineFacts(loadAtStart)),
+      ...(await machineFacts(
+        loadAtStart,
+        ['undici', 'opossum', 'zod', 'tsx'],
+        ', shared with other work: CPU-bound numbers (calls/s) are noisy',
+      )),
       '',
     ].join('\n');
     await writeFile(resolve(repositoryRoot, options.out), report);
@@ -748,47 +753,6 @@ function countMetricsFor(concurrency: number): CountMetric[] {
 }
 
 // --- report helpers -----------------------------------------------------------------------
-
-async function packageVersion(name: string): Promise<string> {
-  try {
-    const manifest = JSON.parse(await readFile(join(repositoryRoot, 'node_modules', name, 'package.json'), 'utf8')) as {
-      version?: string;
-    };
-    return manifest.version ?? '?';
-  } catch {
-    return 'not installed';
-  }
-}
-
-async function machineFacts(loadAtStart: number): Promise<string[]> {
-  const cpus = os.cpus();
-  const packages = ['undici', 'opossum', 'zod', 'tsx'];
-  const versions = await Promise.all(packages.map(async (name) => `${name} ${await packageVersion(name)}`));
-  return [
-    `- CPU: ${cpus[0]?.model ?? 'unknown'} × ${cpus.length} (os.cpus()), shared with other work: CPU-bound numbers (calls/s) are noisy`,
-    `- Memory: ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB total`,
-    `- OS: ${os.type()} ${os.release()} ${os.arch()}`,
-    `- Node: ${process.version}`,
-    `- Load average (1 min) before the run: ${loadAtStart.toFixed(2)}`,
-    `- telescope: ${gitState()}`,
-    `- Packages: ${versions.join(', ')}`,
-  ];
-}
-
-/** Which telescope was soaked: HEAD plus how many files under src/ differ from it. */
-function gitState(): string {
-  const git = (args: string[]) => spawnSync('git', args, { cwd: repositoryRoot, encoding: 'utf8' });
-  const head = git(['rev-parse', '--short', 'HEAD']);
-  if (head.status !== 0) return 'not a git checkout';
-  const changed = git(['status', '--porcelain', '--', 'src'])
-    .stdout.split('\n')
-    .filter((line) => line !== '');
-  return `commit ${head.stdout.trim()}${changed.length === 0 ? '' : ` + ${changed.length} uncommitted change(s) under src/`}`;
-}
-
-function shellQuote(argument: string): string {
-  return /^[\w@%+=:,./-]+$/.test(argument) ? argument : `'${argument.replaceAll("'", "'\\''")}'`;
-}
 
 main().then(
   (code) => {
