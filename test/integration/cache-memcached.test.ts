@@ -17,20 +17,13 @@ import {
   withCache,
 } from '../../src/cache/index.js';
 import { createClient, systemClock, wheelOf } from '../../src/index.js';
+import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer } from '../helpers/server.js';
 import { type MemcachedServer, requireServices, serviceAvailable, startMemcached } from '../helpers/services.js';
 
 const haveMemcached = serviceAvailable('memcached');
 const describeMemcached = haveMemcached || requireServices ? describe : describe.skip;
-
-async function waitFor(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
-}
 
 async function failure(promise: Promise<unknown>): Promise<RemoteCacheError> {
   try {

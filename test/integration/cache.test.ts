@@ -14,6 +14,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { type CachedClient, type CacheOptions, redisCache, withCache } from '../../src/cache/index.js';
 import { createClient, defineService, endpoint, systemClock, wheelOf } from '../../src/index.js';
+import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 import { type RedisServer, requireServices, serviceAvailable, startRedis } from '../helpers/services.js';
@@ -46,14 +47,6 @@ async function movieServer(delayMs = 0): Promise<MovieServer> {
     requestsFor: (id) => movieRequests().filter((request) => request.url === `/movies/${id}`).length,
     total: () => movieRequests().length,
   };
-}
-
-async function waitFor(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(10);
-  }
 }
 
 const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;

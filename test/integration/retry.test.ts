@@ -605,11 +605,11 @@ describe('hedging', () => {
     return { server, cancelled };
   }
 
-  it('a second attempt on the fast instance after delayMs wins; the slow attempt is cancelled', async () => {
-    const slow = slowServer(500);
+  /** A slow instance A and a fast instance B; round-robin starts every call on A, hedges go to B. */
+  async function slowThenFast(slowMs: number) {
+    const slow = slowServer(slowMs);
     const a = await slow.server;
     const b = await startServer(answer);
-    // Round-robin from A: every call starts on the slow instance, the hedge goes to B.
     const client = createClient(movies, {
       breaker: false,
       instances: [a.url, b.url],
@@ -617,7 +617,11 @@ describe('hedging', () => {
       hedge: { delayMs: 50 },
       timeoutMs: 2000,
     });
-    const hedges = collect(client, 'hedge');
+    return { slow, a, b, client, hedges: collect(client, 'hedge') };
+  }
+
+  it('a second attempt on the fast instance after delayMs wins; the slow attempt is cancelled', async () => {
+    const { slow, a, b, client, hedges } = await slowThenFast(500);
     try {
       for (let index = 0; index < 5; index++) {
         const start = performance.now();
@@ -655,17 +659,7 @@ describe('hedging', () => {
   });
 
   it('a non-idempotent POST is never hedged: one request, however slow', async () => {
-    const slow = slowServer(300);
-    const a = await slow.server;
-    const b = await startServer(answer);
-    const client = createClient(movies, {
-      breaker: false,
-      instances: [a.url, b.url],
-      balancer: 'round-robin',
-      hedge: { delayMs: 50 },
-      timeoutMs: 2000,
-    });
-    const hedges = collect(client, 'hedge');
+    const { slow, a, b, client, hedges } = await slowThenFast(300);
     try {
       const start = performance.now();
       expect(await client.rate({ id: 1 }, { stars: 4 })).toEqual({ ok: true });

@@ -20,19 +20,10 @@ import {
   withDeadline,
 } from '../../src/index.js';
 import { closeAll, type FakeService, fakeService, httpError, openResources, useFake } from '../../src/testing/index.js';
+import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 
 type Movies = typeof movies;
-
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 const heat = { getMovie: async ({ id }: { id: number }) => ({ id, title: 'Heat' }) };
 

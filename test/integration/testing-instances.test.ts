@@ -8,7 +8,7 @@
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { createClient, ErrorCode, TelescopeError } from '../../src/index.js';
+import { createClient, ErrorCode, type TelescopeError } from '../../src/index.js';
 import {
   chaos,
   chaosProxy,
@@ -17,19 +17,10 @@ import {
   startInstances,
   useInstances,
 } from '../../src/testing/index.js';
+import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 
 type Movies = typeof movies;
-
-async function failure(promise: Promise<unknown>): Promise<TelescopeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(TelescopeError);
-    return error as TelescopeError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 const handlers = {
   getMovie: ({ id }: { id: number }) => ({ id, title: 'Heat' }),

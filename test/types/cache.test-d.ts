@@ -1,5 +1,4 @@
 import { describe, expectTypeOf, it } from 'vitest';
-import { z } from 'zod';
 import {
   type CachedClient,
   type CacheEvent,
@@ -13,40 +12,9 @@ import {
   redisCache,
   withCache,
 } from '../../src/cache/index.js';
-import {
-  type CallOptions,
-  type Client,
-  type ClientStats,
-  createClient,
-  defineService,
-  endpoint,
-} from '../../src/index.js';
+import { type CallOptions, type Client, type ClientStats, createClient } from '../../src/index.js';
+import { movies } from '../helpers/movies.js';
 
-const Movie = z.object({ id: z.number().int(), title: z.string() });
-const movies = defineService({
-  name: 'movies',
-  endpoints: {
-    getMovie: endpoint({
-      method: 'GET',
-      path: '/movies/:id',
-      params: z.object({ id: z.number().int() }),
-      response: Movie,
-    }),
-    rate: endpoint({
-      method: 'POST',
-      path: '/movies/:id/ratings',
-      params: z.object({ id: z.number().int() }),
-      body: z.object({ stars: z.number() }),
-      response: z.object({ ok: z.boolean() }),
-    }),
-    search: endpoint({
-      method: 'GET',
-      path: '/movies',
-      query: z.object({ q: z.string(), limit: z.number().optional() }),
-    }),
-    health: endpoint({ method: 'GET', path: '/health' }),
-  },
-});
 const client = createClient(movies, { instances: ['http://127.0.0.1:1'] });
 const cached = withCache(client, {
   local: { maxEntries: 10_000 },
