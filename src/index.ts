@@ -95,4 +95,10 @@ export {
   type ResponseOf,
   type ServiceDefinition,
 } from './service/index.js';
-export { type Transport, type TransportOptions, transport, transportDefaults } from './transport/index.js';
+export {
+  type AttemptTransport,
+  type Transport,
+  type TransportOptions,
+  transport,
+  transportDefaults,
+} from './transport/index.js';

@@ -41,7 +41,7 @@ import {
   serializeBody,
   validate,
 } from '../service/index.js';
-import { transport, transportDefaults } from '../transport/index.js';
+import { type AttemptTransport, transport, transportDefaults } from '../transport/index.js';
 
 /** Options of one call: always the last argument of a typed method. */
 export interface CallOptions {
@@ -107,6 +107,18 @@ export interface ClientOptions {
   metricsWindowMs?: number;
   /** Time source for every timeout. @default systemClock */
   clock?: Clock;
+  /**
+   * Replaces the undici transport: whatever performs one attempt against `context.instance`
+   * (the storm simulator's virtual network, an in-process double). The connection options
+   * (`connectTimeoutMs`, `maxResponseBytes`, `connections`, `keepAliveTimeoutMs`) then do not
+   * apply. @default the undici transport
+   */
+  transport?: AttemptTransport;
+  /**
+   * More header names whose values never reach logs (besides authorization,
+   * proxy-authorization, cookie, set-cookie, x-api-key). Case-insensitive. @default []
+   */
+  redactHeaders?: readonly string[];
 }
 
 /** Defaults of {@link ClientOptions}. */
@@ -159,12 +171,24 @@ export interface ClientEvents {
   shed: { service: string; endpoint: string; reason: 'full' | 'queue-timeout' };
 }
 
-const redactedHeaders = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key']);
+const credentialHeaders: ReadonlySet<string> = new Set([
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'set-cookie',
+  'x-api-key',
+]);
 
-/** A copy of `headers` with credentials replaced by `[redacted]`, for logs. */
-export function redactHeaders(headers: Record<string, string>): Record<string, string> {
+/**
+ * A copy of `headers` with credentials (and the `extra` names, lower-case) replaced by
+ * `[redacted]`, for logs.
+ */
+export function redactHeaders(headers: Record<string, string>, extra?: ReadonlySet<string>): Record<string, string> {
   const copy: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) copy[name] = redactedHeaders.has(name) ? '[redacted]' : value;
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase();
+    copy[name] = credentialHeaders.has(lower) || extra?.has(lower) === true ? '[redacted]' : value;
+  }
   return copy;
 }
 
@@ -200,13 +224,22 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         ? emit('eject', { ...event, service: service.name })
         : emit('return', { ...event, service: service.name }),
   });
-  const wire = transport({
-    connectTimeoutMs: options.connectTimeoutMs,
-    maxResponseBytes: options.maxResponseBytes,
-    connections: options.connections,
-    keepAliveTimeoutMs: options.keepAliveTimeoutMs,
-    clock,
-  });
+  if (options.transport !== undefined && typeof options.transport?.call !== 'function') {
+    invalidOption('transport', 'an object with call() and close()', options.transport);
+  }
+  const wire: AttemptTransport =
+    options.transport ??
+    transport({
+      connectTimeoutMs: options.connectTimeoutMs,
+      maxResponseBytes: options.maxResponseBytes,
+      connections: options.connections,
+      keepAliveTimeoutMs: options.keepAliveTimeoutMs,
+      clock,
+    });
+  if (options.redactHeaders !== undefined && !Array.isArray(options.redactHeaders)) {
+    invalidOption('redactHeaders', 'an array of header names', options.redactHeaders);
+  }
+  const extraRedacted = new Set((options.redactHeaders ?? []).map((name) => String(name).toLowerCase()));
   // Before discovery: a source may deliver (and be logged) inside subscribe().
   const logger = options.logger?.child({ service: service.name });
   let firstInstances: Promise<void> | undefined;
@@ -231,7 +264,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         return;
       }
       const removed = instanceSet.update(parsed);
-      for (const url of removed) void wire.drop(url);
+      for (const url of removed) void wire.drop?.(url);
       emit('instances', { service: service.name, instances: parsed.map((instance) => instance.url), removed });
       firstInstances = undefined;
       markReady();
@@ -416,9 +449,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
               instance: error.instance,
               attempt: error.attempt,
               err: error.message,
-              headers: redactHeaders(headers),
+              headers: redactHeaders(headers, extraRedacted),
             }
-          : { endpoint: name, err: String(error), headers: redactHeaders(headers) },
+          : { endpoint: name, err: String(error), headers: redactHeaders(headers, extraRedacted) },
         'call failed',
       );
       throw error;

@@ -38,8 +38,21 @@ export const transportDefaults = {
   keepAliveTimeoutMs: 4000,
 } as const;
 
+/**
+ * What a client needs from a transport: one attempt against `context.instance`, and a way to
+ * stop. The undici {@link Transport} is one; the storm simulator's virtual network is another.
+ */
+export interface AttemptTransport {
+  /** Sends one attempt to `context.instance`; rejects with a {@link TelescopeError}. */
+  readonly call: Call;
+  /** Fails calls in flight with `CLIENT_CLOSED` and releases everything. Idempotent. */
+  close(): Promise<void>;
+  /** Forgets one instance (discovery removed it); calls in flight may finish. */
+  drop?(url: string): Promise<void>;
+}
+
 /** The transport: a call plus the pools behind it. */
-export interface Transport {
+export interface Transport extends AttemptTransport {
   readonly call: Call;
   /** Fails calls in flight with `CLIENT_CLOSED` and closes every socket. Idempotent. */
   close(): Promise<void>;
