@@ -21,6 +21,7 @@ export {
   type BreakerOptions,
   breaker,
   breakerDefaults,
+  breakerOutcome,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';

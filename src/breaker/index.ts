@@ -1,20 +1,21 @@
 /**
- * Breaker layer: one circuit per service + endpoint, on opossum (rolling window, error
- * percentage, volume threshold, half-open probe). Open → `CIRCUIT_OPEN` at once, no I/O.
+ * Breaker layer: one circuit per service + endpoint (rolling window, error percentage,
+ * volume threshold, one half-open probe). Open → `CIRCUIT_OPEN` at once, no I/O.
  *
  * Order: below deadline and observe, above bulkhead and retry: a call with its retry is one
  * event for the circuit. Only failures that say the dependency is unhealthy count: not 4xx,
  * not invalid requests, not caller aborts, not the local bulkhead shedding, not a budget too
  * small to try. Instance-level failures are the balancer's job (outlier ejection).
  *
- * opossum's own timeout is off (the deadline layer owns time), and its rolling window is
- * rotated from the client's clock, so fake clocks and the storm simulator drive it.
+ * The circuit keeps opossum's semantics and option meanings (the checks run at each failure,
+ * the rate must exceed the threshold, closing keeps the window), but it is telescope's own:
+ * every timer is on the client's clock (fake clocks and the storm simulator drive the reset
+ * timeout too), an outcome can be neutral (an aborted or shed call neither opens nor closes
+ * the circuit), and the success path is two counter increments and no event.
  */
-import { EventEmitter } from 'node:events';
-import CircuitBreaker from 'opossum';
 import type { Layer } from '../core/call.js';
 import { channels } from '../core/channels.js';
-import type { Clock } from '../core/clock.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
 
 /** `breaker` option of `createClient`. */
@@ -61,12 +62,133 @@ export function countsForBreaker(error: unknown): boolean {
   }
 }
 
+/**
+ * What a call's outcome means for the circuit: `failure` (the dependency is unhealthy),
+ * `success` (it answered, even with a 4xx), or `neutral` (nothing was learned about it:
+ * the caller aborted, the bulkhead shed the call, the budget was too small to try, the
+ * request was invalid, the client closed).
+ */
+export function breakerOutcome(error: unknown): 'failure' | 'success' | 'neutral' {
+  if (countsForBreaker(error)) return 'failure';
+  if (!isTelescopeError(error)) return 'failure';
+  switch (error.code) {
+    case ErrorCode.HTTP_STATUS:
+    case ErrorCode.INVALID_RESPONSE:
+    case ErrorCode.RESPONSE_TOO_LARGE:
+      return 'success';
+    default:
+      return 'neutral';
+  }
+}
+
 export interface BreakerLayer {
   layer: Layer;
   /** State of each endpoint's circuit created so far. */
   state(endpoint: string): CircuitState | undefined;
   /** Stops the rotation timer and every circuit's timers. */
   shutdown(): void;
+}
+
+/** Number of buckets of the rolling window (as opossum's default). */
+const buckets = 10;
+
+/** One endpoint's circuit. Counts live in a ring of buckets rotated by the layer's timer. */
+class Circuit {
+  state: CircuitState = 'closed';
+  /** A half-open probe is in flight: every other call fails fast. */
+  probing = false;
+  private readonly successes = new Uint32Array(buckets);
+  private readonly failures = new Uint32Array(buckets);
+  private bucket = 0;
+  private successTotal = 0;
+  private failureTotal = 0;
+  private resetTimer: TimerHandle | undefined;
+
+  // Handlers bound once per circuit: the success path allocates no closure per call.
+  readonly onResponse = <T>(response: T): T => {
+    if (this.state === 'closed') this.recordSuccess();
+    return response;
+  };
+  readonly onError = (error: unknown): never => {
+    if (this.state === 'closed') {
+      const outcome = breakerOutcome(error);
+      if (outcome === 'failure') this.recordFailure();
+      else if (outcome === 'success') this.recordSuccess();
+    }
+    throw error;
+  };
+  readonly onProbeResponse = <T>(response: T): T => {
+    this.endProbe('success');
+    return response;
+  };
+  readonly onProbeError = (error: unknown): never => {
+    this.endProbe(breakerOutcome(error));
+    throw error;
+  };
+
+  constructor(
+    private readonly settings: {
+      volumeThreshold: number;
+      errorThresholdPercentage: number;
+      resetTimeoutMs: number;
+      clock: Clock;
+      report: (state: CircuitState) => void;
+    },
+  ) {}
+
+  rotate(): void {
+    const next = (this.bucket + 1) % buckets;
+    this.successTotal -= this.successes[next] as number;
+    this.failureTotal -= this.failures[next] as number;
+    this.successes[next] = 0;
+    this.failures[next] = 0;
+    this.bucket = next;
+  }
+
+  private recordSuccess(): void {
+    (this.successes[this.bucket] as number)++;
+    this.successTotal++;
+  }
+
+  private recordFailure(): void {
+    (this.failures[this.bucket] as number)++;
+    this.failureTotal++;
+    const calls = this.successTotal + this.failureTotal;
+    if (calls < this.settings.volumeThreshold) return;
+    if ((this.failureTotal / calls) * 100 > this.settings.errorThresholdPercentage) this.open();
+  }
+
+  private open(): void {
+    this.state = 'open';
+    this.probing = false;
+    this.resetTimer = this.settings.clock.setTimeout(() => {
+      this.resetTimer = undefined;
+      this.state = 'half-open';
+      this.settings.report('half-open');
+    }, this.settings.resetTimeoutMs);
+    this.settings.report('open');
+  }
+
+  private endProbe(outcome: 'failure' | 'success' | 'neutral'): void {
+    this.probing = false;
+    if (this.state !== 'half-open') return;
+    if (outcome === 'failure') {
+      // The probe's failure counts in the window, as every failure of a closed circuit does.
+      (this.failures[this.bucket] as number)++;
+      this.failureTotal++;
+      this.open();
+    } else if (outcome === 'success') {
+      this.recordSuccess();
+      this.state = 'closed';
+      this.settings.report('closed');
+    }
+    // Neutral (the probe was aborted or shed): still half-open, the next call probes.
+  }
+
+  shutdown(): void {
+    if (this.resetTimer !== undefined) this.settings.clock.clearTimeout(this.resetTimer);
+    this.resetTimer = undefined;
+  }
 }
 
 /**
@@ -96,75 +218,60 @@ export function breaker(
     invalidOption('breaker.rollingWindowMs', 'a finite number ≥ 100', rollingWindowMs);
   }
   const { clock, service, onState } = environment;
-  const circuits = new Map<string, CircuitBreaker>();
+  const circuits = new Map<string, Circuit>();
   // One rotation timer for every circuit of the client, on the client's clock.
-  const rotation = new EventEmitter();
-  const buckets = 10;
-  let rotationTimer: unknown;
+  let rotationTimer: TimerHandle | undefined;
   const rotate = () => {
-    rotation.emit('rotate');
+    for (const circuit of circuits.values()) circuit.rotate();
     rotationTimer = clock.setTimeout(rotate, rollingWindowMs / buckets);
   };
 
-  const stateOf = (circuit: CircuitBreaker): CircuitState =>
-    circuit.opened ? 'open' : circuit.halfOpen ? 'half-open' : 'closed';
+  const circuitFor = (endpoint: string): Circuit => {
+    let circuit = circuits.get(endpoint);
+    if (circuit !== undefined) return circuit;
+    if (rotationTimer === undefined) rotationTimer = clock.setTimeout(rotate, rollingWindowMs / buckets);
+    circuit = new Circuit({
+      volumeThreshold,
+      errorThresholdPercentage,
+      resetTimeoutMs,
+      clock,
+      report: (state) => {
+        onState?.(endpoint, state);
+        if (channels.breakerState.hasSubscribers) channels.breakerState.publish({ service, endpoint, state });
+      },
+    });
+    circuits.set(endpoint, circuit);
+    return circuit;
+  };
 
   return {
-    state: (endpoint) => {
-      const circuit = circuits.get(endpoint);
-      return circuit === undefined ? undefined : stateOf(circuit);
-    },
+    state: (endpoint) => circuits.get(endpoint)?.state,
     shutdown() {
       if (rotationTimer !== undefined) clock.clearTimeout(rotationTimer);
       rotationTimer = undefined;
       for (const circuit of circuits.values()) circuit.shutdown();
       circuits.clear();
     },
-    layer: (next) => {
-      const circuitFor = (endpoint: string): CircuitBreaker => {
-        let circuit = circuits.get(endpoint);
-        if (circuit !== undefined) return circuit;
-        if (rotationTimer === undefined) rotationTimer = clock.setTimeout(rotate, rollingWindowMs / buckets);
-        circuit = new CircuitBreaker(next, {
-          timeout: false,
-          resetTimeout: resetTimeoutMs,
-          errorThresholdPercentage,
-          volumeThreshold,
-          rollingCountTimeout: rollingWindowMs,
-          rollingCountBuckets: buckets,
-          rotateBucketController: rotation,
-          enableSnapshots: false,
-          // Latency is ours (observe); opossum's percentiles concat and sort every latency in the
-          // window on each failure, which is quadratic in the call rate.
-          rollingPercentilesEnabled: false,
-          errorFilter: (error: unknown) => !countsForBreaker(error),
-        });
-        const report = (state: CircuitState) => () => {
-          onState?.(endpoint, state);
-          if (channels.breakerState.hasSubscribers) channels.breakerState.publish({ service, endpoint, state });
-        };
-        circuit.on('open', report('open'));
-        circuit.on('halfOpen', report('half-open'));
-        circuit.on('close', report('closed'));
-        circuits.set(endpoint, circuit);
-        return circuit;
-      };
-
-      return (request, context) => {
-        const circuit = circuitFor(context.endpoint);
-        // opossum rejects when neither closed nor letting a half-open probe through; answer
-        // that here so the error is ours and the call costs nothing.
-        if (!circuit.closed && !circuit.pendingClose) {
-          return Promise.reject(
-            new TelescopeError(
-              ErrorCode.CIRCUIT_OPEN,
-              `${service}.${context.endpoint}: circuit open (failing fast, no request sent)`,
-              { service, endpoint: context.endpoint, requestSent: false },
-            ),
-          );
+    layer: (next) => (request, context) => {
+      const circuit = circuitFor(context.endpoint);
+      if (circuit.state === 'closed') return next(request, context).then(circuit.onResponse, circuit.onError);
+      if (circuit.state === 'half-open' && !circuit.probing) {
+        circuit.probing = true;
+        let pending: ReturnType<typeof next>;
+        try {
+          pending = next(request, context);
+        } catch (error) {
+          pending = Promise.reject(error);
         }
-        return circuit.fire(request, context) as ReturnType<typeof next>;
-      };
+        return pending.then(circuit.onProbeResponse, circuit.onProbeError);
+      }
+      return Promise.reject(
+        new TelescopeError(
+          ErrorCode.CIRCUIT_OPEN,
+          `${service}.${context.endpoint}: circuit open (failing fast, no request sent)`,
+          { service, endpoint: context.endpoint, requestSent: false },
+        ),
+      );
     },
   };
 }

@@ -97,7 +97,7 @@ export interface ClientOptions {
   headers?: Record<string, string>;
   /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */
   logger?: Logger;
-  /** Circuit breaker per endpoint (opossum); `false` for none. @default { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10000 } */
+  /** Circuit breaker per endpoint (opossum's semantics, on the client's clock); `false` for none. @default { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10000 } */
   breaker?: BreakerOptions | false;
   /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
   bulkhead?: BulkheadOptions | false;

@@ -1,11 +1,16 @@
 /**
- * The breaker layer on its own: one opossum circuit per endpoint, over a fake inner call that
- * plays a script of outcomes. The rolling window is rotated from a manual clock; opossum's
- * reset timer is a global `setTimeout`, driven here by vitest's fake timers.
+ * The breaker layer on its own: one circuit per endpoint, over a fake inner call that plays a
+ * script of outcomes. Every timer (window rotation, reset timeout) is on a manual clock.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type BreakerOptions, breaker, type CircuitState, countsForBreaker } from '../../src/breaker/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type BreakerOptions,
+  breaker,
+  breakerOutcome,
+  type CircuitState,
+  countsForBreaker,
+} from '../../src/breaker/index.js';
 import { CallContext, ErrorCode, HttpStatusError, type IncomingResponse, TelescopeError } from '../../src/index.js';
 import { type ManualClock, manualClock } from '../helpers/clock.js';
 
@@ -58,14 +63,8 @@ async function play(harness: ReturnType<typeof setup>, pattern: string, rounds: 
   return undefined;
 }
 
-beforeEach(() => {
-  // opossum arms its reset timer with the global setTimeout and times calls with Date.now.
-  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
-});
-
 afterEach(() => {
   for (const layer of made.splice(0)) layer.shutdown();
-  vi.useRealTimers();
 });
 
 describe('countsForBreaker: only failures that say the dependency is unhealthy', () => {
@@ -215,17 +214,17 @@ describe('breaker: half-open and closing', () => {
 
   it('half-opens after resetTimeoutMs, not before', async () => {
     const harness = await opened();
-    vi.advanceTimersByTime(4999);
+    harness.clock.advance(4999);
     expect(harness.layer.state('getMovie')).toBe('open');
     expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
-    vi.advanceTimersByTime(1);
+    harness.clock.advance(1);
     expect(harness.layer.state('getMovie')).toBe('half-open');
     expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open']);
   });
 
   it('lets exactly one probe through; a successful probe closes the circuit', async () => {
     const harness = await opened();
-    vi.advanceTimersByTime(5000);
+    harness.clock.advance(5000);
     let answer!: (response: IncomingResponse) => void;
     const probe = harness.run(() => new Promise((resolve) => (answer = resolve)));
     expect(harness.inner.calls).toBe(6);
@@ -245,20 +244,20 @@ describe('breaker: half-open and closing', () => {
 
   it('a failed probe opens it again for another resetTimeoutMs', async () => {
     const harness = await opened();
-    vi.advanceTimersByTime(5000);
+    harness.clock.advance(5000);
     expect(await harness.run(unavailable())).toMatchObject({ code: ErrorCode.HTTP_STATUS });
     expect(harness.layer.state('getMovie')).toBe('open');
     expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
-    vi.advanceTimersByTime(4999);
+    harness.clock.advance(4999);
     expect(harness.layer.state('getMovie')).toBe('open');
-    vi.advanceTimersByTime(1);
+    harness.clock.advance(1);
     expect(await harness.run('ok')).toBe('ok');
     expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open', 'open', 'half-open', 'closed']);
   });
 
   it('a probe answered with a 4xx closes it: the dependency answered', async () => {
     const harness = await opened();
-    vi.advanceTimersByTime(5000);
+    harness.clock.advance(5000);
     await harness.run(new HttpStatusError(404, '', undefined));
     expect(harness.layer.state('getMovie')).toBe('closed');
   });
@@ -266,7 +265,6 @@ describe('breaker: half-open and closing', () => {
   it('closing does not clear the window: while the failures that opened it are in it, one failure reopens it', async () => {
     // Defaults have resetTimeoutMs (5 s) < rollingWindowMs (10 s): the probe meets the old failures.
     const harness = await opened({ rollingWindowMs: 10_000 });
-    vi.advanceTimersByTime(5000);
     harness.clock.advance(5000);
     expect(await harness.run('ok')).toBe('ok');
     expect(harness.layer.state('getMovie')).toBe('closed');
@@ -277,14 +275,79 @@ describe('breaker: half-open and closing', () => {
 
   it('once the old failures left the window, volumeThreshold calls are needed to open it again', async () => {
     const harness = await opened({ rollingWindowMs: 1000 });
-    vi.advanceTimersByTime(5000);
-    harness.clock.advance(1000);
+    // The reset timeout (5 s) is longer than the window (1 s): the failures that opened it are gone.
+    harness.clock.advance(5000);
     expect(await harness.run('ok')).toBe('ok');
     // The probe is in the window: four failures make five calls, 80% failed.
     for (let call = 0; call < 3; call++) await harness.run(unavailable());
     expect(harness.layer.state('getMovie')).toBe('closed');
     await harness.run(unavailable());
     expect(harness.layer.state('getMovie')).toBe('open');
+  });
+});
+
+describe('breaker: neutral outcomes and late answers', () => {
+  async function opened() {
+    const harness = setup({ volumeThreshold: 5, resetTimeoutMs: 5000 });
+    for (let call = 0; call < 5; call++) await harness.run(unavailable());
+    expect(harness.layer.state('getMovie')).toBe('open');
+    harness.clock.advance(5000);
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    return harness;
+  }
+
+  it.each([
+    ['503', new HttpStatusError(503, '', undefined), 'failure'],
+    ['404', new HttpStatusError(404, '', undefined), 'success'],
+    ['schema mismatch', new TelescopeError(ErrorCode.INVALID_RESPONSE, 'schema'), 'success'],
+    ['too large', new TelescopeError(ErrorCode.RESPONSE_TOO_LARGE, 'big'), 'success'],
+    ['aborted', new TelescopeError(ErrorCode.ABORTED, 'aborted'), 'neutral'],
+    ['shed', new TelescopeError(ErrorCode.BULKHEAD_FULL, 'full'), 'neutral'],
+    ['closed client', new TelescopeError(ErrorCode.CLIENT_CLOSED, 'closed'), 'neutral'],
+    ['no budget', new TelescopeError(ErrorCode.DEADLINE_EXCEEDED, 'late', { requestSent: false }), 'neutral'],
+  ])('breakerOutcome(%s) is %s', (_name, error, outcome) => {
+    expect(breakerOutcome(error)).toBe(outcome);
+  });
+
+  it('shed and aborted calls do not count towards the volume threshold', async () => {
+    const harness = setup({ volumeThreshold: 5 });
+    for (let call = 0; call < 100; call++) {
+      await harness.run(new TelescopeError(ErrorCode.BULKHEAD_FULL, 'full', { requestSent: false }));
+    }
+    // Five real failures are five calls in the window, 100% failed: it opens on the fifth.
+    for (let call = 0; call < 4; call++) await harness.run(unavailable());
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    await harness.run(unavailable());
+    expect(harness.layer.state('getMovie')).toBe('open');
+  });
+
+  it('an aborted probe leaves the circuit half-open; the next call probes', async () => {
+    const harness = await opened();
+    const aborted = new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller');
+    expect(await harness.run(aborted)).toBe(aborted);
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    expect(await harness.run(unavailable())).toMatchObject({ code: ErrorCode.HTTP_STATUS });
+    expect(harness.layer.state('getMovie')).toBe('open');
+    expect(harness.inner.calls).toBe(7);
+    expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open', 'open']);
+  });
+
+  it('a call admitted before the circuit opened does not decide the half-open probe', async () => {
+    const harness = setup({ volumeThreshold: 5, resetTimeoutMs: 5000 });
+    let answerSlow!: (response: IncomingResponse) => void;
+    const slow = harness.run(() => new Promise((resolve) => (answerSlow = resolve)));
+    for (let call = 0; call < 5; call++) await harness.run(unavailable());
+    harness.clock.advance(5000);
+    let answerProbe!: (response: IncomingResponse) => void;
+    const probe = harness.run(() => new Promise((resolve) => (answerProbe = resolve)));
+    // The old call succeeds while the probe is out: the circuit waits for the probe.
+    answerSlow(ok);
+    expect(await slow).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
+    answerProbe(ok);
+    expect(await probe).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('closed');
   });
 });
 
@@ -296,7 +359,7 @@ describe('breaker: reporting and lifecycle', () => {
     try {
       const harness = setup({ volumeThreshold: 3, resetTimeoutMs: 100 });
       for (let call = 0; call < 3; call++) await harness.run(unavailable());
-      vi.advanceTimersByTime(100);
+      harness.clock.advance(100);
       await harness.run('ok');
       expect(seen).toEqual([
         { service: 'movies', endpoint: 'getMovie', state: 'open' },
@@ -313,12 +376,11 @@ describe('breaker: reporting and lifecycle', () => {
     const harness = setup({ volumeThreshold: 3, resetTimeoutMs: 100 });
     expect(harness.clock.pending()).toBe(0);
     for (let call = 0; call < 3; call++) await harness.run(unavailable());
-    expect(harness.clock.pending()).toBe(1);
-    expect(vi.getTimerCount()).toBe(1);
+    // The window's rotation and the open circuit's reset timeout, both on the client's clock.
+    expect(harness.clock.pending()).toBe(2);
     harness.layer.shutdown();
     expect(harness.clock.pending()).toBe(0);
-    expect(vi.getTimerCount()).toBe(0);
-    vi.advanceTimersByTime(1000);
+    harness.clock.advance(1000);
     expect(harness.states.map((entry) => entry.state)).toEqual(['open']);
     expect(harness.layer.state('getMovie')).toBeUndefined();
   });
