@@ -75,6 +75,7 @@ export {
   RollingCounter,
   RollingHistogram,
 } from './observe/index.js';
+export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
   type HedgeOptions,
   RetryBudget,

@@ -75,6 +75,8 @@ export function breakerOutcome(error: unknown): 'failure' | 'success' | 'neutral
     case ErrorCode.HTTP_STATUS:
     case ErrorCode.INVALID_RESPONSE:
     case ErrorCode.RESPONSE_TOO_LARGE:
+    case ErrorCode.TOO_MANY_REDIRECTS:
+    case ErrorCode.REDIRECT_REFUSED:
       return 'success';
     default:
       return 'neutral';

@@ -32,6 +32,7 @@ import { currentDeadline, deadline } from '../deadline/index.js';
 import type { Discovery } from '../discovery/index.js';
 import { type FallbackEvent, fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
+import { type RedirectOptions, redirects } from '../redirect/index.js';
 import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
 import {
   buildPath,
@@ -114,6 +115,12 @@ export interface ClientOptions {
    * apply. @default the undici transport
    */
   transport?: AttemptTransport;
+  /**
+   * Follow 3xx redirects: at most `max` per attempt, on the instance's origin unless the
+   * target is in `allowOrigins`, never from https to http. Off: a 3xx fails with `HTTP_STATUS`
+   * and its `location`. @default false
+   */
+  redirects?: RedirectOptions | false;
   /**
    * More header names whose values never reach logs (besides authorization,
    * proxy-authorization, cookie, set-cookie, x-api-key). Case-insensitive. @default []
@@ -366,6 +373,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       minAttemptMs: options.minAttemptMs,
       deadlineHeader: options.deadlineHeader,
     }),
+    options.redirects ? redirects(options.redirects) : undefined,
   )(wire.call);
   const baseHeaders = lowerCaseHeaders(options.headers ?? {}, 'headers');
   let closed = false;

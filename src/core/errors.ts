@@ -34,6 +34,10 @@ export const ErrorCode = {
   NO_HEALTHY_INSTANCE: 'NO_HEALTHY_INSTANCE',
   /** An option passed to a telescope factory is out of range or of the wrong type. */
   INVALID_OPTION: 'INVALID_OPTION',
+  /** More redirects than `redirects.max` in one attempt (only with the `redirects` option). */
+  TOO_MANY_REDIRECTS: 'TOO_MANY_REDIRECTS',
+  /** A redirect to another origin not in `redirects.allowOrigins`, or from https to http. */
+  REDIRECT_REFUSED: 'REDIRECT_REFUSED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -107,7 +111,10 @@ export function isTelescopeError(value: unknown): value is TelescopeError {
 /** Longest body excerpt kept on an {@link HttpStatusError}. */
 export const BODY_EXCERPT_BYTES = 1024;
 
-/** A non-2xx response. `retryable` for 502, 503, 504 and 429. */
+/**
+ * A non-2xx response. `retryable` for 502, 503, 504 and 429. A 3xx is one too: redirects are
+ * followed only with the client's `redirects` option.
+ */
 export class HttpStatusError extends TelescopeError {
   override name = 'HttpStatusError';
   readonly status: number;
@@ -115,20 +122,26 @@ export class HttpStatusError extends TelescopeError {
   readonly bodyExcerpt: string;
   /** Milliseconds from a `Retry-After` header, when the server sent one that parses. */
   readonly retryAfterMs: number | undefined;
+  /** The `Location` header of a 3xx answer. */
+  readonly location: string | undefined;
 
   constructor(
     status: number,
     bodyExcerpt: string,
     retryAfterMs: number | undefined,
     options: TelescopeErrorOptions = {},
+    location?: string,
   ) {
-    super(ErrorCode.HTTP_STATUS, `HTTP ${status}${bodyExcerpt ? `: ${oneLine(bodyExcerpt, 200)}` : ''}`, {
+    const redirect =
+      location === undefined ? '' : ` → ${oneLine(location, 200)} (not followed: see the client's redirects option)`;
+    super(ErrorCode.HTTP_STATUS, `HTTP ${status}${redirect}${bodyExcerpt ? `: ${oneLine(bodyExcerpt, 200)}` : ''}`, {
       retryable: status === 502 || status === 503 || status === 504 || status === 429,
       ...options,
     });
     this.status = status;
     this.bodyExcerpt = bodyExcerpt;
     this.retryAfterMs = retryAfterMs;
+    this.location = location;
   }
 }
 

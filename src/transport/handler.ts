@@ -93,6 +93,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry {
           body.subarray(0, BODY_EXCERPT_BYTES).toString('utf8'),
           parseRetryAfter(this.#headers['retry-after']),
           this.#errorOptions(true),
+          status >= 300 && status < 400 ? firstValue(this.#headers.location) : undefined,
         ),
       );
       return;
@@ -208,6 +209,10 @@ export function decodeBody(
   }
   if (type.startsWith('text/')) return body.toString('utf8');
   return body;
+}
+
+function firstValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
 
 /** `Retry-After` as milliseconds from now (delta-seconds or HTTP date); undefined if absent or bad. */

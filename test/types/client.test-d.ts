@@ -109,6 +109,8 @@ describe('typed methods', () => {
       | 'BULKHEAD_FULL'
       | 'NO_HEALTHY_INSTANCE'
       | 'INVALID_OPTION'
+      | 'TOO_MANY_REDIRECTS'
+      | 'REDIRECT_REFUSED'
     >();
   });
 });
