@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 20_000,
     hookTimeout: 20_000,
     pool: 'forks',
+    // Heap assertions (bounded memory, no leaks) compare heap sizes after a real collection.
+    execArgv: ['--expose-gc'],
   },
 });

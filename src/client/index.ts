@@ -375,7 +375,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     }),
     options.redirects ? redirects(options.redirects) : undefined,
   )(wire.call);
-  const baseHeaders = lowerCaseHeaders(options.headers ?? {}, 'headers');
+  // telescope does not decompress: ask for the identity encoding (a missing Accept-Encoding
+  // means "anything" to a server), unless the caller set one.
+  const baseHeaders = { 'accept-encoding': 'identity', ...lowerCaseHeaders(options.headers ?? {}, 'headers') };
   let closed = false;
 
   const client: Record<string, unknown> = {
@@ -424,20 +426,23 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       ? { ...baseHeaders, 'content-type': 'application/json' }
       : baseHeaders;
     const endpointTimeoutMs = definition.timeoutMs ?? timeoutMs;
-    const failRequest = (part: ValidationError['part']) => (issues: readonly StandardSchemaV1.Issue[]) => {
-      throw new ValidationError(ErrorCode.INVALID_REQUEST, part, issues, {
-        service: service.name,
-        endpoint: name,
-        requestSent: false,
-      });
-    };
+    const failRequest =
+      (part: ValidationError['part']) => (issues: readonly StandardSchemaV1.Issue[], cause?: unknown) => {
+        throw new ValidationError(ErrorCode.INVALID_REQUEST, part, issues, {
+          service: service.name,
+          endpoint: name,
+          requestSent: false,
+          cause,
+        });
+      };
     const failParams = failRequest('params');
     const failQuery = failRequest('query');
     const failBody = failRequest('body');
-    const failResponse = (issues: readonly StandardSchemaV1.Issue[]): never => {
+    const failResponse = (issues: readonly StandardSchemaV1.Issue[], cause?: unknown): never => {
       throw new ValidationError(ErrorCode.INVALID_RESPONSE, 'response', issues, {
         service: service.name,
         endpoint: name,
+        cause,
       });
     };
     const schema = definition.response;

@@ -30,6 +30,9 @@ export function fallbackApplies(error: unknown): error is TelescopeError {
       return true;
     case ErrorCode.HTTP_STATUS:
       return (error as unknown as { status: number }).status >= 500;
+    case ErrorCode.INVALID_RESPONSE:
+      // Broken HTTP (retryable) says the dependency is unwell; a schema mismatch does not.
+      return error.retryable;
     default:
       return false;
   }

@@ -199,12 +199,22 @@ export type EndpointMethod<E extends Endpoint, O> = (
 export function validate<T>(
   schema: MaybeSchema,
   value: unknown,
-  onIssues: (issues: readonly StandardSchemaV1.Issue[]) => never,
+  onIssues: (issues: readonly StandardSchemaV1.Issue[], cause?: unknown) => never,
 ): T | Promise<T> {
   if (schema === undefined) return value as T;
-  const result = schema['~standard'].validate(value);
+  let result: ReturnType<StandardSchemaV1['~standard']['validate']>;
+  try {
+    result = schema['~standard'].validate(value);
+  } catch (error) {
+    // A schema that throws (a recursive schema on a very deep value overflows the stack) is a
+    // validation failure like any other, not a raw exception out of the client.
+    return onIssues([{ message: `schema threw: ${(error as Error)?.message ?? String(error)}` }], error);
+  }
   if (result instanceof Promise) {
-    return result.then((settled) => (settled.issues ? onIssues(settled.issues) : (settled.value as T)));
+    return result.then(
+      (settled) => (settled.issues ? onIssues(settled.issues) : (settled.value as T)),
+      (error: unknown) => onIssues([{ message: `schema threw: ${(error as Error)?.message ?? String(error)}` }], error),
+    );
   }
   return result.issues ? onIssues(result.issues) : (result.value as T);
 }

@@ -37,7 +37,9 @@ export function mapTransportError(error: Error, options: TelescopeErrorOptions):
       cause: error,
     });
   }
-  if (code === 'HPE_HEADER_OVERFLOW' || code === 'UND_ERR_HEADERS_OVERFLOW' || code.startsWith('HPE_')) {
+  // undici 7 builds its HTTPParserError with `code` undefined (it looks the llhttp error number
+  // up in a name-to-number table), so the error's name is the reliable mark of a malformed response.
+  if (code === 'UND_ERR_HEADERS_OVERFLOW' || code.startsWith('HPE_') || error.name === 'HTTPParserError') {
     return new TelescopeError(ErrorCode.INVALID_RESPONSE, `invalid HTTP response${where}: ${error.message}`, {
       ...options,
       retryable: true,

@@ -100,6 +100,11 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry {
     }
     let decoded: unknown;
     try {
+      // Bodies are never decompressed: a compressed one (e.g. `content-encoding: gzip`, which
+      // a server may send since no Accept-Encoding limits it) would otherwise be handed over as
+      // mangled text or raw compressed bytes, or fail as "not valid UTF-8".
+      const encoding = this.#headers['content-encoding'];
+      if (encoding !== undefined && body.length > 0) checkIdentityEncoding(encoding);
       decoded = decodeBody(body, this.#headers['content-type'], this.request.method, status);
     } catch (error) {
       this.#fail(
@@ -209,6 +214,15 @@ export function decodeBody(
   }
   if (type.startsWith('text/')) return body.toString('utf8');
   return body;
+}
+
+/** Throws unless the `content-encoding` is absent or `identity`: telescope does not decompress. */
+function checkIdentityEncoding(encoding: string | string[]): void {
+  const value = (Array.isArray(encoding) ? encoding.join(', ') : encoding).trim();
+  if (value === '' || value.toLowerCase() === 'identity') return;
+  throw new Error(
+    `content-encoding ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)} is not supported: telescope does not decompress response bodies`,
+  );
 }
 
 function firstValue(value: string | string[] | undefined): string | undefined {
