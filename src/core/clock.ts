@@ -204,14 +204,32 @@ class Sleeper implements WheelEntry {
   wheelSlot = -1;
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
-  constructor(readonly resolve: () => void) {}
+  constructor(
+    readonly resolve: () => void,
+    readonly wheel: TimerWheel,
+    readonly signal: AbortSignal | undefined,
+  ) {}
   onTimer(): void {
+    this.signal?.removeEventListener('abort', this);
+    this.resolve();
+  }
+  /** The signal aborted: wake up early (the caller checks `signal.aborted`). */
+  handleEvent(): void {
+    this.wheel.cancel(this);
     this.resolve();
   }
 }
 
-/** Resolves after `delayMs` on `clock`, through its shared wheel (fake clocks drive it too). */
-export function sleep(clock: Clock, delayMs: number): Promise<void> {
-  if (!(delayMs > 0)) return Promise.resolve();
-  return new Promise((resolve) => wheelOf(clock).schedule(new Sleeper(resolve), clock.now() + delayMs));
+/**
+ * Resolves after `delayMs` on `clock`, through its shared wheel (fake clocks drive it too), or
+ * as soon as `signal` aborts; the caller tells the two apart by `signal.aborted`.
+ */
+export function sleep(clock: Clock, delayMs: number, signal?: AbortSignal): Promise<void> {
+  if (!(delayMs > 0) || signal?.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const wheel = wheelOf(clock);
+    const sleeper = new Sleeper(resolve, wheel, signal);
+    signal?.addEventListener('abort', sleeper, { once: true });
+    wheel.schedule(sleeper, clock.now() + delayMs);
+  });
 }

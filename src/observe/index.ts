@@ -35,12 +35,15 @@ export function observe(statsFor: (endpoint: string) => EndpointStats | undefine
     if (channels.callStart.hasSubscribers) channels.callStart.publish({ context, request });
     return next(request, context).then(
       (response) => {
+        // Outermost layer that sees every call end: the context's signal, if built, is done.
+        context.release();
         const durationMs = clock.now() - startedAt;
         stats?.succeeded(durationMs);
         if (channels.callEnd.hasSubscribers) channels.callEnd.publish({ context, response, durationMs });
         return response;
       },
       (error: unknown) => {
+        context.release();
         const durationMs = clock.now() - startedAt;
         stats?.failed(isTelescopeError(error) ? error.code : 'UNKNOWN', durationMs);
         if (channels.callError.hasSubscribers) channels.callError.publish({ context, error, durationMs });

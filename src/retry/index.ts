@@ -15,7 +15,7 @@
  */
 import type { Call, CallContext, IncomingResponse, Layer, OutgoingRequest } from '../core/call.js';
 import { type Clock, sleep, type WheelEntry, wheelOf } from '../core/clock.js';
-import { invalidOption, isTelescopeError, type TelescopeError } from '../core/errors.js';
+import { ErrorCode, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
 import { RetryBudget, type RetryBudgetOptions } from './budget.js';
 
 export { RetryBudget, type RetryBudgetOptions, retryBudgetDefaults } from './budget.js';
@@ -130,8 +130,16 @@ export function retry(options: RetryLayerOptions): Layer {
         instance: (error as TelescopeError).instance,
         delayMs,
       });
-      if (delayMs > 0) await sleep(clock, delayMs);
-      if (context.callerSignal?.aborted) throw error;
+      if (delayMs > 0) await sleep(clock, delayMs, context.callerSignal);
+      if (context.callerSignal?.aborted) {
+        throw new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller while it waited to retry', {
+          service: context.service,
+          endpoint: context.endpoint,
+          attempt: context.attempt,
+          requestSent: (error as TelescopeError).requestSent,
+          cause: context.callerSignal.reason,
+        });
+      }
       try {
         return await next(request, context);
       } catch (failure) {
@@ -193,6 +201,7 @@ function hedged(
         next(request, attemptContext).then(
           (response) => {
             entry.done = true;
+            attemptContext.release();
             context.callerSignal?.removeEventListener('abort', onCallerAbort);
             if (settled) return;
             settled = true;
@@ -203,6 +212,7 @@ function hedged(
           },
           (error: unknown) => {
             entry.done = true;
+            attemptContext.release();
             context.callerSignal?.removeEventListener('abort', onCallerAbort);
             if (settled) return;
             // The other attempt may still answer: fail only when none is left running. A
