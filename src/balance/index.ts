@@ -30,19 +30,21 @@ export function parseInstances(inputs: readonly InstanceInput[]): Instance[] {
   const seen = new Set<string>();
   return inputs.map((input, index) => {
     const raw = typeof input === 'string' ? input : input?.url;
+    // Errors and logs show the URL without any credentials it carries.
+    const shown = typeof raw === 'string' ? withoutCredentials(raw) : raw;
     let url: URL;
     try {
       url = new URL(String(raw));
     } catch {
-      return invalidOption(`instances[${index}]`, 'an absolute http(s) URL', raw);
+      return invalidOption(`instances[${index}]`, 'an absolute http(s) URL', shown);
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      invalidOption(`instances[${index}]`, 'an http: or https: URL', raw);
+      invalidOption(`instances[${index}]`, 'an http: or https: URL', shown);
     }
     if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username || url.password) {
-      invalidOption(`instances[${index}]`, 'an origin without path, query or credentials', raw);
+      invalidOption(`instances[${index}]`, 'an origin without path, query or credentials', shown);
     }
-    if (seen.has(url.origin)) invalidOption(`instances[${index}]`, 'not a duplicate', raw);
+    if (seen.has(url.origin)) invalidOption(`instances[${index}]`, 'not a duplicate', shown);
     seen.add(url.origin);
     const weight = typeof input === 'string' ? 1 : (input.weight ?? 1);
     if (!(Number.isFinite(weight) && weight > 0))
@@ -54,6 +56,11 @@ export function parseInstances(inputs: readonly InstanceInput[]): Instance[] {
       weight,
     };
   });
+}
+
+/** `scheme://user:pass@host` → `scheme://[credentials removed]@host`. */
+function withoutCredentials(url: string): string {
+  return url.replace(/(\/\/)[^/?#@]*@/, '$1[credentials removed]@');
 }
 
 /**

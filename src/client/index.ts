@@ -612,12 +612,18 @@ function describeArgs(hasParams: boolean, hasBody: boolean): string {
   return `(${[hasParams && 'params', hasBody && 'body', 'options?'].filter(Boolean).join(', ')})`;
 }
 
+/** What HTTP allows in a field value (RFC 9110 field-vchar, SP and HTAB), as undici checks it. */
+const invalidHeaderValue = /[^\t\x20-\x7e\x80-\xff]/;
+
 function lowerCaseHeaders(headers: Record<string, string>, what: string): Record<string, string> {
   if (typeof headers !== 'object' || headers === null) invalidOption(what, 'an object of strings', headers);
   const lower: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (typeof value !== 'string') invalidOption(`${what}.${name}`, 'a string', value);
-    if (/[\r\n]/.test(value)) invalidOption(`${what}.${name}`, 'free of CR and LF', value);
+    // Header values may be credentials: errors name the header, never its value.
+    if (typeof value !== 'string') invalidOption(`${what}.${name}`, 'a string', typeof value);
+    if (invalidHeaderValue.test(value)) {
+      invalidOption(`${what}.${name}`, 'free of CR, LF and other control characters', '[value not shown]');
+    }
     lower[name.toLowerCase()] = value;
   }
   return lower;

@@ -119,7 +119,9 @@ export class TimerWheel {
   #arm(slot: number): void {
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#armedSlot = slot;
-    const delayMs = Math.max(0, slot * this.resolutionMs - this.#clock.now());
+    // Node fires a timer of more than 2^31 − 1 ms after 1 ms (with a warning): wake up at that
+    // bound instead; #onFire re-arms while nothing is due.
+    const delayMs = Math.min(maxTimerDelayMs, Math.max(0, slot * this.resolutionMs - this.#clock.now()));
     this.#timer = this.#clock.setTimeout(this.#fire, delayMs);
   }
 
@@ -155,6 +157,9 @@ export class TimerWheel {
     if (heap.length > 0) this.#arm(heap[0] as number);
   }
 }
+
+/** The longest delay a Node timer takes as given (about 24.8 days). */
+const maxTimerDelayMs = 2 ** 31 - 1;
 
 const wheels = new WeakMap<Clock, TimerWheel>();
 

@@ -53,8 +53,9 @@ export function parseBudgetHeader(value: string | string[] | undefined, maxMs: n
   if (match === null) return undefined;
   // Leading zeros carry no value: '0000000000000000' is 0 (gone), not a 16-digit budget.
   const digits = (match[1] as string).replace(/^0+(?=\d)/, '');
-  // Long digit strings are over any cap; Number() would lose them to Infinity or precision.
-  if (digits.length > 15) return maxMs;
+  // Long digit strings are over any cap a server can have (maxMs ≤ 2^31 − 1 in the middleware);
+  // Number() would lose them to Infinity or precision.
+  if (digits.length > 15 && maxMs < 1e15) return maxMs;
   const budget = Number(digits);
   return budget > maxMs ? maxMs : budget;
 }
@@ -76,7 +77,10 @@ interface ResolvedOptions {
 
 function resolve(options: DeadlineServerOptions): ResolvedOptions {
   const maxMs = options.maxMs ?? deadlineServerDefaults.maxMs;
-  if (!(Number.isFinite(maxMs) && maxMs > 0)) invalidOption('maxMs', 'a positive finite number', maxMs);
+  // Beyond 2^31 − 1 ms (about 24.8 days) no timer can wait for it.
+  if (!(Number.isFinite(maxMs) && maxMs > 0 && maxMs <= 2 ** 31 - 1)) {
+    invalidOption('maxMs', 'a positive number ≤ 2147483647', maxMs);
+  }
   const defaultMs = options.defaultMs ?? maxMs;
   if (!(Number.isFinite(defaultMs) && defaultMs > 0 && defaultMs <= maxMs)) {
     invalidOption('defaultMs', `a positive number ≤ maxMs (${maxMs})`, defaultMs);
