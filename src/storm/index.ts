@@ -1,6 +1,7 @@
 /**
  * `telescope/storm`: the retry-storm lab as a library. Real multi-tier topologies on
- * loopback, faults on schedule, open-loop load, and the servers' own counts.
+ * loopback, faults on schedule, open-loop load, and the servers' own counts; or the same in
+ * virtual time (`simulateStorm`) for topologies beyond one machine.
  */
 export {
   defaultCapacity,
@@ -11,8 +12,41 @@ export {
   runStorm,
   type TimePoint,
 } from './lab.js';
-export { htmlReport, markdownTable } from './report.js';
+export {
+  htmlReport,
+  markdownTable,
+  type StormResult,
+  simulationSummary,
+  simulationTierTable,
+} from './report.js';
 export { type BuiltInScenario, builtInScenario, builtInScenarios, scenarioFromFile } from './scenarios.js';
+export {
+  checkSimOptions,
+  type SimCallerContext,
+  type SimRunResult,
+  type SimStrategy,
+  type SimulateOptions,
+  simLimits,
+  simStrategies,
+  simulateStorm,
+  VirtualClock,
+} from './sim/index.js';
 export { builtInStrategies, loadStrategy } from './strategies/index.js';
+export {
+  degradedAnswer,
+  type TelescopeTierClientOptions,
+  telescopeClientOptions,
+  telescopeFailure,
+  telescopeServerOptions,
+  telescopeSuccess,
+} from './strategies/telescope.js';
 export type { CallerContext, CallOutcome, StormStrategy, TierCaller } from './strategy.js';
-export type { FaultStep, Scenario, TierCapacity, TierName, Topology } from './types.js';
+export type {
+  FaultStep,
+  Scenario,
+  SimulationInfo,
+  SimulationTier,
+  TierCapacity,
+  TierName,
+  Topology,
+} from './types.js';

@@ -1,15 +1,20 @@
 /**
  * Storm lab output: a markdown table for the terminal and an HTML report with charts over
- * time (inline SVG, no scripts or external assets), one line per strategy.
+ * time (inline SVG, no scripts or external assets), one line per strategy. Real and simulated
+ * results render the same way; a simulated result (one with `simulation`) is marked as such,
+ * with its virtual duration, the wall time it took and its tiers.
  */
 import type { RunResult } from './lab.js';
-import type { Scenario } from './types.js';
+import type { Scenario, SimulationInfo } from './types.js';
+
+/** A result of either mode: simulated ones carry `simulation`. */
+export type StormResult = RunResult & { simulation?: SimulationInfo };
 
 const percent = (value: number) => `${(value * 100).toFixed(1)}%`;
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 /** The comparison as a markdown table. */
-export function markdownTable(results: RunResult[]): string {
+export function markdownTable(results: StormResult[]): string {
   const header =
     '| strategy | edge success | fallback | p50 | p99 | max | amplification | wasted (mid/back) | peak in-flight (edge/mid/back) | recovery |';
   const rule = '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |';
@@ -27,7 +32,32 @@ export function markdownTable(results: RunResult[]): string {
       result.recoveryS === undefined ? '–' : `${result.recoveryS} s`,
     ].join(' | '),
   );
-  return [header, rule, ...rows.map((row) => `| ${row} |`)].join('\n');
+  const notes = results.flatMap((result) =>
+    result.simulation === undefined ? [] : [`${result.strategy}: ${simulationSummary(result.simulation)}`],
+  );
+  return [header, rule, ...rows.map((row) => `| ${row} |`), ...(notes.length > 0 ? ['', ...notes] : [])].join('\n');
+}
+
+/** One line on what a simulated run was and what it cost. */
+export function simulationSummary(simulation: SimulationInfo): string {
+  const tiers = simulation.tiers.map((tier) => `${tier.name} ×${tier.instances}`).join(' → ');
+  return `simulated (virtual time): ${tiers}; ${simulation.virtualS.toFixed(1)} s virtual in ${simulation.wallS.toFixed(1)} s wall, ${simulation.events} events, seed ${simulation.seed}, peak RSS ${simulation.peakRssMB} MiB`;
+}
+
+/** Per-tier counts of simulated results, as a markdown table (tiers beyond edge/middle/backend). */
+export function simulationTierTable(results: StormResult[]): string {
+  const rows = results.flatMap((result) =>
+    (result.simulation?.tiers ?? []).map(
+      (tier) =>
+        `| ${result.strategy} | ${tier.name} | ${tier.instances} | ${tier.received} | ${tier.shed} | ${tier.wasted} | ${tier.peakInFlight} | ${tier.downstreamAttempts} |`,
+    ),
+  );
+  if (rows.length === 0) return '';
+  return [
+    '| strategy | tier | instances | received | shed | wasted | peak in-flight | calls to next tier |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+  ].join('\n');
 }
 
 const palette = ['#d1495b', '#edae49', '#66a182', '#00798c', '#8d6a9f', '#2e4057'];
@@ -44,7 +74,7 @@ interface ChartSpec {
   format: (value: number) => string;
 }
 
-function chart(results: RunResult[], spec: ChartSpec, faults: Scenario['faults']): string {
+function chart(results: StormResult[], spec: ChartSpec, faults: Scenario['faults']): string {
   const width = 640;
   const height = 220;
   const left = 56;
@@ -87,7 +117,7 @@ function chart(results: RunResult[], spec: ChartSpec, faults: Scenario['faults']
 }
 
 /** A self-contained HTML report of one scenario across strategies. */
-export function htmlReport(scenario: Scenario, results: RunResult[], machine: string): string {
+export function htmlReport(scenario: Scenario, results: StormResult[], machine: string): string {
   const legend = results
     .map(
       (result, index) =>
@@ -107,6 +137,25 @@ export function htmlReport(scenario: Scenario, results: RunResult[], machine: st
     )
     .join('');
   const first = results[0];
+  const simulated = results.filter((result) => result.simulation !== undefined);
+  const mode =
+    simulated.length === 0
+      ? 'counted by the servers'
+      : `<b>simulated</b> in virtual time (the library's client code on a simulated network), counted by the simulated servers`;
+  const tierRows = simulated
+    .flatMap((result) =>
+      (result.simulation as SimulationInfo).tiers.map(
+        (tier) =>
+          `<tr><td>${escapeHtml(result.strategy)}</td><td>${escapeHtml(tier.name)}</td><td>${tier.instances}</td><td>${tier.received}</td><td>${tier.shed}</td><td>${tier.wasted}</td><td>${tier.peakInFlight}</td><td>${tier.downstreamAttempts}</td></tr>`,
+      ),
+    )
+    .join('');
+  const simulation =
+    simulated.length === 0
+      ? ''
+      : `<h2>Simulation</h2>
+<ul>${simulated.map((result) => `<li>${escapeHtml(result.strategy)}: ${escapeHtml(simulationSummary(result.simulation as SimulationInfo))}</li>`).join('')}</ul>
+<table><thead><tr><th>strategy</th><th>tier</th><th>instances</th><th>received</th><th>shed</th><th>wasted</th><th>peak in-flight</th><th>calls to next tier</th></tr></thead><tbody>${tierRows}</tbody></table>`;
   const charts = [
     chart(
       results,
@@ -147,12 +196,13 @@ figure{margin:0;background:#fff;padding:10px 12px;box-shadow:0 1px 2px #0001}fig
 svg{width:100%;height:auto}svg text{font-size:11px;fill:#596273}.grid{stroke:#e6e8ec}.fault{stroke:#d1495b;stroke-dasharray:4 3}.fault-label{fill:#d1495b}
 .legend{margin:6px 0 14px}.key{margin-right:16px}dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;color:#3b4352}dt{font-weight:600}
 </style></head><body>
-<h1>Retry-storm lab: ${escapeHtml(scenario.name)}</h1>
-<p class="sub">${escapeHtml(scenario.description)} · ${first ? `${first.rate} req/s for ${first.durationS} s` : ''} · counted by the servers · ${escapeHtml(machine)}</p>
+<h1>Retry-storm lab: ${escapeHtml(scenario.name)}${simulated.length > 0 ? ' (simulated)' : ''}</h1>
+<p class="sub">${escapeHtml(scenario.description)} · ${first ? `${first.rate} req/s for ${first.durationS} s` : ''} · ${mode} · ${escapeHtml(machine)}</p>
 <table><thead><tr><th>strategy</th><th>edge success</th><th>fallback</th><th>p50</th><th>p99</th><th>max</th><th>amplification</th><th>wasted (mid / back)</th><th>peak in-flight (edge / mid / back)</th><th>recovery</th></tr></thead>
 <tbody>${rows}</tbody></table>
 <div class="legend">${legend}</div>
 <div class="charts">${charts}</div>
+${simulation}
 <h2>What the numbers mean</h2>
 <dl>
 <dt>edge success</dt><dd>edge answers with real data (200, not a fallback) over requests sent; a request not answered by the end of the drain counts as a failure</dd>
@@ -160,7 +210,7 @@ svg{width:100%;height:auto}svg text{font-size:11px;fill:#596273}.grid{stroke:#e6
 <dt>p50 / p99 / max</dt><dd>edge latency, from arrival to answer, measured by the edge server (unanswered requests count as the whole run)</dd>
 <dt>amplification</dt><dd>requests the backend tier received per request the edge admitted: every retry of every tier multiplies it</dd>
 <dt>wasted</dt><dd>requests a tier finished after its caller had given up (closed the connection) or past their deadline</dd>
-<dt>peak in-flight</dt><dd>the most requests one instance of the tier held at once</dd>
+<dt>peak in-flight</dt><dd>the most requests one instance of the tier held at once (middle: over every middle tier)</dd>
 <dt>recovery</dt><dd>outage-recover: seconds from the backend's recovery until edge success is back above 99%</dd>
 </dl>
 </body></html>

@@ -94,3 +94,34 @@ export interface TierConfig {
   latencyMs: number;
   seed: number;
 }
+
+/** One tier of a simulated run. */
+export interface SimulationTier {
+  /** `edge`, `middle` (or `middle-1` … `middle-k`), `backend`. */
+  name: string;
+  instances: number;
+  received: number;
+  shed: number;
+  wasted: number;
+  /** The most requests one instance of the tier held at once. */
+  peakInFlight: number;
+  /** Calls the tier's instances made to the next tier (attempts, retries included). */
+  downstreamAttempts: number;
+}
+
+/** What a simulated run was and what it cost (absent from real-mode results). */
+export interface SimulationInfo {
+  simulated: true;
+  tiers: SimulationTier[];
+  seed: number;
+  /** Virtual seconds simulated from the start of the load (load and drain). */
+  virtualS: number;
+  /** Wall-clock seconds the simulation took (setup included). */
+  wallS: number;
+  /** Simulator events run (server steps, timers). */
+  events: number;
+  /** Times the driver yielded to let promise continuations settle. */
+  yields: number;
+  /** Peak resident set size of the process so far, in MiB. */
+  peakRssMB: number;
+}

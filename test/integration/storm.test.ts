@@ -2,12 +2,52 @@
  * The retry-storm lab at small scale, on real processes: the canonical scenario (the whole
  * backend tier hangs) collapses the naive configuration and not telescope's; one hanging
  * backend instance costs telescope nothing; every process the lab starts is stopped, also
- * when the lab itself is interrupted.
+ * when the lab itself is interrupted. Each real run is also simulated with the same
+ * parameters (milliseconds of virtual time) and the two must agree within the tolerance
+ * below (docs/storm-simulation.md).
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { builtInScenario, liveTierPids, runStorm } from '../../src/storm/index.js';
+import { builtInScenario, liveTierPids, type RunOptions, type RunResult, runStorm } from '../../src/storm/index.js';
+import { simulateStorm } from '../../src/storm/sim/index.js';
+
+/**
+ * Simulation vs real mode, same scenario and parameters. Measured on a 2-core machine over
+ * three real runs of each case: amplification within 2%, p99 within 4%, success within 0.5
+ * points. The tolerance leaves room for a loaded CI machine.
+ */
+const agreement = {
+  /** Amplification: within ±20% of the real value, or ±0.25 when that is larger. */
+  amplification: { relative: 0.2, absolute: 0.25 },
+  /** Edge p99 latency: within ±20%. */
+  p99: { relative: 0.2 },
+  /** Edge success rate: within ±5 points. */
+  successPoints: 0.05,
+} as const;
+
+async function expectSimulationAgrees(real: RunResult, options: RunOptions): Promise<void> {
+  const { onProgress: _onProgress, ...same } = options;
+  const sim = await simulateStorm(same);
+  const context = (metric: string) => `${real.strategy} ${real.scenario} ${metric}: real vs simulated`;
+  expect(sim.sent, context('sent')).toBe(real.sent);
+  const ampTolerance = Math.max(
+    agreement.amplification.relative * real.amplification,
+    agreement.amplification.absolute,
+  );
+  expect(
+    Math.abs(sim.amplification - real.amplification),
+    context(`amplification ${real.amplification} vs ${sim.amplification}`),
+  ).toBeLessThanOrEqual(ampTolerance);
+  expect(
+    Math.abs(sim.latency.p99Ms - real.latency.p99Ms),
+    context(`p99 ${real.latency.p99Ms} vs ${sim.latency.p99Ms}`),
+  ).toBeLessThanOrEqual(agreement.p99.relative * real.latency.p99Ms);
+  expect(
+    Math.abs(sim.successRate - real.successRate),
+    context(`success ${real.successRate} vs ${sim.successRate}`),
+  ).toBeLessThanOrEqual(agreement.successPoints);
+}
 
 /** Running (a killed process that nobody has reaped yet, a zombie, is not). */
 function alive(pid: number): boolean {
@@ -24,17 +64,20 @@ describe('storm lab: canonical scenario (backend tier hangs)', () => {
   const scenario = builtInScenario('hang-tier', durationS);
 
   it('naive: 2 retries and 2 s timeouts at every tier amplify ≥ 5× and the edge answers after ≥ 4 s', async () => {
-    const result = await runStorm({ scenario, strategy: 'naive', rate: 40, durationS, drainS: 7 });
+    const options = { scenario, strategy: 'naive', rate: 40, durationS, drainS: 7 };
+    const result = await runStorm(options);
     expect(result.sent).toBe(240);
     expect(result.amplification).toBeGreaterThanOrEqual(5);
     expect(result.latency.p99Ms).toBeGreaterThanOrEqual(4000);
     // The middle tier kept working for callers that had given up.
     expect(result.wasted.middle).toBeGreaterThan(0);
     expect(liveTierPids()).toEqual([]);
+    await expectSimulationAgrees(result, options);
   }, 40_000);
 
   it('telescope: the budget telescopes, amplification ≤ 2 and the edge answers within 2.5 s', async () => {
-    const result = await runStorm({ scenario, strategy: 'telescope', rate: 40, durationS, drainS: 5 });
+    const options = { scenario, strategy: 'telescope', rate: 40, durationS, drainS: 5 };
+    const result = await runStorm(options);
     expect(result.sent).toBe(240);
     expect(result.answered).toBe(240);
     expect(result.amplification).toBeLessThanOrEqual(2);
@@ -42,22 +85,25 @@ describe('storm lab: canonical scenario (backend tier hangs)', () => {
     // Deadlines drop work nobody waits for: little or none is finished for a caller that left.
     expect(result.wasted.middle).toBeLessThanOrEqual(result.received.middle * 0.05);
     expect(liveTierPids()).toEqual([]);
+    await expectSimulationAgrees(result, options);
   }, 40_000);
 });
 
 describe('storm lab: one backend instance hangs', () => {
   it('telescope: ≥ 99% success (the retry goes to another instance)', async () => {
     const durationS = 6;
-    const result = await runStorm({
+    const options = {
       scenario: builtInScenario('hang-one', durationS),
       strategy: 'telescope',
       rate: 40,
       durationS,
       drainS: 4,
-    });
+    };
+    const result = await runStorm(options);
     expect(result.successRate).toBeGreaterThanOrEqual(0.99);
     expect(result.latency.p99Ms).toBeLessThan(1500);
     expect(result.amplification).toBeLessThanOrEqual(2);
+    await expectSimulationAgrees(result, options);
   }, 40_000);
 });
 

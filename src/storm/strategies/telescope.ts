@@ -1,12 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createClient } from '../../client/index.js';
+import { type ClientOptions, createClient } from '../../client/index.js';
 import { isTelescopeError } from '../../core/errors.js';
-import type { DeadlineRequest } from '../../server/index.js';
+import type { DeadlineRequest, DeadlineServerOptions } from '../../server/index.js';
 import { deadlineMiddleware } from '../../server/index.js';
 import { defineService, endpoint } from '../../service/index.js';
-import type { StormStrategy } from '../strategy.js';
+import type { CallOutcome, StormStrategy } from '../strategy.js';
+import type { TierName } from '../types.js';
 
-const degraded = Object.freeze({ degraded: true });
+/** The edge's fallback answer (a degraded body, recognised by identity). */
+export const degradedAnswer = Object.freeze({ degraded: true });
 
 /** The next tier, as telescope sees it. The edge falls back to a degraded answer. */
 const nextTier = defineService({
@@ -15,10 +17,67 @@ const nextTier = defineService({
 });
 const nextTierWithFallback = defineService({
   name: 'next',
-  endpoints: { work: endpoint({ method: 'GET', path: '/work', fallback: degraded }) },
+  endpoints: { work: endpoint({ method: 'GET', path: '/work', fallback: degradedAnswer }) },
 });
 
-const middleware = deadlineMiddleware({ maxMs: 3000, defaultMs: 3000 });
+/**
+ * Deadline admission on every tier (real mode: `deadlineMiddleware`; simulation: the same
+ * header parsing, `parseBudgetHeader`, with these options).
+ */
+export const telescopeServerOptions = Object.freeze({ maxMs: 3000, defaultMs: 3000 }) satisfies DeadlineServerOptions;
+
+/** The client options of one tier, without `instances` (and transport, clock, random). */
+export type TelescopeTierClientOptions = Omit<ClientOptions, 'instances' | 'discovery'>;
+
+/**
+ * What a tier's telescope client for the next tier is: the service definition (the edge's
+ * has the fallback) and the options. Real mode and the simulator both build their clients
+ * from this, so they run the same policy.
+ */
+export function telescopeClientOptions(tier: TierName): {
+  service: typeof nextTier | typeof nextTierWithFallback;
+  options: TelescopeTierClientOptions;
+} {
+  const edge = tier === 'edge';
+  return {
+    service: edge ? nextTierWithFallback : nextTier,
+    options: {
+      timeoutMs: edge ? 3000 : 1000,
+      attemptTimeoutMs: edge ? 1100 : 450,
+      // One retry on another instance, at most 10% of traffic (plus 1/s): when a whole tier
+      // fails, retries at two tiers must not multiply each other.
+      retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
+      outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
+      bulkhead: { maxConcurrent: 256, maxQueue: 0 },
+    },
+  };
+}
+
+/** The status a tier answers with when its call to the next tier returned `body`. */
+export function telescopeSuccess(body: unknown): CallOutcome {
+  return body === degradedAnswer ? { status: 200, fallback: true } : { status: 200 };
+}
+
+/** The status a tier answers with when its call to the next tier failed with `error`. */
+export function telescopeFailure(error: unknown): CallOutcome {
+  if (!isTelescopeError(error)) return { status: 500 };
+  switch (error.code) {
+    case 'DEADLINE_EXCEEDED':
+    case 'ATTEMPT_TIMEOUT':
+      return { status: 504 };
+    case 'CIRCUIT_OPEN':
+    case 'BULKHEAD_FULL':
+    case 'NO_HEALTHY_INSTANCE':
+      return { status: 503 };
+    case 'HTTP_STATUS':
+      return { status: (error as unknown as { status: number }).status };
+    default:
+      return { status: 502 };
+  }
+}
+
+/** Made on first use: importing the strategy (the simulator does) has no side effect. */
+let middleware: ReturnType<typeof deadlineMiddleware> | undefined;
 
 /**
  * telescope: a 3 s edge budget that telescopes into each hop (the middle takes at most 1 s),
@@ -30,17 +89,8 @@ const telescope: StormStrategy = {
   description:
     '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
   createCaller({ tier, targets, onAttempt }) {
-    const edge = tier === 'edge';
-    const client = createClient(edge ? nextTierWithFallback : nextTier, {
-      instances: targets,
-      timeoutMs: edge ? 3000 : 1000,
-      attemptTimeoutMs: edge ? 1100 : 450,
-      // One retry on another instance, at most 10% of traffic (plus 1/s): when a whole tier
-      // fails, retries at two tiers must not multiply each other.
-      retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
-      outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
-      bulkhead: { maxConcurrent: 256, maxQueue: 0 },
-    });
+    const { service, options } = telescopeClientOptions(tier);
+    const client = createClient(service, { ...options, instances: targets });
     const attempts = (): void => onAttempt();
     client.on('retry', attempts);
     client.on('hedge', attempts);
@@ -48,29 +98,16 @@ const telescope: StormStrategy = {
       async call() {
         onAttempt();
         try {
-          const body = await client.work();
-          return body === degraded ? { status: 200, fallback: true } : { status: 200 };
+          return telescopeSuccess(await client.work());
         } catch (error) {
-          if (!isTelescopeError(error)) return { status: 500 };
-          switch (error.code) {
-            case 'DEADLINE_EXCEEDED':
-            case 'ATTEMPT_TIMEOUT':
-              return { status: 504 };
-            case 'CIRCUIT_OPEN':
-            case 'BULKHEAD_FULL':
-            case 'NO_HEALTHY_INSTANCE':
-              return { status: 503 };
-            case 'HTTP_STATUS':
-              return { status: (error as unknown as { status: number }).status };
-            default:
-              return { status: 502 };
-          }
+          return telescopeFailure(error);
         }
       },
       close: () => client.close(),
     };
   },
   serve(request: IncomingMessage, response: ServerResponse, next: () => void) {
+    middleware ??= deadlineMiddleware(telescopeServerOptions);
     middleware(request, response, next);
   },
   expired(request: IncomingMessage) {

@@ -1,0 +1,636 @@
+/**
+ * The simulator's network and servers: simulated tier instances with the real lab's admission
+ * rules (bounded concurrency and queue, 503 when full, CPU work per request, faults), and an
+ * {@link AttemptTransport} that delivers a telescope client's attempts to them.
+ *
+ * The transport is not a re-implementation of telescope's: each attempt is driven through the
+ * library's own undici dispatch handler (`AttemptHandler`, src/transport/handler.ts), exactly
+ * as undici drives it on a real socket: `onRequestStart` when the request reaches the server,
+ * `onResponseStart/Data/End` with the server's status and JSON body, `onResponseError` with
+ * the socket error undici would report (ECONNREFUSED for a down instance, UND_ERR_SOCKET when
+ * it goes down mid-request, UND_ERR_DESTROYED when the client closes). So the attempt timeout
+ * (on the clock's shared timer wheel), caller aborts, error codes and fields (`requestSent`,
+ * `instance`, `attempt`, `retryable`), HTTP_STATUS errors and Retry-After parsing, body
+ * decoding and error mapping are the library's code. When a caller gives up, the handler
+ * aborts its controller, which here closes the simulated connection: the server frees the
+ * request's slot (as the real tier does on the socket's 'close') and keeps working, and work
+ * finished for nobody counts as wasted.
+ */
+import type { Dispatcher } from 'undici';
+import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
+import { type TimerWheel, wheelOf } from '../../core/clock.js';
+import { Deadline } from '../../core/deadline.js';
+import { ErrorCode, TelescopeError } from '../../core/errors.js';
+import { parseBudgetHeader } from '../../server/index.js';
+import { AttemptHandler } from '../../transport/handler.js';
+import { type AttemptTransport, transportDefaults } from '../../transport/index.js';
+import type { FaultStep, TierCapacity, TierName } from '../types.js';
+import type { SimEvent, VirtualClock } from './clock.js';
+
+/** What a simulated tier's caller for the next tier does with one inbound request. */
+export interface SimCaller {
+  /** Calls the next tier for `inbound`; `done` gets the status this tier answers with. */
+  call(inbound: Exchange, done: (exchange: Exchange, status: number, fallback: boolean) => void): void;
+  close(): Promise<void>;
+}
+
+/** A caller that is not a telescope client (naive loops, peer-library models, the load). */
+export interface RawCaller {
+  /** The instance answered with `status`. */
+  onResponse(exchange: Exchange, status: number): void;
+  /** No answer: connection refused, connection reset (the instance went down), or closed. */
+  onFailure(exchange: Exchange, reason: 'refused' | 'reset'): void;
+}
+
+/** Deadline admission on every server (telescope: the deadline middleware's options). */
+export interface SimServe {
+  maxMs: number;
+  defaultMs: number;
+  headerName: string;
+}
+
+/** Counts a tier's instances keep, as the real tiers do (server side). */
+export interface InstanceCounters {
+  received: number;
+  shed: number;
+  wasted: number;
+  inFlight: number;
+  peakInFlight: number;
+  downstreamAttempts: number;
+}
+
+/** Hooks the run's metrics get from the servers. */
+export interface SimObserver {
+  /** A request reached an instance (before admission). */
+  received(instance: SimInstance): void;
+  /** An edge instance answered a request (any status; shed included). */
+  edgeAnswer(exchange: Exchange, status: number, fallback: boolean): void;
+}
+
+enum Phase {
+  Refused = 0,
+  Queued = 1,
+  Cpu = 2,
+  Calling = 3,
+  Latency = 4,
+  Hung = 5,
+  Done = 6,
+  /** Refused at the door (503), answered once the instance's CPU gets to it. */
+  Shed = 7,
+  /** Budget gone on arrival (504), answered once the instance's CPU gets to it. */
+  Expired = 8,
+}
+
+const connectRefused = Object.assign(new Error('connect ECONNREFUSED (simulated instance is down)'), {
+  code: 'ECONNREFUSED',
+});
+const socketClosed = Object.assign(new Error('other side closed (simulated instance went down)'), {
+  code: 'UND_ERR_SOCKET',
+});
+const clientDestroyed = Object.assign(new Error('The client is destroyed'), { code: 'UND_ERR_DESTROYED' });
+const noTrailers = Object.freeze({});
+/** telescope/server's body for a request whose budget was gone on arrival. */
+const shedBody = JSON.stringify({
+  error: 'DEADLINE_EXCEEDED',
+  message: 'the caller’s deadline had passed when the request arrived; it was not processed',
+});
+
+/**
+ * One HTTP exchange: the caller's end (a telescope `AttemptHandler` or a raw caller) and the
+ * server's request state. Also the undici `DispatchController` the handler aborts to give up,
+ * and the heap event for the server's CPU and latency steps.
+ */
+export class Exchange implements SimEvent, Dispatcher.DispatchController {
+  at = 0;
+  seq = 0;
+  cancelled = false;
+  /** @internal where the request is (a `Phase`) */
+  phase: number = Phase.Queued;
+  /** Virtual time the request reached the instance. */
+  arrivedAt = 0;
+  /** The request's deadline when the servers admit by deadline (telescope). */
+  deadline: Deadline | undefined = undefined;
+  /** The caller gave up (closed the connection). */
+  gone = false;
+  started = false;
+  released = false;
+  /** Free for the sender's own use (the load generator marks its requests). */
+  tag: unknown = undefined;
+  /** @internal instance queue links */
+  qPrev: Exchange | null = null;
+  /** @internal */
+  qNext: Exchange | null = null;
+  /** @internal open-connection links (per instance, for faults that drop connections) */
+  oPrev: Exchange | null = null;
+  /** @internal */
+  oNext: Exchange | null = null;
+  /** @internal per-transport in-flight links (to fail them when the client closes) */
+  tPrev: Exchange | null = null;
+  /** @internal */
+  tNext: Exchange | null = null;
+  linkedToTransport = false;
+  linkedOpen = false;
+
+  constructor(
+    readonly instance: SimInstance | undefined,
+    readonly url: string,
+    readonly headers: Record<string, string> | undefined,
+    readonly handler: AttemptHandler | null,
+    readonly raw: RawCaller | null,
+    readonly transport: SimTransport | null,
+  ) {}
+
+  // --- undici DispatchController (the handler gives up through it) -----------------------
+
+  get aborted(): boolean {
+    return this.gone;
+  }
+  get paused(): boolean {
+    return false;
+  }
+  get reason(): Error | null {
+    return null;
+  }
+  pause(): void {}
+  resume(): void {}
+  /** The caller gave up: undici destroys the socket, the server sees the connection close. */
+  abort(_reason?: Error): void {
+    this.transport?.unlink(this);
+    if (this.instance === undefined) this.gone = true;
+    else this.instance.callerGone(this);
+  }
+
+  /** The caller gives up (raw callers: timeout). */
+  giveUp(): void {
+    this.abort();
+  }
+
+  // --- heap event -------------------------------------------------------------------------
+
+  fire(): void {
+    switch (this.phase) {
+      case Phase.Refused:
+        this.phase = Phase.Done;
+        // A caller that gave up before the refusal hears nothing more.
+        if (!this.gone) this.deliverFailure('refused');
+        else this.transport?.unlink(this);
+        return;
+      case Phase.Cpu:
+        (this.instance as SimInstance).afterCpu(this);
+        return;
+      case Phase.Latency:
+        (this.instance as SimInstance).backendAnswer(this);
+        return;
+      case Phase.Shed:
+        (this.instance as SimInstance).answer(this, 503, false);
+        return;
+      case Phase.Expired:
+        (this.instance as SimInstance).answerExpired(this);
+        return;
+    }
+  }
+
+  // --- delivery to the caller -------------------------------------------------------------
+
+  /** The server's answer reaches the caller (unless it has gone). */
+  deliverResponse(status: number, body: Buffer, headers: Record<string, string>): void {
+    this.transport?.unlink(this);
+    const handler = this.handler as Dispatcher.DispatchHandler | null;
+    if (handler !== null) {
+      handler.onResponseStart?.(this, status, headers);
+      handler.onResponseData?.(this, body);
+      handler.onResponseEnd?.(this, noTrailers);
+    } else {
+      this.raw?.onResponse(this, status);
+    }
+  }
+
+  /** The connection failed before an answer. */
+  deliverFailure(reason: 'refused' | 'reset' | 'closed'): void {
+    this.transport?.unlink(this);
+    const handler = this.handler as Dispatcher.DispatchHandler | null;
+    if (handler !== null) {
+      const error = reason === 'refused' ? connectRefused : reason === 'reset' ? socketClosed : clientDestroyed;
+      // Refused: no controller yet (undici never started the request on a socket).
+      handler.onResponseError?.(reason === 'refused' ? (null as never) : this, error);
+    } else if (reason !== 'closed') {
+      this.raw?.onFailure(this, reason);
+    }
+  }
+}
+
+/** One simulated tier. */
+export interface SimTier {
+  /** `edge`, `middle-1` … `middle-k`, `backend`. */
+  name: string;
+  role: TierName;
+  /** Position from the edge (0). */
+  depth: number;
+  capacity: TierCapacity;
+  instances: SimInstance[];
+}
+
+/** One simulated instance of a tier: admission, CPU, the call to the next tier, faults. */
+export class SimInstance {
+  readonly url: string;
+  readonly counters: InstanceCounters = {
+    received: 0,
+    shed: 0,
+    wasted: 0,
+    inFlight: 0,
+    peakInFlight: 0,
+    downstreamAttempts: 0,
+  };
+  fault: FaultStep['fault'] = 'none';
+  slowFactor = 10;
+  /** The caller for the next tier (not for the backend). */
+  caller: SimCaller | undefined = undefined;
+  #active = 0;
+  #queueHead: Exchange | null = null;
+  #queueTail: Exchange | null = null;
+  #queueLength = 0;
+  #openHead: Exchange | null = null;
+  #cpuFreeAt = 0;
+  readonly #bodies = new Map<number, { body: Buffer; headers: Record<string, string> }>();
+  readonly #done: (exchange: Exchange, status: number, fallback: boolean) => void;
+
+  constructor(
+    readonly network: SimNetwork,
+    readonly tier: SimTier,
+    readonly index: number,
+    readonly workMs: number,
+    readonly latencyMs: number,
+    /** CPU milliseconds of HTTP handling per request received, shed ones too. */
+    readonly requestCpuMs = 0,
+  ) {
+    this.url = `http://${index}.${tier.name}.sim`;
+    this.#done = (exchange, status, fallback) => {
+      this.answer(exchange, status, fallback);
+      this.release(exchange);
+    };
+  }
+
+  get queued(): number {
+    return this.#queueLength;
+  }
+
+  /** A request arrives (the connection was accepted). */
+  receive(exchange: Exchange): void {
+    const network = this.network;
+    const counters = this.counters;
+    counters.received++;
+    network.observer?.received(this);
+    const now = network.clock.now();
+    exchange.arrivedAt = now;
+    this.#linkOpen(exchange);
+    // Reading and answering a request costs CPU even when it is refused.
+    if (this.requestCpuMs > 0) this.#cpuFreeAt = (this.#cpuFreeAt > now ? this.#cpuFreeAt : now) + this.requestCpuMs;
+    const answerLater = this.#cpuFreeAt > now;
+    const serve = network.serve;
+    if (serve !== undefined) {
+      // telescope/server's header parsing; as deadlineMiddleware: 504 without work when gone.
+      const budgetMs = parseBudgetHeader(exchange.headers?.[serve.headerName], serve.maxMs) ?? serve.defaultMs;
+      if (budgetMs <= 0) {
+        exchange.released = true;
+        if (answerLater) {
+          exchange.phase = Phase.Expired;
+          network.clock.scheduleAt(exchange, this.#cpuFreeAt);
+        } else {
+          this.answerExpired(exchange);
+        }
+        return;
+      }
+      exchange.deadline = Deadline.after(budgetMs, network.clock);
+    }
+    const capacity = this.tier.capacity;
+    if (this.#active < capacity.maxConcurrent) {
+      this.#active++;
+      this.#start(exchange);
+    } else if (this.#queueLength < capacity.maxQueue) {
+      exchange.phase = Phase.Queued;
+      exchange.qPrev = this.#queueTail;
+      exchange.qNext = null;
+      if (this.#queueTail === null) this.#queueHead = exchange;
+      else this.#queueTail.qNext = exchange;
+      this.#queueTail = exchange;
+      this.#queueLength++;
+    } else {
+      counters.shed++;
+      exchange.released = true;
+      if (answerLater) {
+        exchange.phase = Phase.Shed;
+        network.clock.scheduleAt(exchange, this.#cpuFreeAt);
+      } else {
+        this.answer(exchange, 503, false);
+      }
+    }
+  }
+
+  /** @internal deadline middleware's 504 for a budget gone on arrival (no counters, as real mode). */
+  answerExpired(exchange: Exchange): void {
+    exchange.phase = Phase.Done;
+    if (exchange.gone) return;
+    this.#unlinkOpen(exchange);
+    exchange.deliverResponse(504, shedBuffer, shedHeaders);
+  }
+
+  #start(exchange: Exchange): void {
+    exchange.started = true;
+    const counters = this.counters;
+    counters.inFlight++;
+    if (counters.inFlight > counters.peakInFlight) counters.peakInFlight = counters.inFlight;
+    if (exchange.gone) {
+      counters.wasted++;
+      this.release(exchange);
+      return;
+    }
+    // CPU work, one request at a time per instance (a tier is one single-threaded process).
+    const clock = this.network.clock;
+    const now = clock.now();
+    const begin = this.#cpuFreeAt > now ? this.#cpuFreeAt : now;
+    this.#cpuFreeAt = begin + this.workMs;
+    exchange.phase = Phase.Cpu;
+    clock.scheduleAt(exchange, this.#cpuFreeAt);
+  }
+
+  /** @internal CPU work done: answer (backend) or call the next tier. */
+  afterCpu(exchange: Exchange): void {
+    if (this.tier.role === 'backend') {
+      if (this.fault === 'hang') {
+        // Accepted, never answered: the slot stays taken until the caller goes away.
+        exchange.phase = Phase.Hung;
+        return;
+      }
+      exchange.phase = Phase.Latency;
+      const latencyMs = this.latencyMs * (this.fault === 'slow' ? this.slowFactor : 1);
+      this.network.clock.scheduleAt(exchange, this.network.clock.now() + latencyMs);
+      return;
+    }
+    const caller = this.caller;
+    if (caller === undefined) {
+      this.answer(exchange, 503, false);
+      this.release(exchange);
+      return;
+    }
+    exchange.phase = Phase.Calling;
+    caller.call(exchange, this.#done);
+  }
+
+  /** @internal the backend's latency has passed. */
+  backendAnswer(exchange: Exchange): void {
+    this.answer(exchange, 200, false);
+    this.release(exchange);
+  }
+
+  /** Answers a request (counts wasted work, edge samples) and sends it if the caller is still there. */
+  answer(exchange: Exchange, status: number, fallback: boolean): void {
+    exchange.phase = Phase.Done;
+    if (exchange.gone || exchange.deadline?.expired === true) this.counters.wasted++;
+    if (this.tier.role === 'edge') this.network.observer?.edgeAnswer(exchange, status, fallback);
+    if (!exchange.gone) {
+      this.#unlinkOpen(exchange);
+      const { body, headers } = this.#bodyFor(status, fallback);
+      exchange.deliverResponse(status, body, headers);
+    }
+  }
+
+  /** Frees the request's slot (answered, or its caller went away); safe to call twice. */
+  release(exchange: Exchange): void {
+    if (exchange.released) return;
+    exchange.released = true;
+    if (!exchange.started) {
+      // Left while queued: it never took a slot.
+      this.#unlinkQueue(exchange);
+      return;
+    }
+    this.counters.inFlight--;
+    const next = this.#queueHead;
+    if (next === null) {
+      this.#active--;
+      return;
+    }
+    this.#unlinkQueue(next);
+    this.#start(next);
+  }
+
+  /** The caller closed the connection: free the slot, keep working (wasted if finished). */
+  callerGone(exchange: Exchange): void {
+    if (exchange.gone) return;
+    exchange.gone = true;
+    this.#unlinkOpen(exchange);
+    // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
+    if (exchange.phase !== Phase.Refused) this.release(exchange);
+  }
+
+  /** Applies a fault, as the real tier does on the lab's message. */
+  setFault(fault: FaultStep['fault'], factor: number | undefined): void {
+    const previous = this.fault;
+    this.fault = fault;
+    this.slowFactor = factor ?? 10;
+    if (fault === 'down' && previous !== 'down') {
+      // Every open connection breaks: callers see a reset, the server frees the slots.
+      let exchange = this.#openHead;
+      while (exchange !== null) {
+        const next = exchange.oNext;
+        this.callerGone(exchange);
+        exchange.deliverFailure('reset');
+        exchange = next;
+      }
+    }
+  }
+
+  #bodyFor(status: number, fallback: boolean): { body: Buffer; headers: Record<string, string> } {
+    const key = fallback ? -status : status;
+    let cached = this.#bodies.get(key);
+    if (cached === undefined) {
+      const body = Buffer.from(JSON.stringify({ tier: this.tier.role, index: this.index, status, fallback }));
+      cached = {
+        body,
+        headers: Object.freeze({ 'content-type': 'application/json', 'content-length': String(body.length) }) as Record<
+          string,
+          string
+        >,
+      };
+      this.#bodies.set(key, cached);
+    }
+    return cached;
+  }
+
+  #unlinkQueue(exchange: Exchange): void {
+    const prev = exchange.qPrev;
+    const next = exchange.qNext;
+    if (prev === null && next === null && this.#queueHead !== exchange) return;
+    if (prev === null) this.#queueHead = next;
+    else prev.qNext = next;
+    if (next === null) this.#queueTail = prev;
+    else next.qPrev = prev;
+    exchange.qPrev = null;
+    exchange.qNext = null;
+    this.#queueLength--;
+  }
+
+  #linkOpen(exchange: Exchange): void {
+    exchange.linkedOpen = true;
+    exchange.oPrev = null;
+    exchange.oNext = this.#openHead;
+    if (this.#openHead !== null) this.#openHead.oPrev = exchange;
+    this.#openHead = exchange;
+  }
+
+  #unlinkOpen(exchange: Exchange): void {
+    if (!exchange.linkedOpen) return;
+    exchange.linkedOpen = false;
+    const prev = exchange.oPrev;
+    const next = exchange.oNext;
+    if (prev === null) this.#openHead = next;
+    else prev.oNext = next;
+    if (next !== null) next.oPrev = prev;
+    exchange.oPrev = null;
+    exchange.oNext = null;
+  }
+}
+
+const shedBuffer = Buffer.from(shedBody);
+const shedHeaders = Object.freeze({
+  'content-type': 'application/json',
+  'content-length': String(shedBuffer.length),
+}) as Record<string, string>;
+
+/** The simulated network: instances by URL, connections between callers and them. */
+export class SimNetwork {
+  readonly instances = new Map<string, SimInstance>();
+  observer: SimObserver | undefined = undefined;
+
+  constructor(
+    readonly clock: VirtualClock,
+    /** Deadline admission on every server, or none. */
+    readonly serve: SimServe | undefined,
+    /** How long a refused connection takes to fail. */
+    readonly refuseMs = 0.2,
+  ) {}
+
+  add(instance: SimInstance): void {
+    this.instances.set(instance.url, instance);
+  }
+
+  /**
+   * Opens a connection to `url` and sends a request: the instance receives it now, or the
+   * connection is refused after `refuseMs` (the instance is down or unknown).
+   */
+  send(
+    url: string,
+    headers: Record<string, string> | undefined,
+    handler: AttemptHandler | null,
+    raw: RawCaller | null,
+    transport: SimTransport | null,
+  ): Exchange {
+    const instance = this.instances.get(url);
+    const exchange = new Exchange(instance, url, headers, handler, raw, transport);
+    transport?.link(exchange);
+    if (instance === undefined || instance.fault === 'down') {
+      exchange.phase = Phase.Refused;
+      this.clock.scheduleAt(exchange, this.clock.now() + this.refuseMs);
+      return exchange;
+    }
+    (handler as Dispatcher.DispatchHandler | null)?.onRequestStart?.(exchange, {});
+    instance.receive(exchange);
+    return exchange;
+  }
+
+  /** A transport for one telescope client (its own, like the undici transport's pools). */
+  transport(): SimTransport {
+    return new SimTransport(this);
+  }
+}
+
+/**
+ * {@link AttemptTransport} over the simulated network: `createClient(service, { transport })`.
+ * Mirrors the undici transport: closed → CLIENT_CLOSED; no instance → INVALID_OPTION; an
+ * already aborted caller → ABORTED before anything is sent; otherwise the library's
+ * `AttemptHandler` is armed (attempt deadline on the clock's wheel, caller abort) and
+ * dispatched to the instance.
+ */
+export class SimTransport implements AttemptTransport {
+  readonly #network: SimNetwork;
+  readonly #wheel: TimerWheel;
+  #closed = false;
+  #head: Exchange | null = null;
+  #inFlight = 0;
+
+  constructor(network: SimNetwork) {
+    this.#network = network;
+    this.#wheel = wheelOf(network.clock);
+  }
+
+  /** Attempts in flight through this transport. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  readonly call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
+    const instance = context.instance;
+    if (this.#closed || instance === undefined) {
+      return Promise.reject(
+        this.#closed
+          ? new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed', {
+              service: context.service,
+              endpoint: context.endpoint,
+            })
+          : new TelescopeError(ErrorCode.INVALID_OPTION, 'no instance chosen for the attempt', {
+              service: context.service,
+              endpoint: context.endpoint,
+            }),
+      );
+    }
+    const handler = new AttemptHandler(request, context, instance.url, transportDefaults.maxResponseBytes, this.#wheel);
+    if (context.callerSignal?.aborted) {
+      handler.handleEvent();
+      return handler.promise;
+    }
+    handler.arm();
+    this.#network.send(instance.url, request.headers, handler, null, this);
+    return handler.promise;
+  };
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    // As undici's pool.destroy(): every request in flight fails (CLIENT_CLOSED), sockets close.
+    let exchange = this.#head;
+    while (exchange !== null) {
+      const next = exchange.tNext;
+      this.unlink(exchange);
+      exchange.instance?.callerGone(exchange);
+      exchange.deliverFailure('closed');
+      exchange = next;
+    }
+  }
+
+  async drop(_url: string): Promise<void> {
+    // No pools to close: calls in flight finish, new calls connect afresh.
+  }
+
+  /** @internal */
+  link(exchange: Exchange): void {
+    exchange.linkedToTransport = true;
+    exchange.tPrev = null;
+    exchange.tNext = this.#head;
+    if (this.#head !== null) this.#head.tPrev = exchange;
+    this.#head = exchange;
+    this.#inFlight++;
+  }
+
+  /** @internal */
+  unlink(exchange: Exchange): void {
+    if (!exchange.linkedToTransport) return;
+    exchange.linkedToTransport = false;
+    const prev = exchange.tPrev;
+    const next = exchange.tNext;
+    if (prev === null) this.#head = next;
+    else prev.tNext = next;
+    if (next !== null) next.tPrev = prev;
+    exchange.tPrev = null;
+    exchange.tNext = null;
+    this.#inFlight--;
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * The retry-storm lab in simulation mode: the same scenarios in virtual time, with the
+ * library's real client code on simulated instances. The canonical storm collapses naive and
+ * not telescope, exactly as on real processes; the same seed gives the same numbers; the
+ * command line refuses bad simulation options. (Agreement with real mode is checked in
+ * storm.test.ts, next to the real runs it compares with.)
+ */
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { Deadline, sleep } from '../../src/index.js';
+import { builtInScenario } from '../../src/storm/index.js';
+import { type SimRunResult, simulateStorm, VirtualClock } from '../../src/storm/sim/index.js';
+
+/** A result without what depends on the machine (wall time, memory). */
+function machineFree(result: SimRunResult): unknown {
+  const { wallS: _wall, peakRssMB: _rss, ...simulation } = result.simulation;
+  return { ...result, simulation };
+}
+
+describe('storm simulation: virtual clock', () => {
+  it("drives the library's timer wheel, deadlines and promise continuations in virtual time", async () => {
+    const clock = new VirtualClock();
+    const seen: string[] = [];
+    // sleep() and Deadline.signal both go through wheelOf(clock); continuations chain promises.
+    void sleep(clock, 100)
+      .then(() => Promise.resolve())
+      .then(() => {
+        seen.push(`slept ${clock.now()}`);
+        return sleep(clock, 50);
+      })
+      .then(() => seen.push(`slept again ${clock.now()}`));
+    Deadline.after(120, clock).signal.addEventListener('abort', () => seen.push(`deadline ${clock.now()}`));
+    clock.setTimeout(() => seen.push(`timer ${clock.now()}`), 0.2);
+    await clock.advanceTo(99);
+    expect(seen).toEqual(['timer 1']);
+    await clock.advanceTo(1000);
+    expect(seen).toEqual(['timer 1', 'slept 100', 'deadline 120', 'slept again 150']);
+    expect(clock.now()).toBe(1000);
+  });
+});
+
+describe('storm simulation: canonical scenario (backend tier hangs), small scale', () => {
+  const durationS = 6;
+  const scenario = builtInScenario('hang-tier', durationS);
+
+  it('naive: amplification ≥ 5 and the edge answers after ≥ 4 s', async () => {
+    const result = await simulateStorm({ scenario, strategy: 'naive', rate: 40, durationS, drainS: 7 });
+    expect(result.sent).toBe(240);
+    expect(result.amplification).toBeGreaterThanOrEqual(5);
+    expect(result.latency.p99Ms).toBeGreaterThanOrEqual(4000);
+    // The middle kept working for callers that had given up.
+    expect(result.wasted.middle).toBeGreaterThan(0);
+    expect(result.simulation.virtualS).toBeGreaterThan(durationS);
+  });
+
+  it('telescope: amplification ≤ 2 and the edge answers within 2.5 s', async () => {
+    const result = await simulateStorm({ scenario, strategy: 'telescope', rate: 40, durationS, drainS: 5 });
+    expect(result.sent).toBe(240);
+    expect(result.answered).toBe(240);
+    expect(result.amplification).toBeLessThanOrEqual(2);
+    expect(result.latency.p99Ms).toBeLessThanOrEqual(2500);
+    expect(result.fallbackRate).toBeGreaterThan(0.5);
+    expect(result.wasted.middle).toBeLessThanOrEqual(result.received.middle * 0.05);
+  });
+
+  it('telescope, one backend instance hangs: ≥ 99% success (the retry goes to another instance)', async () => {
+    const result = await simulateStorm({
+      scenario: builtInScenario('hang-one', durationS),
+      strategy: 'telescope',
+      rate: 40,
+      durationS,
+      drainS: 4,
+    });
+    expect(result.successRate).toBeGreaterThanOrEqual(0.99);
+    expect(result.latency.p99Ms).toBeLessThan(1500);
+    expect(result.amplification).toBeLessThanOrEqual(2);
+  });
+});
+
+describe('storm simulation: beyond one machine', () => {
+  it('5 tiers × 20 instances at 4000 req/s: naive storms, telescope stays ≤ 2×', async () => {
+    // Naive: the middle tiers shed most of the storm (503), which caps what reaches the
+    // backend; the storm shows in the middle tiers' load and in the edge's latency.
+    const common = {
+      scenario: builtInScenario('hang-tier', 4),
+      rate: 4000,
+      durationS: 4,
+      drainS: 8,
+      tiers: 5,
+      instances: 20,
+    };
+    const naive = await simulateStorm({ ...common, strategy: 'naive' });
+    const telescope = await simulateStorm({ ...common, strategy: 'telescope' });
+    expect(telescope.simulation.tiers.map((tier) => tier.name)).toEqual([
+      'edge',
+      'middle-1',
+      'middle-2',
+      'middle-3',
+      'backend',
+    ]);
+    expect(naive.received.middle / naive.sent).toBeGreaterThan(5);
+    expect(naive.amplification).toBeGreaterThan(2 * telescope.amplification);
+    expect(naive.latency.p99Ms).toBeGreaterThanOrEqual(4000);
+    expect(telescope.received.middle / telescope.sent).toBeLessThanOrEqual(2);
+    expect(telescope.amplification).toBeLessThanOrEqual(2);
+    expect(telescope.latency.p99Ms).toBeLessThanOrEqual(3000);
+    expect(telescope.answered).toBe(telescope.sent);
+  }, 60_000);
+
+  it('runs every built-in scenario; the outage recovers', async () => {
+    for (const name of ['down-one', 'slow-tier'] as const) {
+      const result = await simulateStorm({
+        scenario: builtInScenario(name, 6),
+        strategy: 'telescope',
+        rate: 100,
+        durationS: 6,
+        drainS: 4,
+      });
+      expect(result.successRate, name).toBeGreaterThan(0.8);
+    }
+    const outage = await simulateStorm({
+      scenario: builtInScenario('outage-recover', 20),
+      strategy: 'telescope',
+      rate: 100,
+      durationS: 20,
+      drainS: 4,
+    });
+    expect(outage.recoveryS).toBeDefined();
+    expect(outage.timeline.at(-1)?.edgeSuccessRate).toBeGreaterThanOrEqual(0.99);
+  }, 30_000);
+});
+
+describe('storm simulation: determinism', () => {
+  it('the same seed gives the same result; another seed may not', async () => {
+    const options = {
+      scenario: builtInScenario('hang-one', 6),
+      strategy: 'telescope',
+      rate: 200,
+      durationS: 6,
+      drainS: 4,
+      tiers: 4,
+      instances: 4,
+    };
+    const first = await simulateStorm({ ...options, seed: 7 });
+    const second = await simulateStorm({ ...options, seed: 7 });
+    expect(machineFree(second)).toEqual(machineFree(first));
+    const naive = { ...options, strategy: 'naive', scenario: builtInScenario('hang-tier', 6) };
+    expect(machineFree(await simulateStorm({ ...naive, seed: 3 }))).toEqual(
+      machineFree(await simulateStorm({ ...naive, seed: 3 })),
+    );
+  });
+});
+
+describe('storm simulation: command line', () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const cli = spawn(process.execPath, ['--import', 'tsx', 'src/storm/cli.ts', ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      cli.stdout.on('data', (chunk: Buffer) => {
+        stdout += chunk.toString();
+      });
+      cli.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      cli.once('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  it.each([
+    [['--simulate', '--tiers', '1'], '--tiers must be an integer in [2, 12]'],
+    [['--simulate', '--instances', '0'], '--instances must be an integer in [1, 100000]'],
+    [['--simulate', '--rate=-5'], '--rate must be a number in (0, 10000000]'],
+    [['--simulate', '--seed', 'x'], '--seed must be an integer'],
+    [['--tiers', '5'], '--tiers applies to --simulate only'],
+    [['--simulate', '--strategies', './mine.ts'], 'cannot simulate ./mine.ts'],
+  ])('%j: exit code 2 and %s', async (args, message) => {
+    const { code, stderr } = await run(args);
+    expect(code).toBe(2);
+    expect(stderr).toContain(message);
+  });
+
+  it('--simulate --json: the same report, marked simulated, with every tier', async () => {
+    const { code, stdout } = await run([
+      '--simulate',
+      '--json',
+      '--tiers',
+      '4',
+      '--instances',
+      '2',
+      '--rate',
+      '100',
+      '--duration',
+      '2',
+      '--drain',
+      '3',
+      '--strategies',
+      'naive,telescope',
+    ]);
+    expect(code).toBe(0);
+    const report = JSON.parse(stdout) as { mode: string; results: SimRunResult[] };
+    expect(report.mode).toBe('simulated');
+    expect(report.results.map((result) => result.strategy)).toEqual(['naive', 'telescope']);
+    for (const result of report.results) {
+      expect(result.sent).toBe(200);
+      expect(result.simulation.tiers).toHaveLength(4);
+      expect(result.timeline).toHaveLength(2);
+    }
+  });
+});
