@@ -15,9 +15,7 @@
  * exits by itself when this process's IPC channel closes.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import diagnosticsChannel from 'node:diagnostics_channel';
 import { getEventListeners, setMaxListeners } from 'node:events';
-import { readdirSync, readlinkSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import os from 'node:os';
@@ -27,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { type Client, createClient, isTelescopeError, systemClock, wheelOf, withDeadline } from '../../src/index.js';
+import { socketFds, trackUndiciSockets } from '../../test/helpers/process-resources.js';
 import { machineFacts, shellQuote } from '../machine.js';
 import {
   type CountMetric,
@@ -208,35 +207,7 @@ function askCounts(instances: ChildProcess): Promise<InstanceCounts | undefined>
 
 // --- measurements -------------------------------------------------------------------------
 
-let undiciOpen = 0;
-let undiciOpened = 0;
-// Every connection undici opens in this process, ref'd or not, until its socket closes.
-diagnosticsChannel.subscribe('undici:client:connected', (message) => {
-  const socket = (message as { socket?: Socket }).socket;
-  if (socket === undefined) return;
-  undiciOpen++;
-  undiciOpened++;
-  socket.once('close', () => undiciOpen--);
-});
-
-/** Sockets among this process's file descriptors (Linux); undefined elsewhere. */
-function socketFds(): number | undefined {
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc/self/fd');
-  } catch {
-    return undefined;
-  }
-  let count = 0;
-  for (const fd of entries) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:')) count++;
-    } catch {
-      // closed between readdir and readlink (readdir's own descriptor)
-    }
-  }
-  return count;
-}
+const undici = trackUndiciSockets();
 
 /** Kinds of active resources other than sockets and timers, with their counts. */
 function otherResources(resources: readonly string[]): string {
@@ -379,7 +350,7 @@ async function main(): Promise<number> {
       external: memory.external,
       tcpSockets: resources.filter((name) => name === 'TCPSocketWrap').length,
       socketFds: socketFds(),
-      undiciSockets: undiciOpen,
+      undiciSockets: undici.open,
       handles: resources.length,
       otherResources: otherResources(resources),
       timeouts: resources.filter((name) => name === 'Timeout').length,
@@ -402,7 +373,7 @@ async function main(): Promise<number> {
       retries: tally.retries,
       budgetExhausted: tally.budgetExhausted,
       ejections: tally.ejections,
-      connectionsOpened: undiciOpened,
+      connectionsOpened: undici.opened,
     };
   };
 
@@ -576,7 +547,7 @@ async function main(): Promise<number> {
             `${endpoint.fallbacks.toLocaleString('en-US')} fallbacks`,
         )
         .join('; ')}.`,
-      `- undici connections opened: ${undiciOpened.toLocaleString('en-US')} (hung requests cost their socket).`,
+      `- undici connections opened: ${undici.opened.toLocaleString('en-US')} (hung requests cost their socket).`,
       ...(counts === undefined
         ? ['- Server-side counts: the instances did not answer.']
         : [

@@ -17,10 +17,7 @@
  *   test checks that the server saw every socket close while this process still lives).
  * It exits by itself when stdin closes (the test went away) or after `--max-seconds`.
  */
-import diagnosticsChannel from 'node:diagnostics_channel';
 import { getEventListeners, setMaxListeners } from 'node:events';
-import { readdirSync, readlinkSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -34,6 +31,7 @@ import {
   wheelOf,
   withDeadline,
 } from '../../src/index.js';
+import { socketFds, trackUndiciSockets } from '../helpers/process-resources.js';
 
 // --- options ------------------------------------------------------------------------------
 
@@ -127,34 +125,7 @@ const service = defineService({
 
 // --- measurements -------------------------------------------------------------------------
 
-let undiciOpen = 0;
-let undiciOpened = 0;
-diagnosticsChannel.subscribe('undici:client:connected', (message) => {
-  const socket = (message as { socket?: Socket }).socket;
-  if (socket === undefined) return;
-  undiciOpen++;
-  undiciOpened++;
-  socket.once('close', () => undiciOpen--);
-});
-
-/** Socket descriptors of this process (Linux); null elsewhere. */
-function socketFds(): number | null {
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc/self/fd');
-  } catch {
-    return null;
-  }
-  let count = 0;
-  for (const fd of entries) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:')) count++;
-    } catch {
-      // readdir's own descriptor, closed by now
-    }
-  }
-  return count;
-}
+const undici = trackUndiciSockets();
 
 function resourceCounts(): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -192,8 +163,8 @@ async function snapshot(): Promise<Snapshot> {
   return {
     heapUsed: process.memoryUsage().heapUsed,
     resources: resourceCounts(),
-    socketFds: socketFds(),
-    undiciSockets: undiciOpen,
+    socketFds: socketFds() ?? null,
+    undiciSockets: undici.open,
     wheel: wheel.size,
     abortListeners: abortListeners(),
   };
@@ -358,7 +329,7 @@ const sampler = setInterval(() => {
     peaks.tcpSockets,
     process.getActiveResourcesInfo().filter((kind) => kind === 'TCPSocketWrap').length,
   );
-  peaks.undiciSockets = Math.max(peaks.undiciSockets, undiciOpen);
+  peaks.undiciSockets = Math.max(peaks.undiciSockets, undici.open);
   peaks.inFlight = Math.max(peaks.inFlight, inFlight);
   peaks.heapUsed = Math.max(peaks.heapUsed, process.memoryUsage().heapUsed);
 }, 50);
@@ -404,7 +375,7 @@ events.retriesByCode = {};
 events.ejections = {};
 events.breakerTransitions = {};
 events.hedges = events.budgetExhausted = events.returns = events.fallbacks = events.shed = 0;
-undiciOpened = 0;
+undici.resetOpened();
 const baseline = await snapshot();
 const warmupSettled = settled;
 
@@ -422,7 +393,7 @@ await waitForLine('continue');
 clearInterval(sampler);
 await client.close();
 // Sockets destroyed by close() are released on the next turns of the loop.
-await until('undici sockets to close', () => undiciOpen === 0, 2000).catch(() => undefined);
+await until('undici sockets to close', () => undici.open === 0, 2000).catch(() => undefined);
 await delayMs(50);
 const afterClose = await snapshot();
 
@@ -435,7 +406,7 @@ write({
   unexpected,
   unexpectedMessages,
   events,
-  undiciOpened,
+  undiciOpened: undici.opened,
   peaks,
   atSettle,
   endpoints: Object.fromEntries(

@@ -1,0 +1,58 @@
+/**
+ * What a process holds open, for leak checks (test/hardening) and the soak benchmark: the
+ * sockets among its file descriptors, and the connections undici opened and has not closed.
+ */
+import diagnosticsChannel from 'node:diagnostics_channel';
+import { readdirSync, readlinkSync } from 'node:fs';
+import type { Socket } from 'node:net';
+
+/** Sockets among this process's file descriptors (Linux); undefined elsewhere. */
+export function socketFds(): number | undefined {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc/self/fd');
+  } catch {
+    return undefined;
+  }
+  let count = 0;
+  for (const fd of entries) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:')) count++;
+    } catch {
+      // closed between readdir and readlink (readdir's own descriptor)
+    }
+  }
+  return count;
+}
+
+/** Counts every connection undici opens in this process, ref'd or not, until its socket closes. */
+export interface UndiciSockets {
+  /** Open now. */
+  readonly open: number;
+  /** Opened since the start or the last `resetOpened()`. */
+  readonly opened: number;
+  resetOpened(): void;
+}
+
+export function trackUndiciSockets(): UndiciSockets {
+  let open = 0;
+  let opened = 0;
+  diagnosticsChannel.subscribe('undici:client:connected', (message) => {
+    const socket = (message as { socket?: Socket }).socket;
+    if (socket === undefined) return;
+    open++;
+    opened++;
+    socket.once('close', () => open--);
+  });
+  return {
+    get open() {
+      return open;
+    },
+    get opened() {
+      return opened;
+    },
+    resetOpened() {
+      opened = 0;
+    },
+  };
+}
