@@ -1,11 +1,16 @@
 import { describe, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
 import {
+  type AttemptTransport,
   type CallOptions,
   type Client,
+  type ClientOptions,
   createClient,
   defineService,
   endpoint,
+  type HttpStatusError,
+  type IncomingResponse,
+  type RedirectOptions,
   type ResponseOf,
   type TelescopeError,
 } from '../../src/index.js';
@@ -112,5 +117,16 @@ describe('typed methods', () => {
       | 'TOO_MANY_REDIRECTS'
       | 'REDIRECT_REFUSED'
     >();
+  });
+
+  it('types the transport, redirect and redaction options', () => {
+    expectTypeOf<ClientOptions['transport']>().toEqualTypeOf<AttemptTransport | undefined>();
+    expectTypeOf<AttemptTransport['call']>().returns.resolves.toEqualTypeOf<IncomingResponse>();
+    expectTypeOf<ClientOptions['redirects']>().toEqualTypeOf<RedirectOptions | false | undefined>();
+    expectTypeOf<RedirectOptions>().toEqualTypeOf<{ max?: number; allowOrigins?: readonly string[] }>();
+    expectTypeOf<ClientOptions['redactHeaders']>().toEqualTypeOf<readonly string[] | undefined>();
+    expectTypeOf<HttpStatusError['location']>().toEqualTypeOf<string | undefined>();
+    // @ts-expect-error redirects is an options object or false, not true
+    createClient(movies, { instances: ['http://127.0.0.1:1'], redirects: true });
   });
 });
