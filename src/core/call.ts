@@ -167,11 +167,12 @@ export class CallContext {
     if (this.#signal === undefined) {
       const caller = this.callerSignal;
       const deadline = this.deadline;
-      if (caller === undefined || deadline === undefined) {
-        this.#signal = caller ?? deadline?.signal ?? neverAborted;
+      if (deadline === undefined) {
+        this.#signal = caller ?? neverAborted;
       } else {
         // Not AbortSignal.any(): on Node 20 every combined signal stays attached to its sources,
-        // so a long-lived caller signal shared by many calls would keep each one alive.
+        // so a long-lived caller signal shared by many calls would keep each one alive. Not
+        // `deadline.signal` either: its wheel entry stays until the deadline, after the call.
         this.#combined = new CombinedSignal(caller, deadline);
         this.#signal = this.#combined.signal;
       }
@@ -181,7 +182,8 @@ export class CallContext {
 
   /**
    * Ends the context's hold on its caller's signal and on the timer wheel (only if
-   * {@link signal} was read). The client calls it when the call settles.
+   * {@link signal} was read); the signal no longer aborts afterwards. The client calls it
+   * when the call settles.
    */
   release(): void {
     if (this.#combined !== undefined) {
@@ -194,7 +196,7 @@ export class CallContext {
 const neverAborted = new AbortController().signal;
 
 /**
- * The caller's signal or the deadline, whichever comes first: one controller, one listener on
+ * The caller's signal (if any) or the deadline, whichever comes first: one controller, one listener on
  * the caller's signal and one wheel entry, all removed by {@link CombinedSignal.release}.
  */
 class CombinedSignal implements WheelEntry {
@@ -204,15 +206,15 @@ class CombinedSignal implements WheelEntry {
   readonly #controller = new AbortController();
 
   constructor(
-    readonly caller: AbortSignal,
+    readonly caller: AbortSignal | undefined,
     readonly deadline: Deadline,
   ) {
-    if (caller.aborted) {
+    if (caller?.aborted) {
       this.#controller.abort(caller.reason);
     } else if (deadline.expired) {
       this.onTimer();
     } else {
-      caller.addEventListener('abort', this, { once: true });
+      caller?.addEventListener('abort', this, { once: true });
       wheelOf(deadline.clock).schedule(this, deadline.at);
     }
   }
@@ -224,17 +226,17 @@ class CombinedSignal implements WheelEntry {
   /** The caller aborted (EventListener object form: no closure). */
   handleEvent(): void {
     this.release();
-    this.#controller.abort(this.caller.reason);
+    this.#controller.abort(this.caller?.reason);
   }
 
   /** The deadline passed. */
   onTimer(): void {
-    this.caller.removeEventListener('abort', this);
+    this.caller?.removeEventListener('abort', this);
     this.#controller.abort(new TelescopeError(ErrorCode.DEADLINE_EXCEEDED, 'deadline exceeded'));
   }
 
   release(): void {
-    this.caller.removeEventListener('abort', this);
+    this.caller?.removeEventListener('abort', this);
     if (this.wheelSlot !== -1) wheelOf(this.deadline.clock).cancel(this);
   }
 }

@@ -61,6 +61,29 @@ describe('CallContext.signal', () => {
     expect(byCaller.release()).toBeUndefined();
   });
 
+  it('with a deadline and no caller signal: aborts at the deadline, and release() leaves the wheel', () => {
+    const clock = manualClock(0);
+    const make = () =>
+      new CallContext({
+        service: 's',
+        endpoint: 'e',
+        idempotent: true,
+        clock,
+        timeoutMs: 100,
+        deadline: Deadline.after(100, clock),
+      });
+    const released = make();
+    expect(released.signal.aborted).toBe(false);
+    expect(wheelOf(clock).size).toBe(1);
+    released.release();
+    expect(wheelOf(clock).size).toBe(0);
+    const expiring = make();
+    const signal = expiring.signal;
+    clock.advance(100);
+    expect(signal.reason).toMatchObject({ code: ErrorCode.DEADLINE_EXCEEDED });
+    expect(released.signal.aborted).toBe(false);
+  });
+
   it('a client whose transport reads context.signal leaves nothing on a shared caller signal', async () => {
     const clock = manualClock(0);
     const shared = new AbortController();
