@@ -103,10 +103,12 @@ function admit(request: DeadlineRequest, options: ResolvedOptions): Deadline | u
   return deadline;
 }
 
-const shedBody = JSON.stringify({
+/** The JSON body of the 504 answered when a request's budget is gone on arrival. */
+export const deadlineShedBody = JSON.stringify({
   error: 'DEADLINE_EXCEEDED',
   message: 'the caller’s deadline had passed when the request arrived; it was not processed',
 });
+const shedBody = deadlineShedBody;
 
 function answerShed(response: ServerResponse): void {
   if (response.headersSent) return;

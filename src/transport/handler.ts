@@ -90,7 +90,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry {
       this.#fail(
         new HttpStatusError(
           status,
-          body.subarray(0, BODY_EXCERPT_BYTES).toString('utf8'),
+          errorExcerpt(body, this.#headers['content-encoding']),
           parseRetryAfter(this.#headers['retry-after']),
           this.#errorOptions(true),
           status >= 300 && status < 400 ? firstValue(this.#headers.location) : undefined,
@@ -223,6 +223,17 @@ function checkIdentityEncoding(encoding: string | string[]): void {
   throw new Error(
     `content-encoding ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)} is not supported: telescope does not decompress response bodies`,
   );
+}
+
+/** The start of an error body as text; a compressed one is named, not shown as mojibake. */
+function errorExcerpt(body: Buffer, encoding: string | string[] | undefined): string {
+  if (body.length > 0 && encoding !== undefined) {
+    const value = (Array.isArray(encoding) ? encoding.join(', ') : encoding).trim();
+    if (value !== '' && value.toLowerCase() !== 'identity') {
+      return `[${body.length} bytes of ${value.slice(0, 60)}-encoded body, not decoded]`;
+    }
+  }
+  return body.subarray(0, BODY_EXCERPT_BYTES).toString('utf8');
 }
 
 function firstValue(value: string | string[] | undefined): string | undefined {

@@ -360,6 +360,33 @@ describe('hostile server: content-encoding', () => {
     expect(await client.named({ name: 'empty' })).toBeUndefined();
     await closeWithoutLeaks(client, server, before);
   });
+
+  it('a compressed error body is named in the HTTP_STATUS error, not shown as mojibake', async () => {
+    const compressed = gzipSync(Buffer.from('{"error":"overloaded"}'));
+    const server = await startRawServer({
+      onRequest: (socket) =>
+        socket.write(
+          rawResponse(
+            '503 Service Unavailable',
+            [
+              ['content-type', 'application/json'],
+              ['content-encoding', 'gzip'],
+              ['content-length', compressed.length],
+            ],
+            compressed,
+          ),
+        ),
+    });
+    const before = baseline();
+    const client = clientFor(server, { retry: false });
+    const error = await failure(client.named({ name: 'busy' }));
+    expect(error).toBeInstanceOf(HttpStatusError);
+    expect((error as HttpStatusError).bodyExcerpt).toBe(
+      `[${compressed.length} bytes of gzip-encoded body, not decoded]`,
+    );
+    expect(error.message).toBe(`HTTP 503: [${compressed.length} bytes of gzip-encoded body, not decoded]`);
+    await closeWithoutLeaks(client, server, before);
+  });
 });
 
 // --- 7. invalid UTF-8 --------------------------------------------------------------------

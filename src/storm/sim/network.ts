@@ -21,7 +21,7 @@ import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../..
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
 import { ErrorCode, TelescopeError } from '../../core/errors.js';
-import { parseBudgetHeader } from '../../server/index.js';
+import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, transportDefaults } from '../../transport/index.js';
 import type { FaultStep, TierCapacity, TierName } from '../types.js';
@@ -89,11 +89,6 @@ const socketClosed = Object.assign(new Error('other side closed (simulated insta
 });
 const clientDestroyed = Object.assign(new Error('The client is destroyed'), { code: 'UND_ERR_DESTROYED' });
 const noTrailers = Object.freeze({});
-/** telescope/server's body for a request whose budget was gone on arrival. */
-const shedBody = JSON.stringify({
-  error: 'DEADLINE_EXCEEDED',
-  message: 'the caller’s deadline had passed when the request arrived; it was not processed',
-});
 
 /**
  * One HTTP exchange: the caller's end (a telescope `AttemptHandler` or a raw caller) and the
@@ -490,7 +485,7 @@ export class SimInstance {
   }
 }
 
-const shedBuffer = Buffer.from(shedBody);
+const shedBuffer = Buffer.from(deadlineShedBody);
 const shedHeaders = Object.freeze({
   'content-type': 'application/json',
   'content-length': String(shedBuffer.length),
