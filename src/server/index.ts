@@ -34,7 +34,8 @@ export const deadlineServerDefaults = {
 } as const;
 
 /** Digits only: anything else (sign, fraction, exponent, list) is not a budget. */
-const budgetPattern = /^\s*(\d+)\s*$/;
+// Digits, with the optional whitespace HTTP allows around a field value (SP, HTAB) and nothing else.
+const budgetPattern = /^[ \t]*([0-9]+)[ \t]*$/;
 
 /**
  * Reads a budget header value. Returns the budget in milliseconds, capped at `maxMs`, or
