@@ -110,19 +110,7 @@ export function transport(options: TransportOptions = {}): Transport {
 
   const call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
-    if (closed || instance === undefined) {
-      return Promise.reject(
-        closed
-          ? new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed', {
-              service: context.service,
-              endpoint: context.endpoint,
-            })
-          : new TelescopeError(ErrorCode.INVALID_OPTION, 'no instance chosen for the attempt', {
-              service: context.service,
-              endpoint: context.endpoint,
-            }),
-      );
-    }
+    if (closed || instance === undefined) return Promise.reject(cannotSend(closed, context));
     const handler = new AttemptHandler(request, context, instance.url, maxResponseBytes, wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
@@ -180,6 +168,22 @@ export function transport(options: TransportOptions = {}): Transport {
       await pool.close();
     },
   };
+}
+
+/**
+ * Why a transport cannot send an attempt: it is closed (`CLIENT_CLOSED`), or no balancer chose
+ * an instance (`INVALID_OPTION`, a stack built without one). Shared by every transport.
+ */
+export function cannotSend(closed: boolean, context: CallContext): TelescopeError {
+  return closed
+    ? new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed', {
+        service: context.service,
+        endpoint: context.endpoint,
+      })
+    : new TelescopeError(ErrorCode.INVALID_OPTION, 'no instance chosen for the attempt', {
+        service: context.service,
+        endpoint: context.endpoint,
+      });
 }
 
 function positiveOption(name: string, value: number | undefined, fallback: number): number {

@@ -20,10 +20,9 @@ import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
-import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
-import { type AttemptTransport, transportDefaults } from '../../transport/index.js';
+import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
 import type { FaultStep, TierCapacity, TierName } from '../types.js';
 import type { SimEvent, VirtualClock } from './clock.js';
 
@@ -564,19 +563,7 @@ export class SimTransport implements AttemptTransport {
 
   readonly call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
-    if (this.#closed || instance === undefined) {
-      return Promise.reject(
-        this.#closed
-          ? new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed', {
-              service: context.service,
-              endpoint: context.endpoint,
-            })
-          : new TelescopeError(ErrorCode.INVALID_OPTION, 'no instance chosen for the attempt', {
-              service: context.service,
-              endpoint: context.endpoint,
-            }),
-      );
-    }
+    if (this.#closed || instance === undefined) return Promise.reject(cannotSend(this.#closed, context));
     const handler = new AttemptHandler(request, context, instance.url, transportDefaults.maxResponseBytes, this.#wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
