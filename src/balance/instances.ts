@@ -39,6 +39,8 @@ export class InstanceState {
   returnedAt = 0;
   /** Set when discovery removed the instance; attempts in flight finish, no new ones start. */
   removed = false;
+  /** Weighted round-robin: the running credit of smooth weighted round-robin (nginx's). */
+  roundRobinCredit = 0;
 
   constructor(instance: Instance) {
     this.instance = instance;
@@ -223,6 +225,7 @@ export class InstanceSet {
     const count = states.length;
     if (count === 0) return undefined;
     if (this.#roundRobin) {
+      if (candidates.cumulativeWeights !== undefined) return this.#weightedRoundRobin(states, tried, now);
       for (let step = 0; step < count; step++) {
         const state = states[(this.#cursor + step) % count] as InstanceState;
         if (this.#usable(state, tried, now)) {
@@ -265,6 +268,24 @@ export class InstanceSet {
     const secondLoad = (second.outstanding + 1) / second.instance.weight;
     if (firstLoad === secondLoad) return this.#random() < 0.5 ? first : second;
     return firstLoad < secondLoad ? first : second;
+  }
+
+  /**
+   * Smooth weighted round-robin: every usable instance earns its weight in credit, the richest
+   * is picked and pays the total. Weights 3:1 give a, a, b, a, … — exact per cycle, and spread
+   * out rather than in bursts.
+   */
+  #weightedRoundRobin(states: readonly InstanceState[], tried: CallContext['tried'], now: number) {
+    let best: InstanceState | undefined;
+    let total = 0;
+    for (const state of states) {
+      if (!this.#usable(state, tried, now)) continue;
+      state.roundRobinCredit += state.instance.weight;
+      total += state.instance.weight;
+      if (best === undefined || state.roundRobinCredit > best.roundRobinCredit) best = state;
+    }
+    if (best !== undefined) best.roundRobinCredit -= total;
+    return best;
   }
 
   #sample(candidates: Group): InstanceState {

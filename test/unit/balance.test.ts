@@ -83,6 +83,36 @@ describe('InstanceSet: round-robin', () => {
     expect(picks).toEqual(['http://a:1', 'http://b:1', 'http://c:1', 'http://a:1', 'http://b:1', 'http://c:1']);
   });
 
+  it('follows weights: 3:1 is exactly three picks of a to one of b in every cycle of four, spread out', () => {
+    const instances = set(
+      [
+        { url: 'http://a:1', weight: 3 },
+        { url: 'http://b:1', weight: 1 },
+      ],
+      { balancer: 'round-robin' },
+    );
+    const picks = Array.from({ length: 400 }, () => instances.pick(context())!.instance.url);
+    for (let cycle = 0; cycle < 100; cycle++) {
+      const window = picks.slice(cycle * 4, cycle * 4 + 4);
+      expect(window.filter((url) => url === 'http://a:1')).toHaveLength(3);
+    }
+    expect(picks.slice(0, 4)).toEqual(['http://a:1', 'http://a:1', 'http://b:1', 'http://a:1']);
+  });
+
+  it('weighted round-robin skips instances already tried in the call', () => {
+    const instances = set(
+      [
+        { url: 'http://a:1', weight: 5 },
+        { url: 'http://b:1', weight: 1 },
+      ],
+      { balancer: 'round-robin' },
+    );
+    const ctx = context();
+    const first = instances.pick(ctx)!;
+    ctx.tried = [first.instance];
+    expect(instances.pick(ctx)!.instance.url).not.toBe(first.instance.url);
+  });
+
   it('rejects an unknown balancer', () => {
     expect(() => set(['http://a:1'], { balancer: 'random' as 'p2c' })).toThrow(/balancer/);
   });
