@@ -22,32 +22,13 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createClient as createRedisClient } from 'redis';
-import { z } from 'zod';
 import { memoryCache, redisCache, withCache } from '../../src/cache/index.js';
-import { createClient, defineService, endpoint } from '../../src/index.js';
+import { createClient } from '../../src/index.js';
 import { findBinary, startRedis } from '../../test/helpers/services.js';
+import { movies } from '../overhead/movie-service.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-
-const Movie = z.object({
-  id: z.number().int(),
-  title: z.string(),
-  year: z.number().int(),
-  director: z.string(),
-  genres: z.array(z.string()),
-});
-const movies = defineService({
-  name: 'movies',
-  endpoints: {
-    getMovie: endpoint({
-      method: 'GET',
-      path: '/movies/:id',
-      params: z.object({ id: z.number().int() }),
-      response: Movie,
-    }),
-  },
-});
 
 interface Case {
   name: string;

@@ -6,15 +6,9 @@
  * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5]`
  */
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
-import {
-  type AttemptTransport,
-  type ClientOptions,
-  createClient,
-  defineService,
-  endpoint,
-  type IncomingResponse,
-} from '../../src/index.js';
+import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
+import { movies, moviesWithoutResponseSchema } from './movie-service.js';
+import { movieJson } from './shared.js';
 
 const { values } = parseArgs({
   options: { calls: { type: 'string', default: '300000' }, rounds: { type: 'string', default: '5' } },
@@ -22,28 +16,13 @@ const { values } = parseArgs({
 const calls = Number(values.calls);
 const rounds = Number(values.rounds);
 
-const body = { id: 7, title: 'Heat', year: 1995, director: 'Michael Mann', genres: ['crime', 'drama'] };
-const answer: IncomingResponse = { status: 200, headers: {}, body, instance: 'http://127.0.0.1:1' };
+const answer: IncomingResponse = { status: 200, headers: {}, body: JSON.parse(movieJson(7)), instance: '' };
 const instant: AttemptTransport = {
   call: (_request, context) => Promise.resolve({ ...answer, instance: context.instance?.url ?? '' }),
   close: async () => {},
 };
-const params = z.object({ id: z.number().int() });
-const movie = z.object({
-  id: z.number().int(),
-  title: z.string(),
-  year: z.number().int(),
-  director: z.string(),
-  genres: z.array(z.string()),
-});
-const plain = defineService({
-  name: 'movies',
-  endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params }) },
-});
-const withSchema = defineService({
-  name: 'movies',
-  endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params, response: movie }) },
-});
+const plain = moviesWithoutResponseSchema;
+const withSchema = movies;
 
 const base: ClientOptions = { instances: ['http://127.0.0.1:1'], timeoutMs: 1000, transport: instant };
 const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]> = [

@@ -332,30 +332,14 @@ function telescopeVariant(name: string, withResponseSchema: boolean): Variant {
       ? 'telescope `createClient`, zod params + zod response schema, `timeoutMs: 1000`'
       : 'telescope `createClient`, zod params, no response schema (isolates validation cost)',
     async create(urls) {
-      const { z } = await import('zod');
-      const { createClient, defineService, endpoint } = await import('../../src/index.js');
-      const params = z.object({ id: z.number().int() });
-      const movie = z.object({
-        id: z.number().int(),
-        title: z.string(),
-        year: z.number().int(),
-        director: z.string(),
-        genres: z.array(z.string()),
-      });
-      // Two definitions rather than one with an optional schema, so each keeps its exact type.
+      const { createClient } = await import('../../src/index.js');
+      const { movies, moviesWithoutResponseSchema } = await import('./movie-service.js');
+      // Two clients rather than one over a union, so each keeps its exact type.
       if (withResponseSchema) {
-        const movies = defineService({
-          name: 'movies',
-          endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params, response: movie }) },
-        });
         const client = createClient(movies, { instances: urls, timeoutMs: 1000 });
         return { getMovie: (id) => client.getMovie({ id }), close: () => client.close() };
       }
-      const movies = defineService({
-        name: 'movies',
-        endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params }) },
-      });
-      const client = createClient(movies, { instances: urls, timeoutMs: 1000 });
+      const client = createClient(moviesWithoutResponseSchema, { instances: urls, timeoutMs: 1000 });
       return { getMovie: (id) => client.getMovie({ id }), close: () => client.close() };
     },
   };
@@ -366,16 +350,10 @@ const telescopeCache: Variant = {
   name: 'telescope-cache',
   description: 'telescope client behind `withCache` (local LRU, in-memory remote), serving local hits',
   async create(urls) {
-    const { z } = await import('zod');
-    const { createClient, defineService, endpoint } = await import('../../src/index.js');
+    const { createClient } = await import('../../src/index.js');
     const { withCache } = await import('../../src/cache/index.js');
-    const movies = defineService({
-      name: 'movies',
-      endpoints: {
-        getMovie: endpoint({ method: 'GET', path: '/movies/:id', params: z.object({ id: z.number().int() }) }),
-      },
-    });
-    const cached = withCache(createClient(movies, { instances: urls, timeoutMs: 1000 }), {
+    const { moviesWithoutResponseSchema } = await import('./movie-service.js');
+    const cached = withCache(createClient(moviesWithoutResponseSchema, { instances: urls, timeoutMs: 1000 }), {
       local: { maxEntries: 10_000, ttlMs: 600_000 },
       endpoints: { getMovie: { ttlMs: 600_000, key: (params) => `movie:${params.id}` } },
     });

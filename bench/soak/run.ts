@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { type Client, createClient, isTelescopeError, systemClock, wheelOf, withDeadline } from '../../src/index.js';
+import { seededRandom } from '../../src/testing/random.js';
 import { socketFds, trackUndiciSockets } from '../../test/helpers/process-resources.js';
 import { machineFacts, shellQuote } from '../machine.js';
 import {
@@ -259,18 +260,6 @@ interface Tally {
   fallbackEvents: number;
 }
 
-/** Small seeded PRNG (mulberry32) for the call mix, so runs are comparable. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 
 async function main(): Promise<number> {
@@ -398,7 +387,7 @@ async function main(): Promise<number> {
     tally.breakerTransitions[key] = (tally.breakerTransitions[key] ?? 0) + 1;
   });
 
-  const random = seeded(options.seed);
+  const random = seededRandom(options.seed);
   const queries = ['heat', 'ronin', 'thief', 'collateral', 'insider'];
   const record = (outcome: Promise<unknown>, isFallback: (value: unknown) => boolean) =>
     outcome.then(

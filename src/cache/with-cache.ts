@@ -27,11 +27,17 @@ import type { Logger } from '../core/call.js';
 import { type Clock, sleep, systemClock, type WheelEntry, wheelOf } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
 import { ErrorCode, HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
-import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { currentDeadline } from '../deadline/index.js';
 import { fallbackApplies } from '../fallback/index.js';
 import { type ClientStats, type LatencySummary, RollingHistogram } from '../observe/index.js';
-import type { Endpoint, EndpointMethod, ResponseOf, ServiceDefinition } from '../service/index.js';
+import type {
+  BodyArgs,
+  Endpoint,
+  EndpointMethod,
+  ParamsArgs,
+  ResponseOf,
+  ServiceDefinition,
+} from '../service/index.js';
 import { decodeEnvelope, deepFreeze, type Entry, encodeEnvelope, makeEntry, notPlainJson } from './envelope.js';
 import { memoryCache } from './memory.js';
 import {
@@ -43,17 +49,6 @@ import {
 } from './remote.js';
 
 // --- public types ------------------------------------------------------------------------------
-
-type Schema = StandardSchemaV1;
-type Input<S> = S extends Schema ? StandardSchemaV1.InferInput<S> : never;
-type ParamsArgs<E extends Endpoint> = E['params'] extends Schema
-  ? E['query'] extends Schema
-    ? [params: Input<E['params']> & Input<E['query']>]
-    : [params: Input<E['params']>]
-  : E['query'] extends Schema
-    ? [query: Input<E['query']>]
-    : [];
-type BodyArgs<E extends Endpoint> = E['body'] extends Schema ? [body: Input<E['body']>] : [];
 
 /** What a key function gets: the method's arguments without the call options. */
 export type CacheKeyArgs<E extends Endpoint> = [...ParamsArgs<E>, ...BodyArgs<E>];

@@ -175,7 +175,7 @@ export function defineService<const E extends Record<string, Endpoint>>(definiti
 // --- types of typed methods ---------------------------------------------------------------
 
 /** The first argument: params and query keys together, when the endpoint declares either. */
-type ParamsArgs<E extends Endpoint> = E['params'] extends Schema
+export type ParamsArgs<E extends Endpoint> = E['params'] extends Schema
   ? E['query'] extends Schema
     ? [params: Input<E['params']> & Input<E['query']>]
     : [params: Input<E['params']>]
@@ -183,7 +183,8 @@ type ParamsArgs<E extends Endpoint> = E['params'] extends Schema
     ? [query: Input<E['query']>]
     : [];
 
-type BodyArgs<E extends Endpoint> = E['body'] extends Schema ? [body: Input<E['body']>] : [];
+/** The body argument, when the endpoint declares a body schema. */
+export type BodyArgs<E extends Endpoint> = E['body'] extends Schema ? [body: Input<E['body']>] : [];
 
 /** The response type of an endpoint: its schema's output, or `unknown`. */
 export type ResponseOf<E extends Endpoint> = Output<E['response']>;

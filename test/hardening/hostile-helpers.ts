@@ -3,11 +3,11 @@
  * 127.0.0.1 that can answer with anything (invalid HTTP included) and counts what it saw,
  * raw response builders, and the leak and unhandled-rejection checks shared by every case.
  */
-import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { expect, onTestFinished } from 'vitest';
 import { systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
-import type { TestServer } from '../helpers/server.js';
+import { listenOnLoopback, type TestServer } from '../helpers/server.js';
 
 /** A raw TCP server speaking whatever the test writes, with server-side counts. */
 export interface RawServer {
@@ -76,20 +76,11 @@ export async function startRawServer(options: RawServerOptions = {}): Promise<Ra
     });
     options.onConnection?.(socket);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  let closed: Promise<void> | undefined;
-  const close = () => {
-    closed ??= new Promise<void>((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    });
-    return closed;
-  };
+  const { url, close } = await listenOnLoopback(server);
   onTestFinished(close);
   return {
     server,
-    url: `http://127.0.0.1:${port}`,
+    url,
     connections: () => connections,
     openSockets: () => sockets.size,
     heads,

@@ -31,6 +31,7 @@ import {
   wheelOf,
   withDeadline,
 } from '../../src/index.js';
+import { seededRandom } from '../../src/testing/random.js';
 import { socketFds, trackUndiciSockets } from '../helpers/process-resources.js';
 
 // --- options ------------------------------------------------------------------------------
@@ -167,16 +168,6 @@ async function snapshot(): Promise<Snapshot> {
     undiciSockets: undici.open,
     wheel: wheel.size,
     abortListeners: abortListeners(),
-  };
-}
-
-/** Mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function seededRandom(state: number): () => number {
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -19,13 +19,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { waitFor } from '../helpers/assert.js';
-import { closedPort } from '../helpers/server.js';
+import { seededRandom } from '../helpers/random.js';
+import { closedPort, listenOnLoopback } from '../helpers/server.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repositoryRoot = join(here, '..', '..');
@@ -66,15 +66,6 @@ interface FaultServer {
   close(): Promise<void>;
 }
 
-function seededRandom(state: number): () => number {
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * A movie-service instance that draws one fault per request. Counts only (no request log), so
  * that 50,000 requests cost this process nothing that grows.
@@ -82,7 +73,6 @@ function seededRandom(state: number): () => number {
 async function startFaultServer(seed: number): Promise<FaultServer> {
   const random = seededRandom(seed);
   const counts = Object.fromEntries(faults.map((fault) => [fault, 0])) as Record<Fault, number>;
-  const sockets = new Set<Socket>();
   const pending = new Set<ServerResponse>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
   let resets = 0;
@@ -148,26 +138,13 @@ async function startFaultServer(seed: number): Promise<FaultServer> {
     request.resume();
     request.once('end', () => respond(request, response));
   });
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  let closed: Promise<void> | undefined;
+  const listening = await listenOnLoopback(server, timers);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: listening.url,
     counts,
     pending: () => pending.size,
-    openSockets: () => sockets.size,
-    close() {
-      closed ??= new Promise<void>((resolve) => {
-        for (const timer of timers) clearTimeout(timer);
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      });
-      return closed;
-    },
+    openSockets: listening.openSockets,
+    close: listening.close,
   };
 }
 

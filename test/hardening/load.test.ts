@@ -14,7 +14,6 @@
  * anyway on failure).
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -22,7 +21,7 @@ import { describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { createClient, ErrorCode, isTelescopeError, systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
-import { delay } from '../helpers/server.js';
+import { delay, listenOnLoopback } from '../helpers/server.js';
 
 const seconds = Number(process.env.TELESCOPE_LOAD_SECONDS ?? 30);
 if (!(Number.isFinite(seconds) && seconds >= 6)) throw new Error('TELESCOPE_LOAD_SECONDS must be a number ≥ 6');
@@ -62,7 +61,6 @@ interface FixedServer {
 /** Answers every request after `serviceTimeMs`, counting requests in flight. Counts only. */
 async function startFixedServer(): Promise<FixedServer> {
   const counts = { inFlight: 0, maxInFlight: 0, requests: 0 };
-  const sockets = new Set<Socket>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
   const server = createServer((request, response) => {
     request.resume();
@@ -87,27 +85,8 @@ async function startFixedServer(): Promise<FixedServer> {
     }, serviceTimeMs);
     timers.add(timer);
   });
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  let closed: Promise<void> | undefined;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    server,
-    counts,
-    openSockets: () => sockets.size,
-    close() {
-      closed ??= new Promise<void>((resolve) => {
-        for (const timer of timers) clearTimeout(timer);
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      });
-      return closed;
-    },
-  };
+  const listening = await listenOnLoopback(server, timers);
+  return { url: listening.url, server, counts, openSockets: listening.openSockets, close: listening.close };
 }
 
 /** Latencies in 1 ms buckets (bounded memory, however long the run). */

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { onTestFinished } from 'vitest';
 
 /** A real node:http server on 127.0.0.1 for one test, with server-side counts. */
@@ -22,7 +22,6 @@ export type Handler = (request: IncomingMessage, response: ServerResponse, body:
  */
 export async function startServer(handler: Handler, options: { autoClose?: boolean } = {}): Promise<TestServer> {
   const requests: TestServer['requests'] = [];
-  const sockets = new Set<Socket>();
   const server = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -34,22 +33,46 @@ export async function startServer(handler: Handler, options: { autoClose?: boole
       });
     });
   });
-  server.on('connection', (socket) => {
+  const listening = await listenOnLoopback(server);
+  if (options.autoClose !== false) onTestFinished(listening.close);
+  return { server, requests, ...listening };
+}
+
+/** A server listening on 127.0.0.1, its sockets tracked. */
+export interface Listening {
+  readonly url: string;
+  readonly port: number;
+  /** Sockets currently open on the server side. */
+  openSockets(): number;
+  /** Clears `timers`, destroys every socket, closes the server; the same promise every time. */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on 127.0.0.1:0 (node:http or raw net) and tracks the server's sockets, so that
+ * `close()` ends the test's server at once, with its pending `timers` cleared.
+ */
+export async function listenOnLoopback(
+  server: Server | NetServer,
+  timers?: ReadonlySet<ReturnType<typeof setTimeout>>,
+): Promise<Listening> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
     sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    socket.once('close', () => sockets.delete(socket));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   let closed: Promise<void> | undefined;
   const close = () => {
     closed ??= new Promise<void>((resolve) => {
+      if (timers !== undefined) for (const timer of timers) clearTimeout(timer);
       for (const socket of sockets) socket.destroy();
       server.close(() => resolve());
     });
     return closed;
   };
-  if (options.autoClose !== false) onTestFinished(close);
-  return { server, url: `http://127.0.0.1:${port}`, port, requests, openSockets: () => sockets.size, close };
+  return { url: `http://127.0.0.1:${port}`, port, openSockets: () => sockets.size, close };
 }
 
 /** Sends JSON with the right headers. */

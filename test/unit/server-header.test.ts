@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseBudgetHeader } from '../../src/server/index.js';
+import { seededRandom } from '../helpers/random.js';
 
 const maxMs = 5000;
 
@@ -69,18 +70,6 @@ describe('parseBudgetHeader: valid inputs', () => {
   });
 });
 
-/** mulberry32: a tiny seeded PRNG, so a failure reproduces from its seed. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('parseBudgetHeader: property', () => {
   // Weighted towards digits so that many strings are near-valid budgets.
   const alphabet = [
@@ -124,7 +113,7 @@ describe('parseBudgetHeader: property', () => {
   }
 
   it.each([1, 42, 20240601])('never throws and stays in [0, maxMs] or undefined (seed %d)', (seed) => {
-    const random = mulberry32(seed);
+    const random = seededRandom(seed);
     for (let run = 0; run < 3000; run++) {
       const value = randomString(random);
       const max = [1, 100, 5000, 30_000][run % 4] as number;
