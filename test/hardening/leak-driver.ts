@@ -147,7 +147,8 @@ process.on('warning', (warning) => {
   if (warnings.length < 10) warnings.push(`${warning.name}: ${warning.message}`);
 });
 
-interface Snapshot {
+/** What the driver measures at each point (read by leaks.test.ts as JSON). */
+export interface Snapshot {
   heapUsed: number;
   resources: Record<string, number>;
   socketFds: number | null;

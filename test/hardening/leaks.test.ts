@@ -26,6 +26,7 @@ import { describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { waitFor } from '../helpers/assert.js';
 import { seededRandom } from '../helpers/random.js';
 import { closedPort, listenOnLoopback } from '../helpers/server.js';
+import type { Snapshot } from './leak-driver.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repositoryRoot = join(here, '..', '..');
@@ -149,15 +150,6 @@ async function startFaultServer(seed: number): Promise<FaultServer> {
 }
 
 // --- the driver child ------------------------------------------------------------------------
-
-interface Snapshot {
-  heapUsed: number;
-  resources: Record<string, number>;
-  socketFds: number | null;
-  undiciSockets: number;
-  wheel: number;
-  abortListeners: number;
-}
 
 interface DriverResult {
   phase: 'result';
