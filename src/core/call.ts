@@ -182,8 +182,9 @@ export class CallContext {
 
   /**
    * Ends the context's hold on its caller's signal and on the timer wheel (only if
-   * {@link signal} was read); the signal no longer aborts afterwards. The client calls it
-   * when the call settles.
+   * {@link signal} was read); the signal no longer aborts afterwards. In the client the
+   * observe layer calls it when the call settles; a hand-composed stack without observe that
+   * reads `signal` should call it too.
    */
   release(): void {
     if (this.#combined !== undefined) {
