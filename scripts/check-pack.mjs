@@ -17,7 +17,7 @@ try {
   mkdirSync(installed, { recursive: true });
   run('tar', ['-xzf', join(scratch, tarball), '-C', installed, '--strip-components=1'], scratch);
   // Dependencies come from the repo's install: this checks the tarball, not the registry.
-  // Optional peers too: a user of telescope/prometheus installs prom-client, and so on.
+  // Optional peers too: a user of telescope-http/prometheus installs prom-client, and so on.
   const peers = Object.keys(pkg.peerDependencies ?? {});
   for (const dependency of new Set([...Object.keys(pkg.dependencies ?? {}), ...peers, '@types/node', 'undici-types'])) {
     const target = join(scratch, 'node_modules', dependency);

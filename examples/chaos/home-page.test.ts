@@ -1,6 +1,6 @@
 /**
  * Tests of the home page (the consumer's code) against the movies service's contract, with
- * faults on real sockets: fakes and instances from `telescope/testing`, answering with the
+ * faults on real sockets: fakes and instances from `telescope-http/testing`, answering with the
  * handlers the movies-client package ships.
  *
  *   npx vitest run --root examples/chaos

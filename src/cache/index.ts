@@ -1,5 +1,5 @@
 /**
- * `telescope/cache`: a two-tier read-through cache around a typed client (`withCache`), with an
+ * `telescope-http/cache`: a two-tier read-through cache around a typed client (`withCache`), with an
  * in-process LRU, a shared remote tier (in-memory, Redis, memcached or your own), request
  * coalescing, leases, stale-while-revalidate, stale-if-error and an invalidation bus.
  */

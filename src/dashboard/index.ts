@@ -1,5 +1,5 @@
 /**
- * `telescope/dashboard`: a live operator dashboard in the spirit of the Hystrix dashboard.
+ * `telescope-http/dashboard`: a live operator dashboard in the spirit of the Hystrix dashboard.
  *
  * One self-contained HTML page (inline CSS and JS, no external assets, works offline) and a
  * server-sent-events stream of `client.stats()`. The page draws one card per endpoint: request

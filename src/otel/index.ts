@@ -1,5 +1,5 @@
 /**
- * `telescope/otel`: OpenTelemetry tracing for every telescope client in the process, through
+ * `telescope-http/otel`: OpenTelemetry tracing for every telescope client in the process, through
  * `@opentelemetry/api` only (an optional peer dependency; bring your own SDK).
  *
  * It subscribes to telescope's `node:diagnostics_channel` channels, so no client needs any
@@ -129,7 +129,7 @@ function injectW3C(traceContext: Context, headers: Record<string, string>): void
  * Starts tracing telescope calls.
  *
  * @example
- * import { openTelemetry } from 'telescope/otel';
+ * import { openTelemetry } from 'telescope-http/otel';
  *
  * const tracing = openTelemetry(); // after the OpenTelemetry SDK is started
  * // at shutdown: tracing.stop()
@@ -303,7 +303,7 @@ function guard<M>(handler: (message: M) => void): (message: unknown) => void {
     try {
       handler(message as M);
     } catch (error) {
-      diag.error('telescope/otel: a channel message could not be traced', error);
+      diag.error('telescope-http/otel: a channel message could not be traced', error);
     }
   };
 }

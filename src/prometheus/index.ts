@@ -1,5 +1,5 @@
 /**
- * `telescope/prometheus`: Prometheus metrics for every telescope client in the process, on
+ * `telescope-http/prometheus`: Prometheus metrics for every telescope client in the process, on
  * prom-client (an optional peer dependency: install it next to telescope).
  *
  * It subscribes to telescope's `node:diagnostics_channel` channels, so no client needs any
@@ -86,7 +86,7 @@ interface BreakerStateMessage {
  *
  * @example
  * import { register } from 'prom-client';
- * import { prometheusMetrics } from 'telescope/prometheus';
+ * import { prometheusMetrics } from 'telescope-http/prometheus';
  *
  * const metrics = prometheusMetrics();
  * // on GET /metrics: response.end(await register.metrics())
@@ -233,7 +233,7 @@ function guard<M>(handler: (message: M) => void): (message: unknown) => void {
     } catch (error) {
       if (!warned) {
         warned = true;
-        process.emitWarning(`telescope/prometheus: a metric update failed: ${String(error)}`, 'TelescopeWarning');
+        process.emitWarning(`telescope-http/prometheus: a metric update failed: ${String(error)}`, 'TelescopeWarning');
       }
     }
   };

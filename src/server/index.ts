@@ -1,5 +1,5 @@
 /**
- * `telescope/server`: the callee's side of deadline propagation.
+ * `telescope-http/server`: the callee's side of deadline propagation.
  *
  * Reads the caller's budget from the deadline header, caps it at `maxMs` (a caller cannot
  * grant itself unlimited time), runs the handler inside that deadline (AsyncLocalStorage, so

@@ -5,7 +5,7 @@
  *
  * @example
  * // my-strategy.ts: telescope-storm --strategies naive,./my-strategy.ts
- * import type { StormStrategy } from 'telescope/storm';
+ * import type { StormStrategy } from 'telescope-http/storm';
  * const strategy: StormStrategy = {
  *   name: 'mine',
  *   description: 'undici, one retry, 500 ms',

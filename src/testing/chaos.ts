@@ -226,7 +226,7 @@ export class ChaosEngine {
         request.resume();
         const body = JSON.stringify({
           error: 'CHAOS',
-          message: `fault injected by telescope/testing chaos (errorRate ${active.errorRate})`,
+          message: `fault injected by telescope-http/testing chaos (errorRate ${active.errorRate})`,
         });
         response.writeHead(active.errorStatus, {
           'content-type': 'application/json',

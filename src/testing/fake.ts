@@ -38,7 +38,7 @@ export interface FakeCall {
 /** Options of {@link fakeService}. */
 export interface FakeServiceOptions {
   /**
-   * Run handlers inside the caller's deadline (`telescope/server` middleware), so their own
+   * Run handlers inside the caller's deadline (`telescope-http/server` middleware), so their own
    * telescope calls inherit it; `false` to ignore the header. @default {} (maxMs 30000)
    */
   deadlines?: DeadlineServerOptions | false;

@@ -4,7 +4,7 @@
  *
  * vitest is not a dependency of telescope. By default the helpers load it lazily, by
  * `import('vitest')` at call time (inside a vitest run it is there, and it is the runner's own
- * copy), and use its `onTestFinished`; importing `telescope/testing` never loads it. With
+ * copy), and use its `onTestFinished`; importing `telescope-http/testing` never loads it. With
  * another runner, pass `cleanup`: `{ cleanup: (close) => t.after(close) }` (node:test).
  */
 import { ErrorCode, TelescopeError } from '../core/errors.js';

@@ -1,5 +1,5 @@
 /**
- * `telescope/testing`: fakes, real loopback instances and faults for services declared with
+ * `telescope-http/testing`: fakes, real loopback instances and faults for services declared with
  * `defineService`.
  *
  * - `fakeService(def, handlers)`: a service implemented by typed handlers, on a loopback port,

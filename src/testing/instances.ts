@@ -24,7 +24,7 @@ export interface StartInstancesOptions {
   /** Seed of the chaos random sources (instance `i` gets `seed + i`). @default Math.random */
   seed?: number;
   /**
-   * Run handlers inside the caller's deadline (`telescope/server` middleware); `false` to
+   * Run handlers inside the caller's deadline (`telescope-http/server` middleware); `false` to
    * ignore the header. @default {} (maxMs 30000)
    */
   deadlines?: DeadlineServerOptions | false;

@@ -5,8 +5,8 @@
  *   dependencies, never hard ones;
  * - every hard dependency is really imported by src/ (no dead weight for every install);
  * - no module reachable through static imports from a published entry point imports an
- *   optional peer, except the entry made for it (`telescope/prometheus` → prom-client,
- *   `telescope/otel` → @opentelemetry/api): `import 'telescope'` must work without any of them;
+ *   optional peer, except the entry made for it (`telescope-http/prometheus` → prom-client,
+ *   `telescope-http/otel` → @opentelemetry/api): `import 'telescope-http'` must work without any of them;
  * - every package src/ imports is declared (dependency or peer), so none works only because a
  *   dev dependency happens to be installed here.
  *
@@ -172,7 +172,7 @@ describe('package.json dependencies', () => {
       // Installed for the tests that exercise the integration.
       expect(pkg.devDependencies?.[name], `${name} in devDependencies`).toBeTypeOf('string');
     }
-    // No peer is required: a plain `npm install telescope` must not warn or pull anything in.
+    // No peer is required: a plain `npm install telescope-http` must not warn or pull anything in.
     for (const name of peers) expect(pkg.peerDependenciesMeta?.[name]?.optional, name).toBe(true);
   });
 

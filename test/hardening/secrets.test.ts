@@ -12,8 +12,8 @@
  * - the log lines of a real pino logger at level debug;
  * - the errors: message, stack, `JSON.stringify(error)`, `util.inspect(error)` with causes;
  * - `client.stats()` and the client's events;
- * - the Prometheus exposition (`telescope/prometheus`);
- * - the OpenTelemetry spans (`telescope/otel`): names, attributes, events, statuses.
+ * - the Prometheus exposition (`telescope-http/prometheus`);
+ * - the OpenTelemetry spans (`telescope-http/otel`): names, attributes, events, statuses.
  *
  * The servers (real node:http on 127.0.0.1) do receive every secret: the calls really carried
  * them, and the log lines really list the headers, with the secrets as `[redacted]`.

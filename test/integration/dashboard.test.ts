@@ -1,5 +1,5 @@
 /**
- * `telescope/dashboard` end to end on 127.0.0.1: the page (self-contained, strict CSP, escaped
+ * `telescope-http/dashboard` end to end on 127.0.0.1: the page (self-contained, strict CSP, escaped
  * title), `/stats.json`, the SSE stream (frames, one shared timer, cleanup on disconnect),
  * `close()` leaving no sockets or timers, the loopback Host check, option checking, and, in
  * headless Chromium driven by playwright-core, a circuit opening on the page within seconds

@@ -1,5 +1,5 @@
 /**
- * `telescope/otel` end to end: real telescope clients against real node:http servers on
+ * `telescope-http/otel` end to end: real telescope clients against real node:http servers on
  * 127.0.0.1, with the OpenTelemetry SDK registered globally (BasicTracerProvider with an
  * in-memory exporter, AsyncLocalStorageContextManager). Checks the span tree (call span, one
  * span per attempt, the caller's active span as parent), the `traceparent` each server

@@ -1,5 +1,5 @@
 /**
- * `telescope/prometheus` end to end: real telescope clients against real node:http servers on
+ * `telescope-http/prometheus` end to end: real telescope clients against real node:http servers on
  * 127.0.0.1, metrics read back from prom-client's text exposition (what Prometheus scrapes).
  * Checks names and types, values after successes, a retried call and a 503 failure, bounded
  * labels under 1,000 distinct ids, the breaker state gauge through open → half-open → closed,

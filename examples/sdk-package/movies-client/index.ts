@@ -3,7 +3,7 @@
  * hand. One package holds the service definition (the contract), the client defaults the
  * team stands behind (timeouts, retries), and errors typed in the service's own terms.
  *
- * In the published package the import below is `from 'telescope'`; this example imports the
+ * In the published package the import below is `from 'telescope-http'`; this example imports the
  * repository's sources so it runs without a build.
  */
 import { z } from 'zod';

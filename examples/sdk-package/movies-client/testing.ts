@@ -1,7 +1,7 @@
 /**
  * movies-client/testing: a fake of the movies service, shipped with the client so that
  * consumers test against the real contract instead of hand-written stubs. Built on
- * `telescope/testing`; in the published package the import is `from 'telescope/testing'`.
+ * `telescope-http/testing`; in the published package the import is `from 'telescope-http/testing'`.
  */
 import { httpError, type ServiceHandlers } from '../../../src/testing/index.js';
 import type { Movie, moviesService } from './index.js';

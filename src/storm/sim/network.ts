@@ -282,7 +282,7 @@ export class SimInstance {
     const answerLater = this.#cpuFreeAt > now;
     const serve = network.serve;
     if (serve !== undefined) {
-      // telescope/server's header parsing; as deadlineMiddleware: 504 without work when gone.
+      // telescope-http/server's header parsing; as deadlineMiddleware: 504 without work when gone.
       const budgetMs = parseBudgetHeader(exchange.headers?.[serve.headerName], serve.maxMs) ?? serve.defaultMs;
       if (budgetMs <= 0) {
         exchange.released = true;
