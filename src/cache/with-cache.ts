@@ -24,6 +24,7 @@ import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { CallOptions, Client, ClientEvents } from '../client/index.js';
 import type { Logger } from '../core/call.js';
+import { channels } from '../core/channels.js';
 import { type Clock, sleep, systemClock, type WheelEntry, wheelOf } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
 import { ErrorCode, HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
@@ -1132,7 +1133,7 @@ export function withCache<S extends ServiceDefinition>(client: Client<S>, option
     if (negative) counters.negativeHits++;
     if (outcome.fallback) counters.fallbacks++;
     const ageMs = status === 'service' ? 0 : Math.max(0, epochNow() - entry.storedAt);
-    if (cacheListeners.size > 0) {
+    if (cacheListeners.size > 0 || channels.clientEvent.hasSubscribers) {
       const event: CacheEvent = {
         service: service.name,
         endpoint: endpoint.name,
@@ -1144,7 +1145,10 @@ export function withCache<S extends ServiceDefinition>(client: Client<S>, option
         ageMs,
         error: outcome.error,
       };
-      notify(cacheListeners, event);
+      if (channels.clientEvent.hasSubscribers) {
+        channels.clientEvent.publish({ service: service.name, event: 'cache', payload: event });
+      }
+      if (cacheListeners.size > 0) notify(cacheListeners, event);
     }
     if (outcome.reject !== undefined) throw outcome.reject;
     if (entry.notFound !== undefined) {
