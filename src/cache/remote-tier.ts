@@ -158,12 +158,29 @@ export class RemoteTier {
     }
     const cache = this.cache;
     this.pendingCount++;
-    const write = this.call('set', key, undefined, (op) => cache.set(key, payload, hardTtlMs, op)).then(() => {
+    const set = () => this.call('set', key, undefined, (op) => cache.set(key, payload, hardTtlMs, op));
+    // Cold start: the write waits for the first connection (a failed one fails the set at once).
+    const coldStart = cache.connecting === true && typeof cache.connect === 'function';
+    const write: Promise<void> = (coldStart ? this.connected().then(set) : set()).then(() => {
       this.pendingCount--;
       if (this.pending.get(key) === write) this.pending.delete(key);
       done?.();
     });
     this.pending.set(key, write);
+  }
+
+  /** The tier's first connection, at most `cacheDefaults.coldStartWaitMs`; never rejects. */
+  private connected(): Promise<void> {
+    const clock = this.context.clock;
+    return new Promise<void>((resolve) => {
+      const timer = new Timer(resolve);
+      wheelOf(clock).schedule(timer, clock.now() + cacheDefaults.coldStartWaitMs);
+      const done = () => {
+        wheelOf(clock).cancel(timer);
+        resolve();
+      };
+      (this.cache.connect as () => Promise<void>).call(this.cache).then(done, done);
+    });
   }
 
   /** The write of `key` still on its way, if any (an invalidation waits for it). */

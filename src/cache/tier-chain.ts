@@ -12,7 +12,8 @@
  *           └─ unavailable, with a stale entry ─────────► serve it (stale-if-error)
  *
  * A flight whose remote read failed does not write back (the tier is sick, and the write
- * would only queue behind it).
+ * would only queue behind it), unless the tier was still opening its first connection (a cold
+ * start is not a failure: the write waits for the connection, up to its timeout).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { CallOptions } from '../client/index.js';
@@ -132,9 +133,12 @@ export class TierChain {
     let stale = localEntry !== undefined && localEntry.notFound === undefined ? localEntry : undefined;
     let readFailed = false;
     if (remote !== undefined) {
+      const coldStart = remote.cache.connecting === true;
       const read = await remote.read(key, deadline);
       if (read === FAILED) {
-        readFailed = true;
+        // A tier still opening its first connection is not sick: the write still goes (and waits
+        // for the connection). One whose first connection failed is.
+        readFailed = !(coldStart && remote.cache.connecting === true);
         // The remote tier is sick; a local entry still inside its own TTL is good enough.
         if (localEntry !== undefined && context.epochNow() < localEntry.freshUntil) {
           return { entry: localEntry, status: 'local', waited: false };

@@ -89,6 +89,8 @@ export const cacheDefaults = {
   remoteTimeoutMs: DEFAULT_REMOTE_TIMEOUT_MS,
   /** Remote writes in flight at once; more are dropped (and counted). */
   maxPendingWrites: 1000,
+  /** Longest a write waits for a remote tier's first connection (cold start). */
+  coldStartWaitMs: 5000,
 } as const;
 
 /**
