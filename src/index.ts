@@ -39,6 +39,7 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
   type Clock,
   compose,
   Deadline,

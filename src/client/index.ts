@@ -29,6 +29,7 @@ import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { currentDeadline, deadline } from '../deadline/index.js';
+import { ambientDeadline } from '../deadline/storage.js';
 import type { Discovery } from '../discovery/index.js';
 import { type FallbackEvent, fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
@@ -528,14 +529,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
             invalidOption('call timeoutMs', 'a positive finite number', callTimeoutMs);
           }
         }
-        if (callOptions.signal?.aborted) {
-          throw new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller before it started', {
+      }
+      // The ambient deadline (server middleware, withDeadline) is looked up once per call; its
+      // cancellation (the inbound request was abandoned) cancels the call like the caller's signal.
+      const ambient = ambientDeadline();
+      const inherited = callOptions?.deadline ?? ambient;
+      const cancellation = inherited?.cancellation ?? ambient?.cancellation;
+      let callerSignal = callOptions?.signal;
+      let unlink: (() => void) | undefined;
+      if (cancellation !== undefined) {
+        const inbound = cancellation.signal;
+        if (callerSignal === undefined || callerSignal === inbound) callerSignal = inbound;
+        else [callerSignal, unlink] = linkSignals(callerSignal, inbound);
+      }
+      if (callerSignal?.aborted) {
+        unlink?.();
+        const own = callOptions?.signal?.aborted === true;
+        throw new TelescopeError(
+          ErrorCode.ABORTED,
+          own
+            ? 'call aborted by the caller before it started'
+            : 'call not started: its caller went away (the inbound request was abandoned)',
+          {
             service: service.name,
             endpoint: name,
             requestSent: false,
-            cause: callOptions.signal.reason,
-          });
-        }
+            cause: own ? callOptions?.signal?.reason : callerSignal.reason,
+          },
+        );
       }
       const context = new CallContext({
         service: service.name,
@@ -543,8 +564,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         idempotent,
         clock,
         timeoutMs: callTimeoutMs,
-        callerSignal: callOptions?.signal,
-        deadline: callOptions?.deadline,
+        callerSignal,
+        deadline: inherited,
         route: callOptions?.route,
         logger,
       });
@@ -558,7 +579,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         headers: Object.assign({}, headers),
         body: body === undefined ? undefined : serializeBody(body),
       };
-      const pending = stack(request, context).then(decode);
+      let pending = stack(request, context).then(decode);
+      if (unlink !== undefined) pending = settleThen(pending, unlink);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
   }
@@ -608,6 +630,48 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       });
     });
   }
+}
+
+/**
+ * One signal that aborts when either does (not AbortSignal.any: on Node 20 it keeps every
+ * combined signal attached to its sources). Returns the signal and the function that detaches
+ * it, called when the call settles. Only for a call with its own signal under a cancellable
+ * inbound request.
+ */
+function linkSignals(first: AbortSignal, second: AbortSignal): [AbortSignal, () => void] {
+  const controller = new AbortController();
+  const unlink = () => {
+    first.removeEventListener('abort', onFirst);
+    second.removeEventListener('abort', onSecond);
+  };
+  const onFirst = () => {
+    unlink();
+    controller.abort(first.reason);
+  };
+  const onSecond = () => {
+    unlink();
+    controller.abort(second.reason);
+  };
+  if (first.aborted) controller.abort(first.reason);
+  else if (second.aborted) controller.abort(second.reason);
+  else {
+    first.addEventListener('abort', onFirst, { once: true });
+    second.addEventListener('abort', onSecond, { once: true });
+  }
+  return [controller.signal, unlink];
+}
+
+function settleThen<T>(pending: Promise<T>, after: () => void): Promise<T> {
+  return pending.then(
+    (value) => {
+      after();
+      return value;
+    },
+    (error: unknown) => {
+      after();
+      throw error;
+    },
+  );
 }
 
 function describeArgs(hasParams: boolean, hasBody: boolean): string {
