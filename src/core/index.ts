@@ -13,11 +13,13 @@ export { type Clock, sleep, systemClock, type TimerHandle, TimerWheel, type Whee
 export { type Cancellation, Deadline } from './deadline.js';
 export {
   BODY_EXCERPT_BYTES,
+  ClassifiedFailureError,
   ErrorCode,
   formatIssues,
   HttpStatusError,
   invalidOption,
   isTelescopeError,
+  type ResponseClass,
   TelescopeError,
   type TelescopeErrorOptions,
   ValidationError,
