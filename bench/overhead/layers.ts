@@ -7,7 +7,12 @@
  */
 import { parseArgs } from 'node:util';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
-import { movies, moviesWithoutResponseSchema } from './movie-service.js';
+import {
+  movies,
+  moviesClassified,
+  moviesWithAnOverriddenEndpoint,
+  moviesWithoutResponseSchema,
+} from './movie-service.js';
 import { movieJson } from './shared.js';
 
 const { values } = parseArgs({
@@ -25,7 +30,8 @@ const plain = moviesWithoutResponseSchema;
 const withSchema = movies;
 
 const base: ClientOptions = { instances: ['http://127.0.0.1:1'], timeoutMs: 1000, transport: instant };
-const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]> = [
+type Movies = typeof plain | typeof withSchema | typeof moviesWithAnOverriddenEndpoint | typeof moviesClassified;
+const variants: Array<[string, Movies, ClientOptions]> = [
   ['all layers', plain, base],
   [
     'all layers, 3 instances',
@@ -33,6 +39,8 @@ const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]>
     { ...base, instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'] },
   ],
   ['+ zod response schema', withSchema, base],
+  ['another endpoint has its own policy', moviesWithAnOverriddenEndpoint, base],
+  ['own policy: retry.statuses + classify', moviesClassified, base],
   ['- breaker', plain, { ...base, breaker: false }],
   ['- bulkhead', plain, { ...base, bulkhead: false }],
   ['- retry', plain, { ...base, retry: false }],
@@ -41,7 +49,7 @@ const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]>
   ['no optional layer', plain, { ...base, breaker: false, bulkhead: false, retry: false, metrics: false }],
 ];
 
-async function measure(service: typeof plain, options: ClientOptions): Promise<number> {
+async function measure(service: Movies, options: ClientOptions): Promise<number> {
   const client = createClient(service, options);
   const inFlight = 64;
   const run = async (count: number) => {

@@ -445,7 +445,14 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   }
   // telescope does not decompress: ask for the identity encoding (a missing Accept-Encoding
   // means "anything" to a server), unless the caller set one.
-  const baseHeaders = { 'accept-encoding': 'identity', ...lowerCaseHeaders(options.headers ?? {}, 'headers') };
+  const baseHeaders: Record<string, string> = {
+    'accept-encoding': 'identity',
+    ...lowerCaseHeaders(options.headers ?? {}, 'headers'),
+  };
+  // The attempt layer writes each attempt's number; with the header already in every call's
+  // copy, that write replaces a value instead of adding a property (cheaper on V8).
+  const attemptHeader = options.attemptHeader ?? attemptDefaults.attemptHeader;
+  if (attemptHeader !== false) baseHeaders[attemptHeader] = '1';
   let closed = false;
 
   const client: Record<string, unknown> = {
