@@ -29,6 +29,12 @@ export {
 } from './breaker/index.js';
 export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
 export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
+export {
   type CallOptions,
   type Client,
   type ClientEvents,
@@ -41,6 +47,8 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -52,6 +60,7 @@ export {
   type Layer,
   type Logger,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -79,6 +88,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -94,6 +106,7 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
   type ResponseOf,
