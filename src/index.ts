@@ -22,6 +22,8 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
@@ -97,6 +99,7 @@ export {
   type ResponseOf,
   type ServiceDefinition,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
   type Transport,

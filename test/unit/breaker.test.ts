@@ -8,10 +8,18 @@ import {
   type BreakerOptions,
   breaker,
   breakerOutcome,
+  type CircuitCause,
   type CircuitState,
   countsForBreaker,
 } from '../../src/breaker/index.js';
-import { CallContext, ErrorCode, HttpStatusError, type IncomingResponse, TelescopeError } from '../../src/index.js';
+import {
+  CallContext,
+  ErrorCode,
+  HttpStatusError,
+  type IncomingResponse,
+  TelescopeError,
+  type ThrottleOptions,
+} from '../../src/index.js';
 import { type ManualClock, manualClock } from '../helpers/clock.js';
 
 const ok: IncomingResponse = { status: 200, headers: {}, body: 'ok', instance: 'http://a:1' };
@@ -23,12 +31,40 @@ type Outcome = 'ok' | Error | (() => Promise<IncomingResponse>);
 /** Every breaker made by a test, shut down after it. */
 const made: Array<{ shutdown(): void }> = [];
 
-/** A breaker over an inner call whose next outcome is set by the test (default: success). */
-function setup(options: BreakerOptions = {}, clock: ManualClock = manualClock(0)) {
+/**
+ * A breaker over an inner call whose next outcome is set by the test (default: success). By
+ * default it has opossum's recovery (one probe after a fixed resetTimeoutMs, no ramp, no
+ * jitter: random() is 0), so each test sets the recovery features it is about.
+ */
+function setup(
+  options: BreakerOptions = {},
+  clock: ManualClock = manualClock(0),
+  extra: { random?: () => number; throttle?: ThrottleOptions } = {},
+) {
   const states: Array<{ endpoint: string; state: CircuitState }> = [];
+  const causes: CircuitCause[] = [];
+  const resetTimeoutMs = options.resetTimeoutMs ?? 5000;
   const layer = breaker(
-    { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10_000, ...options },
-    { clock, service: 'movies', onState: (endpoint, state) => states.push({ endpoint, state }) },
+    {
+      volumeThreshold: 20,
+      errorThresholdPercentage: 50,
+      resetTimeoutMs,
+      minResetTimeoutMs: resetTimeoutMs,
+      halfOpenProbes: 1,
+      rampMs: 0,
+      rollingWindowMs: 10_000,
+      ...options,
+    },
+    {
+      clock,
+      service: 'movies',
+      random: extra.random ?? (() => 0),
+      throttle: extra.throttle,
+      onState: (endpoint, state, cause) => {
+        states.push({ endpoint, state });
+        causes.push(cause);
+      },
+    },
   );
   made.push(layer);
   const inner = { calls: 0, next: 'ok' as Outcome };
@@ -47,7 +83,7 @@ function setup(options: BreakerOptions = {}, clock: ManualClock = manualClock(0)
       (error: unknown) => error as Error,
     );
   };
-  return { layer, states, inner, run, clock };
+  return { layer, states, causes, inner, run, clock };
 }
 
 /** Runs a pattern of outcomes ('S' success, 'F' 503) in order; returns the 1-based call after which the circuit opened. */
@@ -262,27 +298,18 @@ describe('breaker: half-open and closing', () => {
     expect(harness.layer.state('getMovie')).toBe('closed');
   });
 
-  it('closing does not clear the window: while the failures that opened it are in it, one failure reopens it', async () => {
-    // Defaults have resetTimeoutMs (5 s) < rollingWindowMs (10 s): the probe meets the old failures.
+  it('closing clears the window: the failures that opened it do not reopen it (resilience4j, not opossum)', async () => {
+    // resetTimeoutMs (5 s) < rollingWindowMs (10 s): the old failures would still be in the window.
     const harness = await opened({ rollingWindowMs: 10_000 });
     harness.clock.advance(5000);
     expect(await harness.run('ok')).toBe('ok');
     expect(harness.layer.state('getMovie')).toBe('closed');
-    await harness.run(unavailable());
-    expect(harness.layer.state('getMovie')).toBe('open');
-    expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open', 'closed', 'open']);
-  });
-
-  it('once the old failures left the window, volumeThreshold calls are needed to open it again', async () => {
-    const harness = await opened({ rollingWindowMs: 1000 });
-    // The reset timeout (5 s) is longer than the window (1 s): the failures that opened it are gone.
-    harness.clock.advance(5000);
-    expect(await harness.run('ok')).toBe('ok');
-    // The probe is in the window: four failures make five calls, 80% failed.
-    for (let call = 0; call < 3; call++) await harness.run(unavailable());
+    // volumeThreshold (5) fresh calls are needed again: four failures are not enough.
+    for (let call = 0; call < 4; call++) await harness.run(unavailable());
     expect(harness.layer.state('getMovie')).toBe('closed');
     await harness.run(unavailable());
     expect(harness.layer.state('getMovie')).toBe('open');
+    expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open', 'closed', 'open']);
   });
 });
 
@@ -362,9 +389,9 @@ describe('breaker: reporting and lifecycle', () => {
       harness.clock.advance(100);
       await harness.run('ok');
       expect(seen).toEqual([
-        { service: 'movies', endpoint: 'getMovie', state: 'open' },
-        { service: 'movies', endpoint: 'getMovie', state: 'half-open' },
-        { service: 'movies', endpoint: 'getMovie', state: 'closed' },
+        { service: 'movies', endpoint: 'getMovie', state: 'open', cause: 'failures' },
+        { service: 'movies', endpoint: 'getMovie', state: 'half-open', cause: 'probe-due' },
+        { service: 'movies', endpoint: 'getMovie', state: 'closed', cause: 'probes-passed' },
       ]);
       harness.layer.shutdown();
     } finally {
