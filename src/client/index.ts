@@ -115,7 +115,8 @@ export interface ClientOptions {
    * Client-side adaptive throttling per endpoint (Google SRE book): calls are rejected locally
    * with `THROTTLED` with probability max(0, (requests − k·accepts) / (requests + 1)) over the
    * window, so a dependency that accepts too little gets a trickle, not the full load. `false`
-   * for none. See docs/breakers-and-throttling.md. @default { k: 2, windowMs: 120000, minRequests: 20 }
+   * for none. See docs/breakers-and-throttling.md.
+   * @default { k: 2, windowMs: 120000, minRequests: 20 } (false when `breaker` is false)
    */
   throttle?: ThrottleOptions | false;
   /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
@@ -330,7 +331,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
   const statsFor = (endpoint: string) => endpointStats.get(endpoint);
-  const throttleOptions = options.throttle ?? {};
+  // Without a breaker (`breaker: false`: every call goes out), the throttle is off unless asked for.
+  const throttleOptions = options.throttle ?? (options.breaker === false ? false : {});
   const breakerLayer =
     options.breaker === false && throttleOptions === false
       ? undefined
