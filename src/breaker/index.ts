@@ -7,7 +7,9 @@
  * small to try. Instance-level failures are the balancer's job (outlier ejection).
  *
  * Opening keeps opossum's semantics and option meanings (rolling window, the checks run at each
- * failure, the rate must exceed the threshold), plus resilience4j's slow calls. Recovery is
+ * failure, the rate must exceed the threshold), plus resilience4j's slow calls and Finagle's
+ * consecutive failures (a window that held a healthy stretch needs half its length to see an
+ * outage; `consecutiveFailures` failed calls in a row see it at once). Recovery is
  * built to be fast without hammering a sick dependency: an open circuit waits a jittered,
  * exponentially growing time (`minResetTimeoutMs` doubling up to `resetTimeoutMs`), then lets
  * one probe through; once it passes, `halfOpenProbes − 1` more may go together, and all must
@@ -33,6 +35,12 @@ export interface BreakerOptions {
   volumeThreshold?: number;
   /** Failed share of calls in the window that opens the circuit (more than this). @default 50 */
   errorThresholdPercentage?: number;
+  /**
+   * Failed calls in a row that open the circuit whatever the window holds (Finagle's failure
+   * accrual): a dependency that went down after a healthy stretch is cut off after this many
+   * calls, not after half the window. 0 to rely on the window alone. @default 20
+   */
+  consecutiveFailures?: number;
   /**
    * Longest wait of an open circuit before it lets a probe through: the waits start at
    * `minResetTimeoutMs`, double while probes keep failing, and stop growing here (each one
@@ -67,6 +75,7 @@ export interface BreakerOptions {
 export const breakerDefaults = {
   volumeThreshold: 20,
   errorThresholdPercentage: 50,
+  consecutiveFailures: 20,
   resetTimeoutMs: 1000,
   minResetTimeoutMs: 250,
   halfOpenProbes: 3,
@@ -173,6 +182,7 @@ interface CircuitSettings {
   trips: boolean;
   volumeThreshold: number;
   errorThresholdPercentage: number;
+  consecutiveFailures: number;
   resetTimeoutMs: number;
   minResetTimeoutMs: number;
   halfOpenProbes: number;
@@ -203,6 +213,8 @@ class EndpointCircuit implements CircuitControl {
   private successTotal = 0;
   private failureTotal = 0;
   private slowTotal = 0;
+  /** Failed calls since the last successful one. */
+  private failedInARow = 0;
   /** Openings since the circuit last closed: the exponent of the probe backoff. */
   private openings = 0;
   private resetTimer: TimerHandle | undefined;
@@ -305,6 +317,7 @@ class EndpointCircuit implements CircuitControl {
   private probe(next: Call, request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> {
     const { clock, slowCallMs } = this.settings;
     this.probesStarted++;
+    context.probe = true;
     const episode = this.episode;
     const startedAt = clock.now();
     const slow = () => slowCallMs !== undefined && clock.now() - startedAt > slowCallMs;
@@ -362,17 +375,25 @@ class EndpointCircuit implements CircuitControl {
     if (outcome === 'success') {
       (this.successes[this.bucket] as number)++;
       this.successTotal++;
+      this.failedInARow = 0;
     } else {
       (this.failures[this.bucket] as number)++;
       this.failureTotal++;
+      this.failedInARow++;
     }
     if (slow) {
       (this.slowCalls[this.bucket] as number)++;
       this.slowTotal++;
     }
     if (outcome === 'success' && !slow) return;
+    if (!this.settings.trips) return;
+    const { consecutiveFailures } = this.settings;
+    if (consecutiveFailures > 0 && this.failedInARow >= consecutiveFailures) {
+      this.open('failures');
+      return;
+    }
     const calls = this.successTotal + this.failureTotal;
-    if (!this.settings.trips || calls < this.settings.volumeThreshold) return;
+    if (calls < this.settings.volumeThreshold) return;
     if ((this.failureTotal / calls) * 100 > this.settings.errorThresholdPercentage) this.open('failures');
     else if (
       this.settings.slowCallMs !== undefined &&
@@ -383,6 +404,7 @@ class EndpointCircuit implements CircuitControl {
   }
 
   private clearWindow(): void {
+    this.failedInARow = 0;
     this.successes.fill(0);
     this.failures.fill(0);
     this.slowCalls.fill(0);
@@ -489,6 +511,7 @@ function breakerSettings(options: BreakerOptions) {
   if (typeof options !== 'object' || options === null) invalidOption('breaker', 'an object or false', options);
   const volumeThreshold = options.volumeThreshold ?? breakerDefaults.volumeThreshold;
   const errorThresholdPercentage = options.errorThresholdPercentage ?? breakerDefaults.errorThresholdPercentage;
+  const consecutiveFailures = options.consecutiveFailures ?? breakerDefaults.consecutiveFailures;
   const resetTimeoutMs = options.resetTimeoutMs ?? breakerDefaults.resetTimeoutMs;
   const minResetTimeoutMs = options.minResetTimeoutMs ?? Math.min(breakerDefaults.minResetTimeoutMs, resetTimeoutMs);
   const halfOpenProbes = options.halfOpenProbes ?? breakerDefaults.halfOpenProbes;
@@ -501,6 +524,9 @@ function breakerSettings(options: BreakerOptions) {
   }
   if (!(errorThresholdPercentage > 0 && errorThresholdPercentage <= 100)) {
     invalidOption('breaker.errorThresholdPercentage', 'a number in (0, 100]', errorThresholdPercentage);
+  }
+  if (!(Number.isInteger(consecutiveFailures) && consecutiveFailures >= 0)) {
+    invalidOption('breaker.consecutiveFailures', 'an integer ≥ 0 (0: the window alone)', consecutiveFailures);
   }
   if (!(typeof resetTimeoutMs === 'number' && Number.isFinite(resetTimeoutMs) && resetTimeoutMs > 0)) {
     invalidOption('breaker.resetTimeoutMs', 'a positive finite number', resetTimeoutMs);
@@ -530,6 +556,7 @@ function breakerSettings(options: BreakerOptions) {
   return {
     volumeThreshold,
     errorThresholdPercentage,
+    consecutiveFailures,
     resetTimeoutMs,
     minResetTimeoutMs,
     halfOpenProbes,

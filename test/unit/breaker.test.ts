@@ -33,8 +33,8 @@ const made: Array<{ shutdown(): void }> = [];
 
 /**
  * A breaker over an inner call whose next outcome is set by the test (default: success). By
- * default it has opossum's recovery (one probe after a fixed resetTimeoutMs, no ramp, no
- * jitter: random() is 0), so each test sets the recovery features it is about.
+ * default it is opossum's (the window alone opens it; one probe after a fixed resetTimeoutMs,
+ * no ramp, no jitter: random() is 0), so each test sets the newer features it is about.
  */
 function setup(
   options: BreakerOptions = {},
@@ -48,6 +48,7 @@ function setup(
     {
       volumeThreshold: 20,
       errorThresholdPercentage: 50,
+      consecutiveFailures: 0,
       resetTimeoutMs,
       minResetTimeoutMs: resetTimeoutMs,
       halfOpenProbes: 1,
