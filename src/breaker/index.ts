@@ -109,6 +109,8 @@ export interface CircuitControl {
   state(): CircuitState;
   /** `open` or `closed` while an operator holds the circuit there, else `undefined`. */
   forced(): 'open' | 'closed' | undefined;
+  /** The endpoint's throttle: the probability that a call made now is rejected (0 without a throttle). */
+  throttleProbability(): number;
   /** Holds the circuit open: every call fails fast with `CIRCUIT_OPEN`, no probes, until `reset()` or `forceClosed()`. */
   forceOpen(): void;
   /** Holds the circuit closed: every call goes through, nothing is counted or throttled, until `reset()` or `forceOpen()`. */
@@ -250,6 +252,10 @@ class EndpointCircuit implements CircuitControl {
 
   forced(): 'open' | 'closed' | undefined {
     return this.held;
+  }
+
+  throttleProbability(): number {
+    return this.throttle === undefined ? 0 : this.throttle.rejectProbability(this.settings.clock.now());
   }
 
   /** Runs one call through the circuit (and its throttle). */

@@ -106,7 +106,7 @@ export class Throttle {
   /** The probability that a request made now is rejected (without counting one). */
   rejectProbability(now: number): number {
     this.advance(now);
-    return this.probability();
+    return Math.max(0, this.probability());
   }
 
   /**
