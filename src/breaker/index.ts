@@ -291,7 +291,6 @@ class EndpointCircuit implements CircuitControl {
         const cap =
           this.settings.halfOpenProbes * 2 ** ((rampDoublings * (startedAt - this.rampStart)) / this.settings.rampMs);
         if (this.rampInFlight >= cap) {
-          this.throttle?.forget();
           return Promise.reject(this.failFast(context, ErrorCode.CIRCUIT_OPEN, 'ramping up after recovery'));
         }
         this.rampInFlight++;
@@ -374,7 +373,7 @@ class EndpointCircuit implements CircuitControl {
   private record(outcome: Outcome, slow: boolean): void {
     if (this.throttle !== undefined) {
       if (outcome === 'success') this.throttle.accepted();
-      else if (outcome === 'neutral') this.throttle.forget();
+      else if (outcome === 'failure') this.throttle.refused();
     }
     // A call admitted before the circuit opened (or was forced) says nothing about its state now.
     if (this.current !== 'closed' || this.held !== undefined || outcome === 'neutral') return;

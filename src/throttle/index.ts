@@ -9,12 +9,15 @@
  * accepts less gets about k times what it accepted, so it keeps receiving a trickle of real
  * traffic (and its recovery is seen) while the excess never leaves the process.
  *
- * Counting: a request is counted when it is admitted or rejected (rejected ones count too, as
- * in the book, so a dependency that accepts nothing is sent less and less). An accept is an
- * answer from the dependency that is not a failure signal: a 2xx, or a 4xx other than 429 (the
- * breaker's `success`). 5xx, 429, timeouts and connection failures are requests without an
- * accept. A call that taught nothing about the dependency (aborted by the caller, shed by the
- * bulkhead, too little budget to try, client closed) is taken back out of the count.
+ * Counting: a request is counted when it ends, not when it starts, so that calls still in
+ * flight never look like requests without an accept (a burst of 1,000 calls to a fresh client
+ * must not throttle itself): a rejected request counts at once (rejected ones count too, as in
+ * the book, so a dependency that accepts nothing is sent less and less), a sent one when its
+ * outcome is known. An accept is an answer from the dependency that is not a failure signal: a
+ * 2xx, or a 4xx other than 429 (the breaker's `success`). 5xx, 429, timeouts and connection
+ * failures are requests without an accept. A call that taught nothing about the dependency
+ * (aborted by the caller, shed by the bulkhead, too little budget to try, client closed) is not
+ * counted at all.
  *
  * The window is a ring of buckets on the client's clock, advanced lazily by the calls
  * themselves: a check is a clock read and a few arithmetic operations, no allocation, no timer.
@@ -110,31 +113,30 @@ export class Throttle {
   }
 
   /**
-   * Counts a request and says whether to send it: `random` is drawn only when the rejection
-   * probability is above 0, so a healthy dependency costs no random number.
+   * Whether to send a request now; a rejected one is counted at once. `random` is drawn only
+   * when the rejection probability is above 0, so a healthy dependency costs no random number.
    */
   admit(now: number, random: () => number): boolean {
     this.advance(now);
     const p = this.probability();
+    if (p <= 0 || random() >= p) return true;
     (this.requests[this.bucket] as number)++;
     this.requestTotal++;
-    return p <= 0 || random() >= p;
+    return false;
   }
 
-  /** The dependency accepted a request (counted in the current bucket). */
+  /** A request sent ended with an accept (counted in the current bucket). */
   accepted(): void {
+    (this.requests[this.bucket] as number)++;
     (this.accepts[this.bucket] as number)++;
+    this.requestTotal++;
     this.acceptTotal++;
   }
 
-  /**
-   * Takes back a request that taught nothing (aborted, shed, no budget). From the current
-   * bucket: a request counted in an earlier one stays counted there until it leaves the window.
-   */
-  forget(): void {
-    if ((this.requests[this.bucket] as number) === 0) return;
-    (this.requests[this.bucket] as number)--;
-    this.requestTotal--;
+  /** A request sent ended without an accept: 5xx, 429, a timeout, a connection failure. */
+  refused(): void {
+    (this.requests[this.bucket] as number)++;
+    this.requestTotal++;
   }
 
   /** Empties the window. */

@@ -11,11 +11,12 @@ const make = (options: Parameters<typeof throttleSettings>[0] = {}) => new Throt
 const never = () => 0.999_999;
 const always = () => 0;
 
-/** Counts `requests` requests at `now`, the first `accepts` of them accepted. */
+/** Sends `requests` requests at `now`, the first `accepts` of them accepted, the rest refused. */
 function play(throttle: Throttle, now: number, requests: number, accepts: number): void {
   for (let index = 0; index < requests; index++) {
     expect(throttle.admit(now, never)).toBe(true);
     if (index < accepts) throttle.accepted();
+    else throttle.refused();
   }
 }
 
@@ -66,6 +67,8 @@ describe('throttle: the rejection probability', () => {
         if (accepted < 20) {
           accepted++;
           throttle.accepted();
+        } else {
+          throttle.refused();
         }
       }
       sentPerSecond.push(sent);
@@ -88,7 +91,11 @@ describe('throttle: the rejection probability', () => {
     const sentPerSecond: number[] = [];
     for (let second = 0; second < 60; second++) {
       let sent = 0;
-      for (let call = 0; call < 200; call++) if (throttle.admit(second * 1000 + call * 5, random)) sent++;
+      for (let call = 0; call < 200; call++) {
+        if (!throttle.admit(second * 1000 + call * 5, random)) continue;
+        sent++;
+        throttle.refused();
+      }
       sentPerSecond.push(sent);
     }
     // The probability is requests / (requests + 1): about one request per (1 / elapsed) seconds gets through.
@@ -101,10 +108,19 @@ describe('throttle: the rejection probability', () => {
     const throttle = make({ minRequests: 20 });
     play(throttle, 0, 19, 0);
     expect(throttle.rejectProbability(0)).toBe(0);
-    // The 20th request is counted before the probability of the 21st is computed.
-    expect(throttle.admit(0, never)).toBe(true);
+    play(throttle, 0, 1, 0);
     expect(throttle.rejectProbability(0)).toBeCloseTo(20 / 21, 12);
+    // A rejected request counts as a request at once.
     expect(throttle.admit(0, always)).toBe(false);
+    expect(throttle.requestCount).toBe(21);
+  });
+
+  it('counts a request when it ends: 1,000 calls in flight at once to a fresh client are not throttled', () => {
+    const throttle = make();
+    for (let call = 0; call < 1000; call++) expect(throttle.admit(0, always)).toBe(true);
+    expect(throttle.requestCount).toBe(0);
+    for (let call = 0; call < 1000; call++) throttle.accepted();
+    expect(throttle.rejectProbability(0)).toBe(0);
   });
 
   it('draws no random number while the probability is 0', () => {
@@ -134,17 +150,13 @@ describe('throttle: the rejection probability', () => {
     expect(throttle.rejectProbability(1e12)).toBe(0);
   });
 
-  it('forget() takes back a request that taught nothing; reset() empties the window', () => {
+  it('reset() empties the window', () => {
     const throttle = make({ minRequests: 0 });
-    play(throttle, 0, 10, 0);
-    throttle.forget();
-    expect(throttle.requestCount).toBe(9);
+    play(throttle, 0, 10, 3);
     throttle.reset();
     expect(throttle.requestCount).toBe(0);
     expect(throttle.acceptCount).toBe(0);
-    // Never below zero.
-    throttle.forget();
-    expect(throttle.requestCount).toBe(0);
+    expect(throttle.rejectProbability(0)).toBe(0);
   });
 });
 
