@@ -225,7 +225,7 @@ describe('operators: client.circuit(endpoint)', () => {
 describe('throttle through createClient', () => {
   it('an overloaded dependency (80% 503) is sent a fraction of the load, the rest THROTTLED locally; healthy load never is', async () => {
     let served = 0;
-    const server = await startServer((request, response) => {
+    const server = await startServer((_request, response) => {
       // Takes one request in five, answers the rest 503 (overloaded).
       if (served++ % 5 === 0) sendJson(response, 200, { id: 1, title: 'Heat' });
       else {
@@ -259,7 +259,7 @@ describe('throttle through createClient', () => {
       await client.close();
     }
     // Healthy: 2,000 calls, 200 at a time, none throttled.
-    const healthy = await startServer((request, response) => sendJson(response, 200, { id: 1, title: 'Heat' }));
+    const healthy = await startServer((_request, response) => sendJson(response, 200, { id: 1, title: 'Heat' }));
     const defaults = createClient(movies, { instances: [healthy.url], bulkhead: false });
     try {
       for (let round = 0; round < 10; round++) {
