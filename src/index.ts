@@ -24,6 +24,8 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
@@ -112,6 +114,7 @@ export {
   type ResponseOf,
   type ServiceDefinition,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
   type Transport,

@@ -13,7 +13,14 @@ import {
   type OutlierOptions,
   parseInstances,
 } from '../balance/index.js';
-import { type BreakerLayer, type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
+import {
+  type BreakerLayer,
+  type BreakerOptions,
+  breaker,
+  type CircuitCause,
+  type CircuitControl,
+  type CircuitState,
+} from '../breaker/index.js';
 import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
 import {
   type Call,
@@ -44,6 +51,7 @@ import {
   serializeBody,
   validate,
 } from '../service/index.js';
+import type { ThrottleOptions } from '../throttle/index.js';
 import { type AttemptTransport, transport, transportDefaults } from '../transport/index.js';
 import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
 
@@ -103,8 +111,20 @@ export interface ClientOptions {
   headers?: Record<string, string>;
   /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */
   logger?: Logger;
-  /** Circuit breaker per endpoint (opossum's semantics, on the client's clock); `false` for none. @default { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10000 } */
+  /**
+   * Circuit breaker per endpoint (opossum's opening semantics, resilience4j's slow calls and
+   * half-open probes, on the client's clock); `false` for none. See docs/breakers-and-throttling.md.
+   * @default { volumeThreshold: 20, errorThresholdPercentage: 50, minResetTimeoutMs: 250, resetTimeoutMs: 1000, halfOpenProbes: 3, rampMs: 1000, rollingWindowMs: 10000 }
+   */
   breaker?: BreakerOptions | false;
+  /**
+   * Client-side adaptive throttling per endpoint (Google SRE book): calls are rejected locally
+   * with `THROTTLED` with probability max(0, (requests − k·accepts) / (requests + 1)) over the
+   * window, so a dependency that accepts too little gets a trickle, not the full load. `false`
+   * for none. See docs/breakers-and-throttling.md.
+   * @default { k: 2, windowMs: 120000, minRequests: 20 } (false when `breaker` is false)
+   */
+  throttle?: ThrottleOptions | false;
   /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
   bulkhead?: BulkheadOptions | false;
   /** Keep per-endpoint counters and latency for `stats()`. @default true */
@@ -159,6 +179,12 @@ export type Client<S extends ServiceDefinition> = {
   retryTokens(): number;
   /** A snapshot of counters, latency, breaker states and instances, per endpoint. */
   stats(): ClientStats;
+  /**
+   * The circuit of one endpoint, for operators: `state()`, `forceOpen()`, `forceClosed()`,
+   * `reset()`; each change is a `breaker` event. Throws `INVALID_OPTION` for an unknown
+   * endpoint or a client made with `breaker: false`.
+   */
+  circuit(endpoint: keyof S['endpoints'] & string): CircuitControl;
 };
 
 /** Events of a client, by name. */
@@ -175,8 +201,8 @@ export interface ClientEvents {
   return: Extract<InstanceEvent, { type: 'return' }> & { service: string };
   /** Discovery delivered a new instance set. */
   instances: { service: string; instances: string[]; removed: string[] };
-  /** An endpoint's circuit changed state. */
-  breaker: { service: string; endpoint: string; state: CircuitState };
+  /** An endpoint's circuit changed state, and why (thresholds, probes, or an operator). */
+  breaker: { service: string; endpoint: string; state: CircuitState; cause: CircuitCause };
   /** A fallback answered a failed call (or itself failed: `failed: true`). */
   fallback: FallbackEvent;
   /** The bulkhead shed a call: full, or no slot within the call's deadline. */
@@ -323,19 +349,26 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
   const statsFor = (endpoint: string) => endpointStats.get(endpoint);
+  // Without a breaker (`breaker: false`: every call goes out), the throttle is off unless asked for.
+  const throttleOptions = options.throttle ?? (options.breaker === false ? false : {});
   const breakerEnvironment = {
     clock,
     service: service.name,
-    onState: (endpoint: string, state: CircuitState) => {
+    random: options.random,
+    throttle: throttleOptions,
+    onState: (endpoint: string, state: CircuitState, cause: CircuitCause) => {
       const stats = endpointStats.get(endpoint);
       if (stats !== undefined) stats.breaker = state;
-      emit('breaker', { service: service.name, endpoint, state });
+      emit('breaker', { service: service.name, endpoint, state, cause });
     },
   };
-  const breakerLayer = options.breaker === false ? undefined : breaker(options.breaker ?? {}, breakerEnvironment);
-  if (breakerLayer !== undefined) for (const stats of endpointStats.values()) stats.breaker = 'closed';
-  /** Breakers of endpoints with their own breaker options (shut down with the client's). */
-  const endpointBreakers: BreakerLayer[] = [];
+  const breakerLayer =
+    options.breaker === false && throttleOptions === false
+      ? undefined
+      : breaker(options.breaker ?? {}, breakerEnvironment);
+  if (options.breaker !== false) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+  /** Breakers of endpoints with their own breaker options, by endpoint (shut down with the client's). */
+  const endpointBreakers = new Map<string, BreakerLayer>();
   const bulkheadLayer =
     options.bulkhead === false
       ? undefined
@@ -431,7 +464,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         if (resolved.breaker === false) ownBreaker = undefined;
         else if (resolved.breaker !== undefined) {
           const layer = breaker({ ...(options.breaker || {}), ...resolved.breaker }, breakerEnvironment);
-          endpointBreakers.push(layer);
+          endpointBreakers.set(name, layer);
           ownBreaker = layer.layer;
         }
         const stats = endpointStats.get(name);
@@ -462,7 +495,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     async close() {
       closed = true;
       breakerLayer?.shutdown();
-      for (const endpointBreaker of endpointBreakers) endpointBreaker.shutdown();
+      for (const endpointBreaker of endpointBreakers.values()) endpointBreaker.shutdown();
       stopDiscovery?.();
       for (const onClose of waitingForInstances) onClose();
       await wire.close();
@@ -480,6 +513,22 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       };
     },
     retryTokens: () => (retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens()),
+    circuit(endpoint: string): CircuitControl {
+      if (!Object.hasOwn(service.endpoints, endpoint)) {
+        invalidOption('circuit() endpoint', `one of ${Object.keys(service.endpoints).join(', ')}`, endpoint);
+      }
+      // An endpoint with breaker options of its own has its own circuit.
+      const own = endpointBreakers.get(endpoint);
+      if (own !== undefined) return own.control(endpoint);
+      if (
+        breakerLayer === undefined ||
+        options.breaker === false ||
+        endpointStats.get(endpoint)?.breaker === 'disabled'
+      ) {
+        invalidOption(`circuit('${endpoint}')`, 'called on an endpoint with a breaker (not breaker: false)', endpoint);
+      }
+      return breakerLayer.control(endpoint);
+    },
     stats: (): ClientStats => ({
       service: service.name,
       retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),

@@ -32,6 +32,11 @@ export const ErrorCode = {
   BULKHEAD_FULL: 'BULKHEAD_FULL',
   /** No instance can take the call: none discovered, or none of the requested version. */
   NO_HEALTHY_INSTANCE: 'NO_HEALTHY_INSTANCE',
+  /**
+   * Client-side adaptive throttling rejected the call locally: the dependency accepted too
+   * little of what it was sent in the throttle's window. No request was sent; not retryable.
+   */
+  THROTTLED: 'THROTTLED',
   /** An option passed to a telescope factory is out of range or of the wrong type. */
   INVALID_OPTION: 'INVALID_OPTION',
   /** More redirects than `redirects.max` in one attempt (only with the `redirects` option). */

@@ -186,6 +186,7 @@ export const reservedNames: ReadonlySet<string> = new Set([
   'service',
   'on',
   'retryTokens',
+  'circuit',
   'then',
   'constructor',
   'toJSON',

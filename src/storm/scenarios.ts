@@ -2,7 +2,14 @@ import { readFileSync } from 'node:fs';
 import type { FaultStep, Scenario } from './types.js';
 
 /** Built-in scenarios; fault times scale with the run's duration. */
-export const builtInScenarios = ['hang-one', 'hang-tier', 'down-one', 'slow-tier', 'outage-recover'] as const;
+export const builtInScenarios = [
+  'hang-one',
+  'hang-tier',
+  'down-one',
+  'slow-tier',
+  'outage-recover',
+  'metastable',
+] as const;
 export type BuiltInScenario = (typeof builtInScenarios)[number];
 
 /**
@@ -55,6 +62,19 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: Math.round((at(0.2) + Math.min(10, durationS * 0.5)) * 10) / 10, tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'metastable': {
+      // A trigger (2 s of added latency on every backend answer) that ends: a stable system
+      // is back at once; a metastable one stays down, held there by its own retries.
+      const start = at(0.2);
+      return {
+        name,
+        description: 'the backend tier answers 400× slower (2 s) for 5 s, then the trigger is removed',
+        faults: faults([
+          { atS: start, tier: 'backend', fault: 'slow', factor: 400 },
+          { atS: Math.round((start + Math.min(5, durationS * 0.25)) * 10) / 10, tier: 'backend', fault: 'none' },
+        ]),
+      };
+    }
   }
 }
 
