@@ -12,6 +12,7 @@ import { channel } from 'node:diagnostics_channel';
  * | `telescope:call:end` | `{ context, response, durationMs }` |
  * | `telescope:call:error` | `{ context, error, durationMs }` |
  * | `telescope:breaker:state` | `{ service, endpoint, state }` |
+ * | `telescope:instance:state` | `{ service, event, ejected }`: an ejection, a return or a health change; `ejected` is the count after it |
  */
 export const channels = {
   callStart: channel('telescope:call:start'),
@@ -19,4 +20,5 @@ export const channels = {
   callEnd: channel('telescope:call:end'),
   callError: channel('telescope:call:error'),
   breakerState: channel('telescope:breaker:state'),
+  instanceState: channel('telescope:instance:state'),
 } as const;
