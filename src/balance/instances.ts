@@ -115,10 +115,18 @@ export type BalancerName = 'p2c' | 'p2c-ewma' | 'round-robin';
 export const latencyDecayMs = 10_000;
 /** Cost of an instance with requests in flight and no latency measured yet (Finagle's penalty). */
 const unmeasuredPenalty = 2 ** 40;
+/** Latencies closer than this ratio do not decide a pick (noise between like instances). */
+const similarLatency = 1.25;
 /** A failed attempt doubles the instance's latency cost, up to this (ms). */
 const maxFailureCostMs = 30_000;
 /** Slow start never gives less than this share of the weight (Envoy's `min_weight_percent`). */
 const slowStartMinFactor = 0.1;
+
+/** Finagle's cost: latency × (in flight + 1); unmeasured: free when idle, else a penalty. */
+function cost(latency: number, outstanding: number): number {
+  if (latency === 0) return outstanding === 0 ? 0 : unmeasuredPenalty + outstanding;
+  return latency * (outstanding + 1);
+}
 
 /** A set of instances to pick from, with what the zone preference needs to know about it. */
 interface Group {
@@ -434,20 +442,28 @@ export class InstanceSet {
     return this.#random() * (firstWeight + second.instance.weight) < firstWeight ? first : second;
   }
 
-  /** Finagle's p2cPeakEwma: the lower peak-EWMA latency × (attempts in flight + 1), per weight. */
+  /**
+   * Finagle's p2cPeakEwma: the lower peak-EWMA latency × (attempts in flight + 1), per weight.
+   * Latencies within 25% of each other are the same kind of instance and noise: then the
+   * least-outstanding rule decides, so homogeneous instances share by weight as with 'p2c'.
+   */
   #cheaper(first: InstanceState, second: InstanceState, now: number): InstanceState {
-    const firstCost = this.#cost(first, now) / first.instance.weight;
-    const secondCost = this.#cost(second, now) / second.instance.weight;
+    const firstLatency = this.#latency(first, now);
+    const secondLatency = this.#latency(second, now);
+    if (firstLatency <= secondLatency * similarLatency && secondLatency <= firstLatency * similarLatency) {
+      return this.#lessLoaded(first, second);
+    }
+    const firstCost = cost(firstLatency, first.outstanding) / first.instance.weight;
+    const secondCost = cost(secondLatency, second.outstanding) / second.instance.weight;
     if (firstCost === secondCost) return this.#byWeight(first, second);
     return firstCost < secondCost ? first : second;
   }
 
-  #cost(state: InstanceState, now: number): number {
-    const pending = state.outstanding;
+  /** The instance's peak-EWMA latency now (decayed since the last sample); 0 if never measured. */
+  #latency(state: InstanceState, now: number): number {
     const latency = state.latencyCost;
-    if (latency === 0) return pending === 0 ? 0 : unmeasuredPenalty + pending;
     const elapsed = now - state.latencyStamp;
-    return (elapsed > 0 ? latency * Math.exp(-elapsed / latencyDecayMs) : latency) * (pending + 1);
+    return latency !== 0 && elapsed > 0 ? latency * Math.exp(-elapsed / latencyDecayMs) : latency;
   }
 
   /**

@@ -73,7 +73,7 @@ export interface ClientOptions {
    * How an instance is picked for each attempt: `'p2c'` (power of two choices, fewer attempts
    * in flight wins), `'p2c-ewma'` (Finagle's p2cPeakEwma: in flight × peak-EWMA latency, so
    * slow and failing instances get less) or `'round-robin'`. See docs/instances.md.
-   * @default 'p2c-ewma'
+   * @default 'p2c'
    */
   balancer?: BalancerName;
   /** Retries on another instance, inside a client-wide retry budget; `false` for none. @default { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 10 } } */
@@ -250,7 +250,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const instanceSet = new InstanceSet({
     clock,
     random: options.random,
-    balancer: options.balancer ?? 'p2c-ewma',
+    balancer: options.balancer,
     zone: options.zone,
     outlier: options.outlier,
     slowStartMs: options.slowStartMs,
