@@ -688,6 +688,13 @@ export class InstanceSet {
     this.#timerAt = Number.POSITIVE_INFINITY;
   }
 
+  /** Number of instances out of rotation for failing active health checks. */
+  get unhealthyCount(): number {
+    let count = 0;
+    for (const state of this.#routing.all.states) if (!state.healthy) count++;
+    return count;
+  }
+
   /** Number of instances currently ejected. */
   get ejectedCount(): number {
     return this.#ejected;

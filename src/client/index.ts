@@ -259,7 +259,12 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       const payload = { ...event, service: service.name };
       emit(event.type, payload as never);
       if (channels.instanceState.hasSubscribers) {
-        channels.instanceState.publish({ service: service.name, event, ejected: instanceSet.ejectedCount });
+        channels.instanceState.publish({
+          service: service.name,
+          event,
+          ejected: instanceSet.ejectedCount,
+          unhealthy: instanceSet.unhealthyCount,
+        });
       }
     },
   });

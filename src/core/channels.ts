@@ -12,7 +12,7 @@ import { channel } from 'node:diagnostics_channel';
  * | `telescope:call:end` | `{ context, response, durationMs }` |
  * | `telescope:call:error` | `{ context, error, durationMs }` |
  * | `telescope:breaker:state` | `{ service, endpoint, state }` |
- * | `telescope:instance:state` | `{ service, event, ejected }`: an ejection, a return or a health change; `ejected` is the count after it |
+ * | `telescope:instance:state` | `{ service, event, ejected, unhealthy }`: an ejection, a return or a health change, and the counts after it |
  */
 export const channels = {
   callStart: channel('telescope:call:start'),

@@ -12,6 +12,10 @@
  * | `telescope_attempts_total` | counter | `service`, `endpoint` |
  * | `telescope_retries_total` | counter | `service`, `endpoint` |
  * | `telescope_breaker_state` | gauge | `service`, `endpoint` (0 closed, 1 half-open, 2 open) |
+ * | `telescope_instance_ejections_total` | counter | `service`, `reason` (`consecutive-failures`, `failure-percentage`, `success-rate`) |
+ * | `telescope_instance_returns_total` | counter | `service`, `reason` (`expired`, `health-check`) |
+ * | `telescope_instances_ejected` | gauge | `service` |
+ * | `telescope_instances_unhealthy` | gauge | `service` (out of rotation on active health checks) |
  *
  * Label values are bounded by construction: `service` and `endpoint` are the names in the
  * service definitions, `code` is one of the {@link ErrorCode} values (`OK` for a success,
@@ -72,6 +76,12 @@ interface CallAttemptMessage {
   context: CallContext;
   attempt: number;
 }
+interface InstanceStateMessage {
+  service: string;
+  event: { type: string; reason?: string };
+  ejected: number;
+  unhealthy: number;
+}
 interface BreakerStateMessage {
   service: string;
   endpoint: string;
@@ -124,6 +134,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   let attempts: Counter<'service' | 'endpoint'>;
   let retries: Counter<'service' | 'endpoint'>;
   let breakerState: Gauge<'service' | 'endpoint'>;
+  let ejections: Counter<'service' | 'reason'>;
+  let returns: Counter<'service' | 'reason'>;
+  let ejected: Gauge<'service'>;
+  let unhealthy: Gauge<'service'>;
   try {
     calls = track(
       `${prefix}calls_total`,
@@ -171,6 +185,42 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         registers,
       }),
     );
+    ejections = track(
+      `${prefix}instance_ejections_total`,
+      new Counter({
+        name: `${prefix}instance_ejections_total`,
+        help: 'Instances ejected by outlier detection, by reason.',
+        labelNames: ['service', 'reason'] as const,
+        registers,
+      }),
+    );
+    returns = track(
+      `${prefix}instance_returns_total`,
+      new Counter({
+        name: `${prefix}instance_returns_total`,
+        help: 'Ejected instances back in rotation: ejection over (expired) or health checks passed (health-check).',
+        labelNames: ['service', 'reason'] as const,
+        registers,
+      }),
+    );
+    ejected = track(
+      `${prefix}instances_ejected`,
+      new Gauge({
+        name: `${prefix}instances_ejected`,
+        help: 'Instances currently ejected by outlier detection.',
+        labelNames: ['service'] as const,
+        registers,
+      }),
+    );
+    unhealthy = track(
+      `${prefix}instances_unhealthy`,
+      new Gauge({
+        name: `${prefix}instances_unhealthy`,
+        help: 'Instances currently out of rotation for failing active health checks.',
+        labelNames: ['service'] as const,
+        registers,
+      }),
+    );
   } catch (error) {
     // Leave the registry as it was: no half-registered set of metrics.
     for (const name of created) registry.removeSingleMetric(name);
@@ -198,11 +248,20 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     breakerState.set({ service: message.service, endpoint: message.endpoint }, value);
   });
 
+  const onInstance = guard((message: InstanceStateMessage) => {
+    const { service, event } = message;
+    if (event.type === 'eject' && typeof event.reason === 'string') ejections.inc({ service, reason: event.reason });
+    if (event.type === 'return' && typeof event.reason === 'string') returns.inc({ service, reason: event.reason });
+    ejected.set({ service }, message.ejected);
+    unhealthy.set({ service }, message.unhealthy);
+  });
+
   const subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]> = [
     [channels.callEnd.name as string, onEnd],
     [channels.callError.name as string, onError],
     [channels.callAttempt.name as string, onAttempt],
     [channels.breakerState.name as string, onBreaker],
+    [channels.instanceState.name as string, onInstance],
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

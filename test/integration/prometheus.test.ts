@@ -248,7 +248,7 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(5);
+    expect(registry.getMetricsAsArray()).toHaveLength(9);
   });
 });
 
