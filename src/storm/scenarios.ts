@@ -2,7 +2,15 @@ import { readFileSync } from 'node:fs';
 import type { FaultStep, Scenario } from './types.js';
 
 /** Built-in scenarios; fault times scale with the run's duration. */
-export const builtInScenarios = ['hang-one', 'hang-tier', 'down-one', 'slow-tier', 'outage-recover'] as const;
+export const builtInScenarios = [
+  'hang-one',
+  'hang-tier',
+  'down-one',
+  'slow-tier',
+  'outage-recover',
+  'flaky-one',
+  'slow-one',
+] as const;
 export type BuiltInScenario = (typeof builtInScenarios)[number];
 
 /**
@@ -46,6 +54,24 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: at(0.75), tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'flaky-one':
+      return {
+        name,
+        description: 'one backend instance answers 503 to 10% of requests, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'fail', rate: 0.1 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
+    case 'slow-one':
+      return {
+        name,
+        description: 'one backend instance answers 5× slower, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'slow', factor: 5 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
     case 'outage-recover':
       return {
         name,
@@ -69,10 +95,11 @@ export function scenarioFromFile(path: string): Scenario {
     if (
       typeof fault.atS !== 'number' ||
       !['edge', 'middle', 'backend'].includes(String(fault.tier)) ||
-      !['hang', 'down', 'slow', 'none'].includes(String(fault.fault))
+      !['hang', 'down', 'slow', 'fail', 'none'].includes(String(fault.fault)) ||
+      (fault.rate !== undefined && !(typeof fault.rate === 'number' && fault.rate > 0 && fault.rate <= 1))
     ) {
       throw new Error(
-        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|none)`,
+        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|fail|none); rate in (0, 1]`,
       );
     }
   }
