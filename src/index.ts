@@ -7,10 +7,15 @@
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
 export {
+  type BalancerName,
   balance,
+  type EjectionReason,
+  type HealthCheckOptions,
+  healthCheckDefaults,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,

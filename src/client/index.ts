@@ -5,13 +5,17 @@
  */
 
 import { attempt, attemptDefaults } from '../attempt/index.js';
+import { resolveHealthCheck } from '../balance/health-check.js';
 import {
+  type BalancerName,
   balance,
+  type HealthCheckOptions,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
   type OutlierOptions,
   parseInstances,
+  startHealthChecks,
 } from '../balance/index.js';
 import {
   type BreakerLayer,
@@ -75,15 +79,31 @@ export interface ClientOptions {
   instances?: readonly InstanceInput[];
   /** Where instances come from when they change: `dnsDiscovery(...)` or your own source. */
   discovery?: Discovery;
-  /** How an instance is picked for each attempt. @default 'p2c' (power of two choices, least outstanding) */
-  balancer?: 'p2c' | 'round-robin';
+  /**
+   * How an instance is picked for each attempt: `'p2c'` (power of two choices, fewer attempts
+   * in flight wins), `'p2c-ewma'` (Finagle's p2cPeakEwma: in flight × peak-EWMA latency, so
+   * slow and failing instances get less) or `'round-robin'`. See docs/instances.md.
+   * @default 'p2c'
+   */
+  balancer?: BalancerName;
   /** Retries on another instance, inside a client-wide retry budget; `false` for none. @default { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 10 } } */
   retry?: RetryOptions | false;
   /** Hedging: a second attempt on another instance after `delayMs`. @default false */
   hedge?: HedgeOptions | false;
-  /** Outlier ejection; `false` to never eject. @default { consecutiveFailures: 5, baseEjectionMs: 10000, maxEjectionPercent: 50 } */
+  /** Outlier ejection (Envoy's): consecutive failures, and optionally failure percentage and success rate per interval; `false` to never eject. @default { consecutiveFailures: 5, minRequests: 50, intervalMs: 10000, baseEjectionMs: 10000, maxEjectionMs: 300000, maxEjectionPercent: 50 } */
   outlier?: OutlierOptions | false;
-  /** This client's zone: same-zone instances are preferred while any is usable. @default undefined */
+  /**
+   * Envoy's slow start window: an instance that discovery adds, or that comes back from an
+   * ejection or from failing health checks, ramps its share linearly (from 10%) over this
+   * many ms. `0`: off. @default 0
+   */
+  slowStartMs?: number;
+  /** Active health checks: a GET of `path` on every instance through the client's transport. @default false */
+  healthCheck?: HealthCheckOptions | false;
+  /**
+   * This client's zone: traffic stays on same-zone instances in proportion to the zone's
+   * healthy capacity and spills to other zones for the rest. @default undefined
+   */
   zone?: string;
   /** Random source of the balancer (seed it in tests and simulations). @default Math.random */
   random?: () => number;
@@ -187,6 +207,15 @@ export type Client<S extends ServiceDefinition> = {
   circuit(endpoint: keyof S['endpoints'] & string): CircuitControl;
 };
 
+/** Added to every instance event: the service, and the counts after the change. */
+export interface InstanceCounts {
+  service: string;
+  /** Instances ejected by outlier detection now. */
+  ejected: number;
+  /** Instances out of rotation on active health checks now. */
+  unhealthy: number;
+}
+
 /** Events of a client, by name. */
 export interface ClientEvents {
   /** A failed attempt is being retried on another instance. */
@@ -195,10 +224,12 @@ export interface ClientEvents {
   hedge: Extract<RetryEvent, { type: 'hedge' }>;
   /** A retry was not made: the retry budget is spent. */
   'budget-exhausted': Extract<RetryEvent, { type: 'budget-exhausted' }>;
-  /** An instance was ejected after consecutive failures. */
-  eject: Extract<InstanceEvent, { type: 'eject' }> & { service: string };
-  /** An ejected instance is back in rotation. */
-  return: Extract<InstanceEvent, { type: 'return' }> & { service: string };
+  /** An instance was ejected (consecutive failures, failure percentage or success rate). */
+  eject: Extract<InstanceEvent, { type: 'eject' }> & InstanceCounts;
+  /** An ejected instance is back in rotation (at the end of its ejection, or early on health checks). */
+  return: Extract<InstanceEvent, { type: 'return' }> & InstanceCounts;
+  /** Active health checks took an instance out of rotation (`healthy: false`) or brought it back. */
+  health: Extract<InstanceEvent, { type: 'health' }> & InstanceCounts;
   /** Discovery delivered a new instance set. */
   instances: { service: string; instances: string[]; removed: string[] };
   /** An endpoint's circuit changed state, and why (thresholds, probes, or an operator). */
@@ -252,16 +283,26 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     if (set === undefined) return;
     for (const listener of set) (listener as (value: ClientEvents[E]) => void)(payload);
   };
+  const healthCheck =
+    options.healthCheck === undefined || options.healthCheck === false
+      ? undefined
+      : resolveHealthCheck(options.healthCheck);
   const instanceSet = new InstanceSet({
     clock,
     random: options.random,
     balancer: options.balancer,
     zone: options.zone,
     outlier: options.outlier,
-    onEvent: (event) =>
-      event.type === 'eject'
-        ? emit('eject', { ...event, service: service.name })
-        : emit('return', { ...event, service: service.name }),
+    slowStartMs: options.slowStartMs,
+    healthThresholds: healthCheck,
+    onEvent: (event) => {
+      const ejected = instanceSet.ejectedCount;
+      const unhealthy = instanceSet.unhealthyCount;
+      emit(event.type, { ...event, service: service.name, ejected, unhealthy } as never);
+      if (channels.instanceState.hasSubscribers) {
+        channels.instanceState.publish({ service: service.name, event, ejected, unhealthy });
+      }
+    },
   });
   if (options.transport !== undefined && typeof options.transport?.call !== 'function') {
     invalidOption('transport', 'an object with call() and close()', options.transport);
@@ -489,6 +530,17 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const attemptHeader = options.attemptHeader ?? attemptDefaults.attemptHeader;
   if (attemptHeader !== false) baseHeaders[attemptHeader] = '1';
   let closed = false;
+  // Timers start last, once every option has been checked: bad input leaves none behind.
+  instanceSet.start();
+  const stopHealthChecks =
+    healthCheck === undefined
+      ? undefined
+      : startHealthChecks(instanceSet, wire.call, {
+          ...healthCheck,
+          service: service.name,
+          clock,
+          random: options.random ?? Math.random,
+        });
 
   const client: Record<string, unknown> = {
     service,
@@ -496,6 +548,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       closed = true;
       breakerLayer?.shutdown();
       for (const endpointBreaker of endpointBreakers.values()) endpointBreaker.shutdown();
+      instanceSet.close();
+      stopHealthChecks?.();
       stopDiscovery?.();
       for (const onClose of waitingForInstances) onClose();
       await wire.close();
@@ -536,6 +590,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         url: state.instance.url,
         outstanding: state.outstanding,
         ejected: state.ejectedUntil > clock.now(),
+        healthy: state.healthy,
         consecutiveFailures: state.consecutiveFailures,
       })),
       endpoints: Object.fromEntries([...endpointStats].map(([name, stats]) => [name, stats.snapshot()])),

@@ -257,7 +257,7 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(12);
+    expect(registry.getMetricsAsArray()).toHaveLength(15);
   });
 });
 

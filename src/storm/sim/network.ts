@@ -260,6 +260,9 @@ export class SimInstance {
   };
   fault: FaultStep['fault'] = 'none';
   slowFactor = 10;
+  /** fail: share of answers that are 503, spread evenly by a running credit (as the real tier). */
+  failRate = 0;
+  #failCredit = 0;
   /** The caller for the next tier (not for the backend). */
   caller: SimCaller | undefined = undefined;
   #active = 0;
@@ -396,7 +399,15 @@ export class SimInstance {
 
   /** @internal the backend's latency has passed. */
   backendAnswer(exchange: Exchange): void {
-    this.answer(exchange, 200, false);
+    let status = 200;
+    if (this.fault === 'fail') {
+      this.#failCredit += this.failRate;
+      if (this.#failCredit >= 1) {
+        this.#failCredit -= 1;
+        status = 503;
+      }
+    }
+    this.answer(exchange, status, false);
     this.release(exchange);
   }
 
@@ -442,10 +453,11 @@ export class SimInstance {
   }
 
   /** Applies a fault, as the real tier does on the lab's message. */
-  setFault(fault: FaultStep['fault'], factor: number | undefined): void {
+  setFault(fault: FaultStep['fault'], factor: number | undefined, rate?: number): void {
     const previous = this.fault;
     this.fault = fault;
     this.slowFactor = factor ?? 10;
+    this.failRate = rate ?? 0.1;
     if (fault === 'down' && previous !== 'down') {
       // Every open connection breaks: callers see a reset, the server frees the slots.
       let exchange = this.#openHead;
