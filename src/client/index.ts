@@ -14,7 +14,12 @@ import {
   parseInstances,
 } from '../balance/index.js';
 import { type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
-import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
+import {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadOptions,
+  bulkhead,
+} from '../bulkhead/index.js';
 import {
   type Call,
   CallContext,
@@ -100,8 +105,13 @@ export interface ClientOptions {
   logger?: Logger;
   /** Circuit breaker per endpoint (opossum's semantics, on the client's clock); `false` for none. @default { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10000 } */
   breaker?: BreakerOptions | false;
-  /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
-  bulkhead?: BulkheadOptions | false;
+  /**
+   * Bound on calls in flight to the service: adaptive (`{ adaptive: 'gradient2' | 'vegas' |
+   * 'aimd', minConcurrent, maxConcurrent, maxQueue }`, learned from latency and drops), static
+   * (`{ maxConcurrent, maxQueue }`), or `false` for none. See docs/overload.md.
+   * @default { adaptive: 'gradient2', minConcurrent: 20, maxConcurrent: 1000, maxQueue: 1000 }
+   */
+  bulkhead?: AdaptiveBulkheadOptions | BulkheadOptions | false;
   /** Keep per-endpoint counters and latency for `stats()`. @default true */
   metrics?: boolean;
   /** Rolling window of `stats()` rates and latency percentiles. @default 10000 */
@@ -322,8 +332,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const bulkheadLayer =
     options.bulkhead === false
       ? undefined
-      : bulkhead(options.bulkhead ?? {}, {
+      : bulkhead(options.bulkhead ?? adaptiveBulkheadDefaults, {
           clock,
+          service: service.name,
           onShed: (context, reason) => {
             const stats = endpointStats.get(context.endpoint);
             if (stats !== undefined) stats.shed++;
@@ -405,6 +416,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     stats: (): ClientStats => ({
       service: service.name,
       retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),
+      bulkhead: bulkheadLayer === undefined ? null : bulkheadLayer.snapshot(),
       instances: instanceSet.instances.map((state) => ({
         url: state.instance.url,
         outstanding: state.outstanding,

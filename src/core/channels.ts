@@ -12,6 +12,8 @@ import { channel } from 'node:diagnostics_channel';
  * | `telescope:call:end` | `{ context, response, durationMs }` |
  * | `telescope:call:error` | `{ context, error, durationMs }` |
  * | `telescope:breaker:state` | `{ service, endpoint, state }` |
+ * | `telescope:limit:change` | `{ side: 'client' \| 'server', name, algorithm, limit, inflight, queued }` |
+ * | `telescope:limit:shed` | `{ side: 'server', name, reason: 'limit' \| 'deadline' \| 'queue-timeout' }` |
  */
 export const channels = {
   callStart: channel('telescope:call:start'),
@@ -19,4 +21,6 @@ export const channels = {
   callEnd: channel('telescope:call:end'),
   callError: channel('telescope:call:error'),
   breakerState: channel('telescope:breaker:state'),
+  limitChange: channel('telescope:limit:change'),
+  limitShed: channel('telescope:limit:shed'),
 } as const;
