@@ -208,7 +208,11 @@ export function bulkhead(
   const release = (dropped: boolean) => {
     active--;
     limiter?.release(dropped);
-    if (queue.length > 0) admitWaiters();
+    if (queue.length > 0) {
+      admitWaiters();
+      // Calls still waiting: demand is above the limit in this window too.
+      if (queue.length > 0) limiter?.blocked();
+    }
   };
   const releaseAfterSuccess = (response: IncomingResponse) => {
     release(false);

@@ -28,6 +28,10 @@ export interface LimitAlgorithm {
 
 /** Demand at the limit while latency shows no queueing: grow by doubling (TCP slow start). */
 const SLOW_START_FACTOR = 2;
+/** "At its floor": the window's RTT within 10% of the long-term RTT. */
+const SLOW_START_TOLERANCE = 1.1;
+/** Windows whose lowest RTT starts Gradient2's long-term RTT. */
+const WARM_UP_WINDOWS = 5;
 /** Weight of one window when the long RTT falls (latency recovered): about 10 windows. */
 const FALL_ALPHA = 2 / 11;
 
@@ -41,13 +45,14 @@ const FALL_ALPHA = 2 / 11;
  * Netflix takes 5% off when long > 2 × short): a sustained overload is not learned as the new
  * normal within a run, a recovery is. A drop counts as the floor gradient (0.5; Netflix's
  * Gradient2 ignores drops). `queueSize` is `max(4, √limit)` (Envoy's headroom) instead of 4.
- * Demand at the limit with the RTT at its floor (within 5% of the long average) doubles the
+ * Demand at the limit with the RTT at its floor (within 10% of the long average) doubles the
  * limit (slow start): the additive growth alone takes minutes to reach a few hundred.
  */
 export class Gradient2 implements LimitAlgorithm {
   readonly name = 'gradient2';
   /** Long-term RTT (ms): rises over about `longWindow` windows, falls over about 10. */
   longRttMs = 0;
+  #windows = 0;
   readonly #tolerance: number;
   readonly #smoothing: number;
   readonly #riseAlpha: number;
@@ -60,12 +65,15 @@ export class Gradient2 implements LimitAlgorithm {
 
   update(limit: number, window: LimitWindow): number {
     const shortRtt = window.rttMs;
+    // The first windows give the lowest RTT they saw: slow start overshoots while they run,
+    // and an average of them would be read as the floor for minutes.
+    const seen = ++this.#windows;
     let longRtt = this.longRttMs;
-    if (longRtt === 0) longRtt = shortRtt;
+    if (seen <= WARM_UP_WINDOWS) longRtt = seen === 1 || shortRtt < longRtt ? shortRtt : longRtt;
     else longRtt += (shortRtt - longRtt) * (shortRtt > longRtt ? this.#riseAlpha : FALL_ALPHA);
     this.longRttMs = longRtt;
     if (window.dropped) return limit * (1 - this.#smoothing * 0.5);
-    if (window.limited && shortRtt <= longRtt * 1.05) return limit * SLOW_START_FACTOR;
+    if (window.limited && shortRtt <= longRtt * SLOW_START_TOLERANCE) return limit * SLOW_START_FACTOR;
     if (window.maxInflight < limit / 2) return limit;
     const gradient = Math.max(0.5, Math.min(1, (this.#tolerance * longRtt) / shortRtt));
     const queueSize = Math.max(4, Math.sqrt(limit));

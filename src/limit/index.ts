@@ -8,8 +8,10 @@
  * least `windowSamples` calls and `clamp(2 × RTT, minWindowMs, maxWindowMs)`), so one slow
  * call, or a GC pause that delays every call at once, moves the limit by one step and not by
  * one step per call. The window's RTT is Little's law, `time-integral of calls in flight ÷
- * calls completed`: the limiter keeps no per-call timestamp, so a call costs two clock reads
- * and a few additions, and allocates nothing.
+ * throughput`, with the throughput taken as the mean of calls admitted and calls completed in
+ * the window (so a window in which the calls in flight grow, as at start-up, is not read as
+ * slow): the limiter keeps no per-call timestamp, so a call costs two clock reads and a few
+ * additions, and allocates nothing.
  */
 import type { Clock } from '../core/clock.js';
 import { invalidOption } from '../core/errors.js';
@@ -114,10 +116,12 @@ export class AdaptiveLimit {
   #area = 0;
   #lastAt: number;
   #completed = 0;
+  #admitted = 0;
   #drops = 0;
   #maxInflight = 0;
   #limited = false;
   #windowEndsAt: number;
+  #windowMs: number;
 
   constructor(options: AdaptiveLimitOptions) {
     this.minConcurrent = options.minConcurrent;
@@ -131,6 +135,7 @@ export class AdaptiveLimit {
     this.estimate = this.#clamp(options.initialConcurrent ?? 100);
     this.limit = Math.floor(this.estimate);
     this.#lastAt = this.#clock.now();
+    this.#windowMs = this.#minWindowMs;
     this.#windowEndsAt = this.#lastAt + this.#minWindowMs;
   }
 
@@ -139,6 +144,7 @@ export class AdaptiveLimit {
     const now = this.#clock.now();
     this.#area += this.inflight * (now - this.#lastAt);
     this.#lastAt = now;
+    this.#admitted++;
     if (++this.inflight > this.#maxInflight) this.#maxInflight = this.inflight;
   }
 
@@ -147,6 +153,13 @@ export class AdaptiveLimit {
     const now = this.#clock.now();
     this.#area += this.inflight * (now - this.#lastAt);
     this.#lastAt = now;
+    if (this.#completed === 0) {
+      // A window starts at its first completion: the time before it (calls of an idle or new
+      // client still on their way) would read as latency.
+      this.#area = 0;
+      this.#admitted = 0;
+      this.#windowEndsAt = now + this.#windowMs;
+    }
     this.inflight--;
     this.#completed++;
     if (dropped) this.#drops++;
@@ -160,7 +173,7 @@ export class AdaptiveLimit {
 
   #endWindow(now: number): void {
     const window = this.#window;
-    const rttMs = this.#area / this.#completed;
+    const rttMs = (2 * this.#area) / (this.#admitted + this.#completed);
     window.rttMs = rttMs > 0 ? rttMs : 0.001;
     window.maxInflight = this.#maxInflight;
     window.dropped = this.#drops * 100 >= this.#completed && this.#drops > 0;
@@ -170,12 +183,13 @@ export class AdaptiveLimit {
     this.estimate = this.#clamp(this.algorithm.update(this.estimate, window));
     this.#area = 0;
     this.#completed = 0;
+    this.#admitted = 0;
     this.#drops = 0;
     this.#maxInflight = this.inflight;
     this.#limited = false;
     const length = 2 * rttMs;
-    this.#windowEndsAt =
-      now + (length < this.#minWindowMs ? this.#minWindowMs : length > this.#maxWindowMs ? this.#maxWindowMs : length);
+    this.#windowMs =
+      length < this.#minWindowMs ? this.#minWindowMs : length > this.#maxWindowMs ? this.#maxWindowMs : length;
     const limit = Math.floor(this.estimate);
     if (limit !== this.limit) {
       this.limit = limit;
