@@ -22,6 +22,8 @@
  * Attempt spans end when the next attempt of the call starts (the earlier one failed, or a
  * retry would not have started), or when the call ends. Hedged attempts run side by side: the
  * loser ends, cancelled, with the call.
+ *
+ * @module telescope-http/otel
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import {

@@ -20,6 +20,8 @@
  * Calls are counted where the client's observe layer sees them: after retries and before
  * fallbacks (a failure a fallback answered counts as a failure). `metrics: false` on a client
  * turns off its `stats()`, not these metrics.
+ *
+ * @module telescope-http/prometheus
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Counter, Gauge, Histogram, type Registry, register } from 'prom-client';

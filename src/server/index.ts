@@ -5,6 +5,8 @@
  * grant itself unlimited time), runs the handler inside that deadline (AsyncLocalStorage, so
  * telescope calls made by the handler inherit it), and answers 504 without calling the
  * handler when the budget is already gone on arrival.
+ *
+ * @module telescope-http/server
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Clock, systemClock } from '../core/clock.js';
