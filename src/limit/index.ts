@@ -163,7 +163,7 @@ export class AdaptiveLimit {
     this.inflight--;
     this.#completed++;
     if (dropped) this.#drops++;
-    if (now >= this.#windowEndsAt && this.#completed >= this.#windowSamples) this.#endWindow(now);
+    if (now >= this.#windowEndsAt && this.#completed >= this.#windowSamples) this.#endWindow();
   }
 
   /** A call found no free slot. */
@@ -171,7 +171,7 @@ export class AdaptiveLimit {
     this.#limited = true;
   }
 
-  #endWindow(now: number): void {
+  #endWindow(): void {
     const window = this.#window;
     const rttMs = (2 * this.#area) / (this.#admitted + this.#completed);
     window.rttMs = rttMs > 0 ? rttMs : 0.001;
