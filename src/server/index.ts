@@ -166,6 +166,8 @@ export {
   type ConcurrencyLimitStats,
   concurrencyLimit,
   concurrencyLimitDefaults,
+  type LimiterTicket,
   overloadShedBody,
+  ServerLimiter,
   type ShedReason,
 } from './limit.js';

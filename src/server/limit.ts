@@ -109,22 +109,226 @@ export const overloadShedBody = JSON.stringify({
   message: 'the server is at its concurrency limit; the request was not processed',
 });
 
+/** A request as the limiter core sees it: how to continue it and how to shed it. */
+export interface LimiterTicket {
+  /** Runs the rest of the request (it holds a slot until {@link ServerLimiter.release}). */
+  proceed(): void;
+  /** Answers 503 (the request never got a slot). */
+  shed(reason: ShedReason): void;
+  /** True once the caller has gone (a queued request is then dropped silently). */
+  readonly gone: boolean;
+}
+
 class Queued implements WheelEntry {
   wheelSlot = -1;
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
   constructor(
-    readonly request: IncomingMessage,
-    readonly response: ServerResponse,
-    /** Runs the rest of the request in its own async context. */
-    readonly proceed: () => void,
-    readonly answer: (reason: ShedReason) => void,
+    readonly ticket: LimiterTicket,
     readonly deadlineAt: number,
-    readonly expire: (entry: Queued) => void,
+    readonly limiter: ServerLimiter,
   ) {}
   onTimer(): void {
-    this.expire(this);
+    this.limiter.expire(this);
   }
+}
+
+/**
+ * The transport-free core of {@link concurrencyLimit}: admission, the deadline-aware queue and
+ * the learned limit. The middleware drives it with node:http requests; the storm simulator
+ * drives it with simulated ones, so both run the same policy.
+ */
+export class ServerLimiter {
+  readonly name: string;
+  readonly algorithm: LimitAlgorithmName;
+  readonly maxQueue: number;
+  readonly limit: AdaptiveLimit;
+  admitted = 0;
+  readonly shed: Record<ShedReason, number> = { limit: 0, deadline: 0, 'queue-timeout': 0 };
+  readonly #queue: Queued[] = [];
+  readonly #clock: Clock;
+  readonly #wheel: ReturnType<typeof wheelOf>;
+  readonly #onShed: ((ticket: LimiterTicket, reason: ShedReason) => void) | undefined;
+
+  constructor(
+    options: {
+      algorithm: LimitAlgorithmName;
+      minConcurrent: number;
+      maxConcurrent: number;
+      maxQueue: number;
+      name: string;
+    },
+    clock: Clock,
+    onShed?: (ticket: LimiterTicket, reason: ShedReason) => void,
+  ) {
+    this.name = options.name;
+    this.algorithm = options.algorithm;
+    this.maxQueue = options.maxQueue;
+    this.#clock = clock;
+    this.#wheel = wheelOf(clock);
+    this.#onShed = onShed;
+    this.limit = new AdaptiveLimit({
+      algorithm: options.algorithm,
+      minConcurrent: options.minConcurrent,
+      maxConcurrent: options.maxConcurrent,
+      initialConcurrent: Math.min(options.maxConcurrent, Math.max(options.minConcurrent, 20)),
+      clock,
+      onChange: (limit) => {
+        this.#admitWaiting();
+        if (channels.limitChange.hasSubscribers) {
+          channels.limitChange.publish({
+            side: 'server',
+            name: this.name,
+            algorithm: this.algorithm,
+            limit,
+            inflight: this.limit.inflight,
+            queued: this.#queue.length,
+          });
+        }
+      },
+    });
+  }
+
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** A request arrives with `budgetMs` left: it proceeds now, waits, or is shed. */
+  arrive(ticket: LimiterTicket, budgetMs: number): void {
+    const limit = this.limit;
+    const queue = this.#queue;
+    if (limit.inflight < limit.limit && queue.length === 0) {
+      this.#admit(ticket);
+      return;
+    }
+    limit.blocked();
+    const waitMs = ((queue.length + 1) * limit.rttMs) / limit.limit;
+    if (!this.#canFinish(budgetMs, waitMs)) {
+      this.#shed(ticket, 'deadline');
+      return;
+    }
+    const now = this.#clock.now();
+    if (queue.length >= this.maxQueue) {
+      // Full. A queued request that can no longer finish (the earliest deadline, given its
+      // place in the queue) leaves for this one; otherwise this one is shed.
+      let earliest = 0;
+      for (let index = 1; index < queue.length; index++) {
+        if ((queue[index] as Queued).deadlineAt < (queue[earliest] as Queued).deadlineAt) earliest = index;
+      }
+      const victim = queue[earliest];
+      const victimWaitMs = ((earliest + 1) * limit.rttMs) / limit.limit;
+      if (victim === undefined || this.#canFinish(victim.deadlineAt - now, victimWaitMs)) {
+        this.#shed(ticket, 'limit');
+        return;
+      }
+      queue.splice(earliest, 1);
+      this.#wheel.cancel(victim);
+      this.#shed(victim.ticket, 'deadline');
+    }
+    const entry = new Queued(ticket, now + budgetMs, this);
+    queue.push(entry);
+    // Leaves the queue once its budget cannot cover one RTT any more.
+    this.#wheel.schedule(entry, entry.deadlineAt - limit.rttMs);
+  }
+
+  /** An admitted request is done; `dropped` when it timed out, was abandoned or answered 503/429/504. */
+  release(dropped: boolean): void {
+    this.limit.release(dropped);
+    if (this.#queue.length > 0) this.#admitWaiting();
+  }
+
+  /** Forgets a queued request whose caller went away. */
+  forget(ticket: LimiterTicket): void {
+    const queue = this.#queue;
+    for (let index = 0; index < queue.length; index++) {
+      const entry = queue[index] as Queued;
+      if (entry.ticket === ticket) {
+        queue.splice(index, 1);
+        this.#wheel.cancel(entry);
+        return;
+      }
+    }
+  }
+
+  /** @internal a queued request's budget ran under one RTT */
+  expire(entry: Queued): void {
+    const index = this.#queue.indexOf(entry);
+    if (index === -1) return;
+    this.#queue.splice(index, 1);
+    this.#shed(entry.ticket, 'queue-timeout');
+  }
+
+  #admit(ticket: LimiterTicket): void {
+    this.admitted++;
+    this.limit.acquire();
+    ticket.proceed();
+  }
+
+  #shed(ticket: LimiterTicket, reason: ShedReason): void {
+    this.shed[reason]++;
+    this.#onShed?.(ticket, reason);
+    if (channels.limitShed.hasSubscribers) channels.limitShed.publish({ side: 'server', name: this.name, reason });
+    ticket.shed(reason);
+  }
+
+  /** Whether `remainingMs` covers a wait of `waitMs` and one RTT (always, before the RTT is known). */
+  #canFinish(remainingMs: number, waitMs: number): boolean {
+    return this.limit.rttMs === 0 || remainingMs >= waitMs + this.limit.rttMs;
+  }
+
+  #admitWaiting(): void {
+    const queue = this.#queue;
+    const limit = this.limit;
+    while (queue.length > 0 && limit.inflight < limit.limit) {
+      const entry = queue.shift() as Queued;
+      this.#wheel.cancel(entry);
+      if (entry.ticket.gone) continue;
+      if (!this.#canFinish(entry.deadlineAt - this.#clock.now(), 0)) {
+        this.#shed(entry.ticket, 'queue-timeout');
+        continue;
+      }
+      this.#admit(entry.ticket);
+    }
+    if (queue.length > 0) limit.blocked();
+  }
+}
+
+/** A node:http request in the limiter: releases its slot once, when answered or abandoned. */
+class HttpTicket implements LimiterTicket {
+  /** Admitted or shed (not waiting). */
+  settled = false;
+  #released = false;
+  constructor(
+    readonly core: ServerLimiter,
+    readonly request: IncomingMessage,
+    readonly response: ServerResponse,
+    readonly next: () => void,
+    readonly answer: (ticket: HttpTicket) => void,
+  ) {}
+  get gone(): boolean {
+    return this.response.destroyed;
+  }
+  proceed(): void {
+    this.settled = true;
+    this.response.once('finish', this.done);
+    this.response.once('close', this.done);
+    this.next();
+  }
+  shed(): void {
+    this.settled = true;
+    this.answer(this);
+  }
+  /** 'finish' or 'close' of the response, whichever comes first. */
+  readonly done = (): void => {
+    if (this.#released) return;
+    this.#released = true;
+    const response = this.response;
+    response.removeListener('finish', this.done);
+    response.removeListener('close', this.done);
+    const status = response.statusCode;
+    // Overload answers of the handler, and callers that gave up before the answer: drops.
+    this.core.release(!response.writableFinished || status === 503 || status === 429 || status === 504);
+  };
 }
 
 /**
@@ -157,163 +361,45 @@ export function concurrencyLimit(options: ConcurrencyLimitOptions = {}): Concurr
   if (typeof name !== 'string' || name.length === 0) invalidOption('name', 'a non-empty string', name);
   const clock = options.clock ?? systemClock;
   const onShed = options.onShed;
-  const wheel = wheelOf(clock);
-  const queue: Queued[] = [];
-  const shed: Record<ShedReason, number> = { limit: 0, deadline: 0, 'queue-timeout': 0 };
-  let admitted = 0;
   const retryAfter = String(retryAfterS);
   const shedHeaders = {
     'content-type': 'application/json',
     'content-length': String(Buffer.byteLength(overloadShedBody)),
     'retry-after': retryAfter,
   };
-
-  const limiter = new AdaptiveLimit({
-    algorithm: checked.algorithm,
-    minConcurrent: checked.minConcurrent,
-    maxConcurrent: checked.maxConcurrent,
-    initialConcurrent: Math.min(checked.maxConcurrent, Math.max(checked.minConcurrent, 20)),
-    clock,
-    onChange: (limit) => {
-      admitWaiting();
-      if (channels.limitChange.hasSubscribers) {
-        channels.limitChange.publish({
-          side: 'server',
-          name,
-          algorithm: checked.algorithm,
-          limit,
-          inflight: limiter.inflight,
-          queued: queue.length,
-        });
-      }
-    },
+  const core = new ServerLimiter({ ...checked, name }, clock, (ticket, reason) => {
+    onShed?.((ticket as HttpTicket).request, reason);
   });
-
-  const countShed = (request: IncomingMessage, reason: ShedReason) => {
-    shed[reason]++;
-    onShed?.(request, reason);
-    if (channels.limitShed.hasSubscribers) channels.limitShed.publish({ side: 'server', name, reason });
-  };
-
-  /** Frees the slot once, when the response is done or its connection closes. */
-  const track = (response: ServerResponse) => {
-    let done = false;
-    const release = () => {
-      if (done) return;
-      done = true;
-      response.removeListener('finish', release);
-      response.removeListener('close', release);
-      const status = response.statusCode;
-      // Overload answers of the handler, and callers that gave up before the answer: drops.
-      limiter.release(!response.writableFinished || status === 503 || status === 429 || status === 504);
-      if (queue.length > 0) admitWaiting();
-    };
-    response.once('finish', release);
-    response.once('close', release);
-  };
-
-  const admit = (response: ServerResponse, proceed: () => void) => {
-    admitted++;
-    limiter.acquire();
-    track(response);
-    proceed();
-  };
-
-  /** Whether a request with `remainingMs` left can still wait `waitMs` and do its work. */
-  const canFinish = (remainingMs: number, waitMs: number) =>
-    limiter.rttMs === 0 || remainingMs >= waitMs + limiter.rttMs;
-
-  function admitWaiting(): void {
-    while (queue.length > 0 && limiter.inflight < limiter.limit) {
-      const entry = queue.shift() as Queued;
-      wheel.cancel(entry);
-      if (entry.response.destroyed) continue;
-      if (!canFinish(entry.deadlineAt - clock.now(), 0)) {
-        countShed(entry.request, 'queue-timeout');
-        entry.answer('queue-timeout');
-        continue;
-      }
-      admit(entry.response, entry.proceed);
-    }
-    if (queue.length > 0) limiter.blocked();
-  }
-
-  const expire = (entry: Queued) => {
-    const index = queue.indexOf(entry);
-    if (index === -1) return;
-    queue.splice(index, 1);
-    countShed(entry.request, 'queue-timeout');
-    entry.answer('queue-timeout');
-  };
-
-  /** Admits, queues or sheds one request; `proceed` continues it, `answer` sends the 503. */
-  const handle = (
-    request: IncomingMessage,
-    response: ServerResponse,
-    proceed: () => void,
-    answer: (reason: ShedReason) => void,
-  ) => {
-    if (limiter.inflight < limiter.limit && queue.length === 0) {
-      admit(response, proceed);
-      return;
-    }
-    limiter.blocked();
-    const budgetMs =
-      (request as { deadline?: Deadline }).deadline?.remainingMs() ??
-      parseBudgetHeader(request.headers[headerName], maxMs) ??
-      maxMs;
-    const waitMs = ((queue.length + 1) * limiter.rttMs) / limiter.limit;
-    if (!canFinish(budgetMs, waitMs)) {
-      countShed(request, 'deadline');
-      answer('deadline');
-      return;
-    }
-    if (queue.length >= checked.maxQueue) {
-      // Full. A queued request that can no longer finish (the earliest deadline, given its
-      // place in the queue) leaves for this one; otherwise this one is shed.
-      let earliest = 0;
-      for (let index = 1; index < queue.length; index++) {
-        if ((queue[index] as Queued).deadlineAt < (queue[earliest] as Queued).deadlineAt) earliest = index;
-      }
-      const victim = queue[earliest];
-      const victimWaitMs = ((earliest + 1) * limiter.rttMs) / limiter.limit;
-      if (victim === undefined || canFinish(victim.deadlineAt - clock.now(), victimWaitMs)) {
-        countShed(request, 'limit');
-        answer('limit');
-        return;
-      }
-      queue.splice(earliest, 1);
-      wheel.cancel(victim);
-      countShed(victim.request, 'deadline');
-      victim.answer('deadline');
-    }
-    const deadlineAt = clock.now() + budgetMs;
-    const entry = new Queued(request, response, AsyncResource.bind(proceed), answer, deadlineAt, expire);
-    queue.push(entry);
-    // Leaves the queue once its budget cannot cover one RTT any more.
-    wheel.schedule(entry, deadlineAt - (limiter.rttMs > 0 ? limiter.rttMs : 0));
-    response.once('close', () => {
-      const index = queue.indexOf(entry);
-      if (index !== -1) {
-        queue.splice(index, 1);
-        wheel.cancel(entry);
-      }
-    });
-  };
-
-  const answerNode = (response: ServerResponse) => () => {
+  const budgetOf = (request: IncomingMessage) =>
+    (request as { deadline?: Deadline }).deadline?.remainingMs() ??
+    parseBudgetHeader(request.headers[headerName], maxMs) ??
+    maxMs;
+  const answerNode = (ticket: HttpTicket) => {
+    const response = ticket.response;
     if (response.headersSent || response.destroyed) return;
     response.writeHead(503, shedHeaders);
     response.end(overloadShedBody);
   };
+  const run = (
+    request: IncomingMessage,
+    response: ServerResponse,
+    next: () => void,
+    answer: (ticket: HttpTicket) => void,
+  ) => {
+    const fast = core.limit.inflight < core.limit.limit && core.queued === 0;
+    // A request that may wait resumes later in its own async context (its deadline).
+    const ticket = new HttpTicket(core, request, response, fast ? next : AsyncResource.bind(next), answer);
+    core.arrive(ticket, fast ? maxMs : budgetOf(request));
+    if (!ticket.settled) response.once('close', () => core.forget(ticket));
+  };
 
   const middleware = ((request: IncomingMessage, response: ServerResponse, next: Next) => {
-    handle(request, response, next as () => void, answerNode(response));
+    run(request, response, next as () => void, answerNode);
   }) as ConcurrencyLimiter;
 
   const fastify: ConcurrencyLimiter['fastify'] = (instance, _options, done) => {
     instance.addHook('onRequest', (request, reply, next) => {
-      handle(request.raw, reply.raw, next, () => {
+      run(request.raw, reply.raw, next, () => {
         if (reply.raw.headersSent || reply.raw.destroyed) return;
         reply
           .code(503)
@@ -334,12 +420,12 @@ export function concurrencyLimit(options: ConcurrencyLimitOptions = {}): Concurr
     stats: (): ConcurrencyLimitStats => ({
       name,
       algorithm: checked.algorithm,
-      limit: limiter.limit,
-      inflight: limiter.inflight,
-      queued: queue.length,
-      rttMs: Math.round(limiter.rttMs * 100) / 100,
-      admitted,
-      shed: { ...shed },
+      limit: core.limit.limit,
+      inflight: core.limit.inflight,
+      queued: core.queued,
+      rttMs: Math.round(core.limit.rttMs * 100) / 100,
+      admitted: core.admitted,
+      shed: { ...core.shed },
     }),
   });
 }
