@@ -34,7 +34,16 @@ export {
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
-export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadLayer,
+  type BulkheadOptions,
+  type BulkheadSnapshot,
+  bulkhead,
+  bulkheadDefaults,
+  isOverloadDrop,
+} from './bulkhead/index.js';
 export {
   type Classifier,
   type ClassifyInput,
@@ -83,6 +92,12 @@ export {
 export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from './deadline/index.js';
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
 export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
+export {
+  AdaptiveLimit,
+  type AdaptiveLimitOptions,
+  type LimitAlgorithmName,
+  limitAlgorithms,
+} from './limit/index.js';
 export {
   type BreakerState,
   type ClientStats,

@@ -25,7 +25,12 @@ import {
   type CircuitControl,
   type CircuitState,
 } from '../breaker/index.js';
-import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
+import {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadOptions,
+  bulkhead,
+} from '../bulkhead/index.js';
 import {
   type Call,
   CallContext,
@@ -145,8 +150,13 @@ export interface ClientOptions {
    * @default { k: 2, windowMs: 120000, minRequests: 20 } (false when `breaker` is false)
    */
   throttle?: ThrottleOptions | false;
-  /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
-  bulkhead?: BulkheadOptions | false;
+  /**
+   * Bound on calls in flight to the service: adaptive (`{ adaptive: 'gradient2' | 'vegas' |
+   * 'aimd', minConcurrent, maxConcurrent, maxQueue }`, learned from latency and drops), static
+   * (`{ maxConcurrent, maxQueue }`), or `false` for none. See docs/overload.md.
+   * @default { adaptive: 'gradient2', minConcurrent: 20, maxConcurrent: 1000, maxQueue: 1000 }
+   */
+  bulkhead?: AdaptiveBulkheadOptions | BulkheadOptions | false;
   /** Keep per-endpoint counters and latency for `stats()`. @default true */
   metrics?: boolean;
   /** Rolling window of `stats()` rates and latency percentiles. @default 10000 */
@@ -413,8 +423,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const bulkheadLayer =
     options.bulkhead === false
       ? undefined
-      : bulkhead(options.bulkhead ?? {}, {
+      : bulkhead(options.bulkhead ?? adaptiveBulkheadDefaults, {
           clock,
+          service: service.name,
           onShed: (context, reason) => {
             const stats = endpointStats.get(context.endpoint);
             if (stats !== undefined) stats.shed++;
@@ -586,6 +597,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     stats: (): ClientStats => ({
       service: service.name,
       retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),
+      bulkhead: bulkheadLayer === undefined ? null : bulkheadLayer.snapshot(),
       instances: instanceSet.instances.map((state) => ({
         url: state.instance.url,
         outstanding: state.outstanding,
