@@ -101,6 +101,9 @@ export {
 } from './service/index.js';
 export {
   type AttemptTransport,
+  type Pem,
+  supportedCodings,
+  type TlsOptions,
   type Transport,
   type TransportOptions,
   transport,

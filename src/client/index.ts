@@ -42,7 +42,13 @@ import {
   serializeBody,
   validate,
 } from '../service/index.js';
-import { type AttemptTransport, transport, transportDefaults } from '../transport/index.js';
+import {
+  type AttemptTransport,
+  acceptEncoding,
+  type TlsOptions,
+  transport,
+  transportDefaults,
+} from '../transport/index.js';
 
 /** Options of one call: always the last argument of a typed method. */
 export interface CallOptions {
@@ -94,6 +100,24 @@ export interface ClientOptions {
   connections?: number | null;
   /** Idle keep-alive socket lifetime. @default 4000 */
   keepAliveTimeoutMs?: number;
+  /**
+   * TLS for `https://` instances: `ca` (PEM) to trust, `cert` and `key` to present (mTLS),
+   * `servername`, `minVersion`. Certificates are always verified unless `insecureSkipVerify`.
+   * @default Node's root CAs, no client certificate, TLS 1.2 or later
+   */
+  tls?: TlsOptions;
+  /**
+   * HTTP/2: h2 over TLS by ALPN (an instance offering only HTTP/1.1 gets that), h2c with prior
+   * knowledge for `http://` instances; one connection per instance, attempts as streams.
+   * @default false
+   */
+  http2?: boolean;
+  /**
+   * Accept gzip, deflate, br (and zstd where Node has it) and decode them; `maxResponseBytes`
+   * bounds the decoded size. Off, the client asks for `identity` and a compressed body is an
+   * `INVALID_RESPONSE`. @default false
+   */
+  decompress?: boolean;
   /** Headers sent with every call. @default {} */
   headers?: Record<string, string>;
   /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */
@@ -111,8 +135,8 @@ export interface ClientOptions {
   /**
    * Replaces the undici transport: whatever performs one attempt against `context.instance`
    * (the storm simulator's virtual network, an in-process double). The connection options
-   * (`connectTimeoutMs`, `maxResponseBytes`, `connections`, `keepAliveTimeoutMs`) then do not
-   * apply. @default the undici transport
+   * (`connectTimeoutMs`, `maxResponseBytes`, `connections`, `keepAliveTimeoutMs`, `tls`,
+   * `http2`, `decompress`) then do not apply. @default the undici transport
    */
   transport?: AttemptTransport;
   /**
@@ -241,6 +265,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       maxResponseBytes: options.maxResponseBytes,
       connections: options.connections,
       keepAliveTimeoutMs: options.keepAliveTimeoutMs,
+      tls: options.tls,
+      http2: options.http2,
+      decompress: options.decompress,
       clock,
     });
   if (options.redactHeaders !== undefined && !Array.isArray(options.redactHeaders)) {
@@ -375,9 +402,12 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     }),
     options.redirects ? redirects(options.redirects) : undefined,
   )(wire.call);
-  // telescope does not decompress: ask for the identity encoding (a missing Accept-Encoding
-  // means "anything" to a server), unless the caller set one.
-  const baseHeaders = { 'accept-encoding': 'identity', ...lowerCaseHeaders(options.headers ?? {}, 'headers') };
+  // Without decompress, ask for the identity encoding (a missing Accept-Encoding means
+  // "anything" to a server); with it, the codings the transport decodes. The caller's wins.
+  const baseHeaders = {
+    'accept-encoding': options.decompress === true && options.transport === undefined ? acceptEncoding : 'identity',
+    ...lowerCaseHeaders(options.headers ?? {}, 'headers'),
+  };
   let closed = false;
 
   const client: Record<string, unknown> = {
