@@ -51,6 +51,7 @@ export {
   isTelescopeError,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
   type RouteHints,
   type StandardSchemaV1,
@@ -96,8 +97,11 @@ export {
   type EndpointMethod,
   endpoint,
   type HttpMethod,
+  type RawBody,
   type ResponseOf,
+  type ResponseType,
   type ServiceDefinition,
+  type StreamResponse,
 } from './service/index.js';
 export {
   type AttemptTransport,

@@ -86,6 +86,15 @@ export function mapTransportError(error: Error, options: TelescopeErrorOptions):
       cause: error,
     });
   }
+  if (code === 'ERR_HTTP2_INVALID_SESSION' || code === 'ERR_HTTP2_GOAWAY_SESSION') {
+    // The stream could not even be opened on a session that was closing.
+    return new TelescopeError(ErrorCode.CONNECTION_RESET, `HTTP/2 session closed${where}: ${error.message}`, {
+      ...options,
+      requestSent: false,
+      retryable: true,
+      cause: error,
+    });
+  }
   if (code === 'ERR_HTTP2_STREAM_ERROR' && error.message.includes('NGHTTP2_REFUSED_STREAM')) {
     // RFC 9113 §8.7: a stream refused with REFUSED_STREAM was not processed.
     return new TelescopeError(ErrorCode.CONNECTION_RESET, `HTTP/2 stream refused${where}: ${error.message}`, {

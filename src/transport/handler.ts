@@ -18,6 +18,7 @@ import {
   type H2StreamLike,
   type H2StreamObserver,
   type H2Tracker,
+  peerSpokeHttp2,
 } from './origin.js';
 
 export { decodeBody } from './decode.js';
@@ -413,6 +414,19 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
       });
     }
     const stream = this.#h2Stream;
+    const session = this.#h2Session;
+    if (
+      this.h2Tracker !== null &&
+      this.#status === 0 &&
+      (session === null ? (error as { code?: string }).code === 'ERR_HTTP2_ERROR' : !peerSpokeHttp2(session))
+    ) {
+      // No SETTINGS frame ever came: the instance does not speak HTTP/2 and processed nothing.
+      return new TelescopeError(
+        ErrorCode.CONNECT_FAILED,
+        `the instance did not answer as HTTP/2 (${this.origin}): ${error.message}; with http2: true an http:// instance must speak h2c with prior knowledge`,
+        { ...this.#errorOptions(false), retryable: false, cause: error },
+      );
+    }
     if (stream !== null && this.#status === 0) {
       // RFC 9113 §6.8: streams above a GOAWAY's last-stream-id were not processed.
       const lastStreamId = goawayLastStreamId(this.#h2Session as H2SessionLike);

@@ -65,6 +65,14 @@ export class H2Tracker {
 /** GOAWAY last-stream-id by session. */
 const goawayLastStream = new WeakMap<object, number>();
 
+/** Sessions whose peer sent its SETTINGS frame: it speaks HTTP/2. */
+const spokeHttp2 = new WeakSet<object>();
+
+/** Whether the peer of a session ever spoke HTTP/2 (an HTTP/2 server sends SETTINGS first). */
+export function peerSpokeHttp2(session: H2SessionLike): boolean {
+  return spokeHttp2.has(session);
+}
+
 /** The last-stream-id of a GOAWAY the session received, if any. */
 export function goawayLastStreamId(session: H2SessionLike): number | undefined {
   return goawayLastStream.get(session);
@@ -131,8 +139,8 @@ function connector(
     connect(options, (error, socket) => {
       if (error === null && socket !== null) {
         if (tls) watchTlsAlerts(socket as Socket, settings.tls.cert !== undefined);
-        callback(null, socket);
         onSocket?.(socket as Socket & { alpnProtocol?: string | false });
+        callback(null, socket);
         return;
       }
       callback(error, socket as never);
@@ -180,6 +188,8 @@ class H2Origin implements OriginDispatcher {
   readonly tracker = new H2Tracker();
   #client: Client;
   #h1: Pool | null = null;
+  /** The socket undici is about to set up; read in its 'connect' event, before any request is written. */
+  #connecting: (Socket & { alpnProtocol?: string | false }) | null = null;
 
   constructor(
     readonly url: string,
@@ -187,10 +197,18 @@ class H2Origin implements OriginDispatcher {
   ) {
     const h2c = url.startsWith('http:');
     this.#client = new Client(url, {
-      connect: connector(url, settings, h2c, (socket) => this.#onSocket(socket)),
+      connect: connector(url, settings, h2c, (socket) => {
+        this.#connecting = socket;
+      }),
       allowH2: true,
       pipelining: maxStreamsPerConnection,
       keepAliveTimeout: settings.keepAliveTimeoutMs,
+    });
+    // undici emits 'connect' once the connection is set up and before it writes the queue.
+    this.#client.on('connect', () => {
+      const socket = this.#connecting;
+      this.#connecting = null;
+      if (socket !== null) this.#onConnected(socket);
     });
   }
 
@@ -199,13 +217,13 @@ class H2Origin implements OriginDispatcher {
       this.#h1.dispatch(options, handler);
       return;
     }
-    (handler as { h2?: H2Tracker }).h2 = this.tracker;
+    (handler as { h2Tracker?: H2Tracker | null }).h2Tracker = this.tracker;
     // Not busy-checked on purpose: while the connection is being made every attempt waits in
     // its queue, instead of opening a connection each as a Pool would.
     this.#client.dispatch(options, handler);
   }
 
-  #onSocket(socket: Socket & { alpnProtocol?: string | false }): void {
+  #onConnected(socket: Socket & { alpnProtocol?: string | false }): void {
     if (socket.alpnProtocol !== 'h2') {
       // ALPN chose http/1.1: no pipelining on this connection, a pool for what comes next.
       this.#client.pipelining = 1;
@@ -218,6 +236,7 @@ class H2Origin implements OriginDispatcher {
     session.prependListener('goaway', (_code: number, lastStreamId: number) => {
       goawayLastStream.set(session, lastStreamId);
     });
+    session.once('remoteSettings', () => spokeHttp2.add(session));
     const request = session.request;
     session.request = function (this: unknown, ...args: unknown[]) {
       const stream = request.apply(this, args) as H2StreamLike;
@@ -240,6 +259,7 @@ class H2Origin implements OriginDispatcher {
 interface H2Session extends H2SessionLike {
   request: (...args: unknown[]) => unknown;
   prependListener(event: 'goaway', listener: (code: number, lastStreamId: number) => void): unknown;
+  once(event: 'remoteSettings', listener: () => void): unknown;
 }
 
 /** undici keeps the session on the socket under a private symbol; found by its description. */
