@@ -413,6 +413,8 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
         cause: error.cause,
       });
     }
+    const mapped = mapTransportError(error, this.#errorOptions(this.#controller !== null));
+    if (mapped.code === ErrorCode.TLS_FAILED) return mapped;
     const stream = this.#h2Stream;
     const session = this.#h2Session;
     if (
@@ -438,7 +440,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
         );
       }
     }
-    return mapTransportError(error, this.#errorOptions(this.#controller !== null));
+    return mapped;
   }
 
   #abort(error: TelescopeError): void {
