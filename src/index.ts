@@ -75,6 +75,7 @@ export {
   isTelescopeError,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
   type ResponseClass,
   type RouteHints,
@@ -131,12 +132,18 @@ export {
   type EndpointPolicy,
   endpoint,
   type HttpMethod,
+  type RawBody,
   type ResponseOf,
+  type ResponseType,
   type ServiceDefinition,
+  type StreamResponse,
 } from './service/index.js';
 export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
+  type Pem,
+  supportedCodings,
+  type TlsOptions,
   type Transport,
   type TransportOptions,
   transport,

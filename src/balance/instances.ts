@@ -88,6 +88,8 @@ export function isInstanceFailure(error: unknown): boolean {
     case ErrorCode.HTTP_STATUS:
       return ((error as unknown as { status?: number }).status ?? 0) >= 500;
     case ErrorCode.INVALID_RESPONSE:
+    case ErrorCode.TLS_FAILED:
+      // Broken HTTP, or a certificate this instance alone gets wrong (expired, wrong host).
       return error.retryable;
     default:
       return false;
