@@ -1,6 +1,8 @@
 /**
  * telescope: a service access library for Node.js. Typed service clients over undici with
  * deadline budgets that shrink hop by hop, and every failure mapped to one error hierarchy.
+ *
+ * @module telescope-http
  */
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';

@@ -10,7 +10,7 @@
  * deadline header carries the attempt timeout minus the reserve once more, so the callee
  * gives up (and answers) before this hop stops waiting: budgets strictly shrink hop by hop.
  */
-import type { Layer } from '../core/call.js';
+import type { CallContext, IncomingResponse, Layer, OutgoingRequest } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 
@@ -102,6 +102,30 @@ export function attempt(options: AttemptOptions = {}): Layer {
     if (channels.callAttempt.hasSubscribers) {
       channels.callAttempt.publish({ context, request, instance: context.instance?.url, attempt: context.attempt });
     }
-    return next(request, context);
+    if (!channels.attemptEnd.hasSubscribers) return next(request, context);
+    return observeAttempt(next(request, context), request, context, now);
   };
+}
+
+/** Publishes `telescope:attempt:end` when an attempt settles (only while it has subscribers). */
+function observeAttempt(
+  pending: Promise<IncomingResponse>,
+  request: OutgoingRequest,
+  context: CallContext,
+  startedAt: number,
+): Promise<IncomingResponse> {
+  const instance = context.instance?.url;
+  const attempt = context.attempt;
+  return pending.then(
+    (response) => {
+      const durationMs = context.clock.now() - startedAt;
+      channels.attemptEnd.publish({ context, request, instance, attempt, durationMs, response });
+      return response;
+    },
+    (error: unknown) => {
+      const durationMs = context.clock.now() - startedAt;
+      channels.attemptEnd.publish({ context, request, instance, attempt, durationMs, error });
+      throw error;
+    },
+  );
 }

@@ -24,6 +24,7 @@ import {
   type Logger,
   type RouteHints,
 } from '../core/call.js';
+import { channels } from '../core/channels.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
@@ -220,6 +221,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   }
   const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
   const emit = <E extends keyof ClientEvents>(event: E, payload: ClientEvents[E]) => {
+    if (channels.clientEvent.hasSubscribers) channels.clientEvent.publish({ service: service.name, event, payload });
     const set = listeners.get(event);
     if (set === undefined) return;
     for (const listener of set) (listener as (value: ClientEvents[E]) => void)(payload);

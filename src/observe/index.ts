@@ -12,7 +12,7 @@ import type { Clock } from '../core/clock.js';
 import { isTelescopeError } from '../core/errors.js';
 import type { EndpointStats } from './stats.js';
 
-export { type LatencySummary, RollingHistogram } from './histogram.js';
+export { type LatencySummary, mergeBuckets, RollingHistogram, summarizeBuckets } from './histogram.js';
 export {
   type BreakerState,
   type ClientStats,

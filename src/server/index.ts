@@ -7,6 +7,8 @@
  * handler when the budget is already gone on arrival. When the client goes away before the
  * answer (its connection closes), every telescope call made for the request is cancelled
  * (`ABORTED`, its socket closed), so the hops below stop working for nobody.
+ *
+ * @module telescope-http/server
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Clock, systemClock } from '../core/clock.js';
