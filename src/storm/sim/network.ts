@@ -24,6 +24,10 @@ import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
+
+/** The virtual network's answers are buffered and never compressed, as the undici transport's by default. */
+const simulatedHandlerSettings = { maxResponseBytes: transportDefaults.maxResponseBytes, decompress: false } as const;
+
 import type { FaultStep, TierCapacity, TierName } from '../types.js';
 import type { SimEvent, VirtualClock } from './clock.js';
 
@@ -260,6 +264,9 @@ export class SimInstance {
   };
   fault: FaultStep['fault'] = 'none';
   slowFactor = 10;
+  /** fail: share of answers that are 503, spread evenly by a running credit (as the real tier). */
+  failRate = 0;
+  #failCredit = 0;
   /** The caller for the next tier (not for the backend). */
   caller: SimCaller | undefined = undefined;
   #active = 0;
@@ -396,7 +403,15 @@ export class SimInstance {
 
   /** @internal the backend's latency has passed. */
   backendAnswer(exchange: Exchange): void {
-    this.answer(exchange, 200, false);
+    let status = 200;
+    if (this.fault === 'fail') {
+      this.#failCredit += this.failRate;
+      if (this.#failCredit >= 1) {
+        this.#failCredit -= 1;
+        status = 503;
+      }
+    }
+    this.answer(exchange, status, false);
     this.release(exchange);
   }
 
@@ -442,10 +457,11 @@ export class SimInstance {
   }
 
   /** Applies a fault, as the real tier does on the lab's message. */
-  setFault(fault: FaultStep['fault'], factor: number | undefined): void {
+  setFault(fault: FaultStep['fault'], factor: number | undefined, rate?: number): void {
     const previous = this.fault;
     this.fault = fault;
     this.slowFactor = factor ?? 10;
+    this.failRate = rate ?? 0.1;
     if (fault === 'down' && previous !== 'down') {
       // Every open connection breaks: callers see a reset, the server frees the slots.
       let exchange = this.#openHead;
@@ -589,7 +605,7 @@ export class SimTransport implements AttemptTransport {
   readonly call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
     if (this.#closed || instance === undefined) return Promise.reject(cannotSend(this.#closed, context));
-    const handler = new AttemptHandler(request, context, instance.url, transportDefaults.maxResponseBytes, this.#wheel);
+    const handler = new AttemptHandler(request, context, instance.url, simulatedHandlerSettings, this.#wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
       return handler.promise;
