@@ -7,10 +7,15 @@
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
 export {
+  type BalancerName,
   balance,
+  type EjectionReason,
+  type HealthCheckOptions,
+  healthCheckDefaults,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
@@ -24,10 +29,27 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
-export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadLayer,
+  type BulkheadOptions,
+  type BulkheadSnapshot,
+  bulkhead,
+  bulkheadDefaults,
+  isOverloadDrop,
+} from './bulkhead/index.js';
+export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
 export {
   type CallOptions,
   type Client,
@@ -41,6 +63,8 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -53,6 +77,7 @@ export {
   type Logger,
   type OneShotBody,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -69,6 +94,12 @@ export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from '.
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
 export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
 export {
+  AdaptiveLimit,
+  type AdaptiveLimitOptions,
+  type LimitAlgorithmName,
+  limitAlgorithms,
+} from './limit/index.js';
+export {
   type BreakerState,
   type ClientStats,
   EndpointStats,
@@ -80,6 +111,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -95,6 +129,7 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
   type RawBody,
@@ -103,6 +138,7 @@ export {
   type ServiceDefinition,
   type StreamResponse,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
   type Pem,

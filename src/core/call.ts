@@ -124,6 +124,11 @@ export class CallContext {
   /** When true, the transport must not reuse a pooled connection for this attempt. */
   freshConnection = false;
   /**
+   * Set by the breaker on a half-open probe: the probe is one attempt (no retry, no hedge), so
+   * probing a dependency that is still down costs one request.
+   */
+  probe = false;
+  /**
    * `'stream'`: the transport answers once the headers arrive, with the body as a web
    * `ReadableStream` that the deadline and the caller's signal keep guarding. @default 'buffered'
    */
@@ -175,6 +180,7 @@ export class CallContext {
     });
     child.attempt = this.attempt;
     child.tried = this.tried;
+    child.probe = this.probe;
     child.responseType = this.responseType;
     return child;
   }
