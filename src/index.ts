@@ -1,14 +1,21 @@
 /**
  * telescope: a service access library for Node.js. Typed service clients over undici with
  * deadline budgets that shrink hop by hop, and every failure mapped to one error hierarchy.
+ *
+ * @module telescope-http
  */
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
 export {
+  type BalancerName,
   balance,
+  type EjectionReason,
+  type HealthCheckOptions,
+  healthCheckDefaults,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
@@ -22,10 +29,27 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
-export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadLayer,
+  type BulkheadOptions,
+  type BulkheadSnapshot,
+  bulkhead,
+  bulkheadDefaults,
+  isOverloadDrop,
+} from './bulkhead/index.js';
+export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
 export {
   type CallOptions,
   type Client,
@@ -39,6 +63,8 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -50,6 +76,7 @@ export {
   type Layer,
   type Logger,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -66,6 +93,12 @@ export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from '.
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
 export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
 export {
+  AdaptiveLimit,
+  type AdaptiveLimitOptions,
+  type LimitAlgorithmName,
+  limitAlgorithms,
+} from './limit/index.js';
+export {
   type BreakerState,
   type ClientStats,
   EndpointStats,
@@ -77,6 +110,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -92,11 +128,13 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
   type ResponseOf,
   type ServiceDefinition,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
   type Transport,

@@ -22,6 +22,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { CallOptions, Client } from '../client/index.js';
+import { channels } from '../core/channels.js';
 import { ErrorCode, HttpStatusError, invalidOption, TelescopeError } from '../core/errors.js';
 import type { ClientStats } from '../observe/index.js';
 import type { ServiceDefinition } from '../service/index.js';
@@ -168,7 +169,7 @@ export function withCache<S extends ServiceDefinition>(client: Client<S>, option
     const negative = entry.notFound !== undefined && outcome.reject === undefined;
     countOutcome(endpoint.counters, status, coalesced, negative, outcome.fallback === true);
     const ageMs = status === 'service' ? 0 : Math.max(0, context.epochNow() - entry.storedAt);
-    if (context.cacheListeners.size > 0) {
+    if (context.cacheListeners.size > 0 || channels.clientEvent.hasSubscribers) {
       const event: CacheEvent = {
         service: service.name,
         endpoint: endpoint.name,
@@ -180,7 +181,10 @@ export function withCache<S extends ServiceDefinition>(client: Client<S>, option
         ageMs,
         error: outcome.error,
       };
-      context.notify(context.cacheListeners, event);
+      if (channels.clientEvent.hasSubscribers) {
+        channels.clientEvent.publish({ service: service.name, event: 'cache', payload: event });
+      }
+      if (context.cacheListeners.size > 0) context.notify(context.cacheListeners, event);
     }
     if (outcome.reject !== undefined) throw outcome.reject;
     if (entry.notFound !== undefined) {
