@@ -13,6 +13,7 @@
  * soak; the test timeout follows it. `TELESCOPE_HARDENING_VERBOSE=1` prints the measurements (printed
  * anyway on failure).
  */
+import diagnostics from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import v8 from 'node:v8';
@@ -339,5 +340,162 @@ describe('overload at 2× the bulkhead', () => {
       expect(target.counts.inFlight).toBe(0);
     },
     seconds * 1000 + 30_000,
+  );
+});
+
+/**
+ * Skipped: the default bulkhead fails it today. Its queue (1000) is FIFO, so under a standing
+ * overload every call spends its deadline waiting and is sent with too little budget left:
+ * measured at 400 calls/s against a dependency serving 200 calls/s (timeoutMs 250), 103 of
+ * 4,000 calls succeeded (10 calls/s), 3,897 ended DEADLINE_EXCEEDED, none was shed, while
+ * the limit did fall from 100 to its floor of 20. The old default (100 in flight, no queue)
+ * shed the excess at once and served the capacity. Unskip once the queue is managed under a
+ * standing overload (adaptive LIFO or CoDel-style shedding of waiters that cannot finish in
+ * time) without shedding a healthy ramp-up (adaptive-limit.test.ts: 2,000 calls/s, 0 shed).
+ */
+describe.skip('overload at 2× what the dependency can serve, default (adaptive) bulkhead', () => {
+  /** Shorter than the static run: the guarantee is in the bounds, not in a long soak. */
+  const adaptiveSeconds = Math.max(6, Math.round(seconds / 3));
+
+  it(
+    `for ${adaptiveSeconds} s: in flight never above the learned limit, which falls; the queue bounded; no call waits past its deadline; the excess shed`,
+    async () => {
+      const gc = exposeGc();
+      // 4 workers × 50 calls/s = 200 calls/s; the rest waits in the server's own queue.
+      const target = await startFixedServer(maxConcurrent);
+      onTestFinished(() => target.close());
+      const limits = { initial: 100, max: 100, min: 100, changes: 0 };
+      const onLimit = (message: unknown) => {
+        const { side, name, limit } = message as { side: string; name: string; limit: number };
+        if (side !== 'client' || name !== 'movies') return;
+        limits.changes++;
+        if (limit > limits.max) limits.max = limit;
+        if (limit < limits.min) limits.min = limit;
+      };
+      diagnostics.subscribe('telescope:limit:change', onLimit);
+      onTestFinished(() => {
+        diagnostics.unsubscribe('telescope:limit:change', onLimit);
+      });
+
+      // No bulkhead option: the default. The circuit is off for the reason given above.
+      const client = createClient(movies, { instances: [target.url], timeoutMs, breaker: false, throttle: false });
+      onTestFinished(() => client.close());
+      expect(client.stats().bulkhead).toMatchObject({ mode: 'gradient2', limit: limits.initial });
+
+      const outcomes: Record<string, number> = {};
+      const latency = new LatencyCounts();
+      const peaks = { inflight: 0, queued: 0 };
+      let issued = 0;
+      let settled = 0;
+      let unexpected = 0;
+      const observe = () => {
+        const bulkhead = client.stats().bulkhead;
+        if (bulkhead == null) return;
+        if (bulkhead.inflight > peaks.inflight) peaks.inflight = bulkhead.inflight;
+        if (bulkhead.queued > peaks.queued) peaks.queued = bulkhead.queued;
+      };
+      const issue = () => {
+        const startedAt = performance.now();
+        issued++;
+        client.getMovie({ id: (issued % 100) + 1 }).then(
+          () => {
+            latency.record(performance.now() - startedAt);
+            outcomes.ok = (outcomes.ok ?? 0) + 1;
+            settled++;
+          },
+          (error: unknown) => {
+            latency.record(performance.now() - startedAt);
+            const code = isTelescopeError(error) ? error.code : 'UNEXPECTED';
+            if (code === 'UNEXPECTED') unexpected++;
+            outcomes[code] = (outcomes[code] ?? 0) + 1;
+            settled++;
+          },
+        );
+      };
+
+      const heapSamples: number[] = [];
+      const startedAt = performance.now();
+      const total = Math.round(adaptiveSeconds * offeredPerSecond);
+      const ticker = setInterval(() => {
+        const due = Math.min(total, Math.floor(((performance.now() - startedAt) / 1000) * offeredPerSecond));
+        while (issued < due) issue();
+        observe();
+      }, 5);
+      const sampler = setInterval(observe, 10);
+      const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+      loopDelay.enable();
+      onTestFinished(() => {
+        clearInterval(ticker);
+        clearInterval(sampler);
+        loopDelay.disable();
+      });
+      let nextHeapSampleAt = heapSampleEveryMs;
+      while (issued < total) {
+        await delay(50);
+        if (performance.now() - startedAt >= nextHeapSampleAt) {
+          nextHeapSampleAt += heapSampleEveryMs;
+          gc();
+          heapSamples.push(process.memoryUsage().heapUsed);
+        }
+      }
+      clearInterval(ticker);
+      const durationMs = performance.now() - startedAt;
+      loopDelay.disable();
+      const loopDelayMaxMs = loopDelay.max / 1e6;
+      await waitFor('every call to settle', () => settled === issued, timeoutMs + 5000);
+      clearInterval(sampler);
+      await waitFor('the server to finish its requests', () => target.counts.inFlight === 0);
+      const idle = client.stats().bulkhead;
+      await waitFor('the timer wheel to empty', () => wheelOf(systemClock).size === 0, timeoutMs + 1000);
+      gc();
+      const idleHeap = process.memoryUsage().heapUsed;
+      await client.close();
+      await waitFor('the server-side sockets to close after client.close()', () => target.openSockets() === 0);
+
+      const shed = outcomes[ErrorCode.BULKHEAD_FULL] ?? 0;
+      const okCount = outcomes.ok ?? 0;
+      const report = () =>
+        console.log(
+          JSON.stringify({
+            durationMs: Math.round(durationMs),
+            issued,
+            okPerSecond: Math.round(okCount / (durationMs / 1000)),
+            outcomes,
+            shedShare: shed / issued,
+            limits,
+            peaks,
+            serverMaxInFlight: target.counts.maxInFlight,
+            latency: { p50: latency.percentile(50), p99: latency.percentile(99), max: Math.round(latency.max) },
+            loopDelayMaxMs: Math.round(loopDelayMaxMs),
+            heapMiB: heapSamples.map((heap) => +(heap / MiB).toFixed(1)),
+            idleHeapMiB: +(idleHeap / MiB).toFixed(1),
+          }),
+        );
+      if (process.env.TELESCOPE_HARDENING_VERBOSE) report();
+      else onTestFailed(report);
+
+      expect(issued).toBe(total);
+      expect(unexpected).toBe(0);
+      // The limit learned the overload: it fell from where it started, never below its floor.
+      expect(limits.changes).toBeGreaterThan(0);
+      expect(limits.min).toBeLessThan(limits.initial);
+      expect(limits.min).toBeGreaterThanOrEqual(20);
+      // Bounds: the client never holds more in flight than its limit allowed (the server's own
+      // count also holds requests the client gave up on until it sees their sockets close),
+      // and its queue stays within maxQueue (1000).
+      expect(peaks.inflight).toBeLessThanOrEqual(limits.max);
+      expect(peaks.queued).toBeLessThanOrEqual(1000);
+      // Queued, never past the deadline: every call (answered, shed or timed out) settles by it.
+      expect(latency.max).toBeLessThanOrEqual(timeoutMs + latencySlackMs + loopDelayMaxMs);
+      // The excess is shed with BULKHEAD_FULL, and what the dependency can serve still gets through.
+      expect(shed / issued).toBeGreaterThan(0.2);
+      expect(okCount / (durationMs / 1000)).toBeGreaterThan(0.5 * capacityPerSecond);
+      // Memory stays bounded, and everything is idle again.
+      expect(heapSamples.length).toBeGreaterThanOrEqual(1);
+      expect(idleHeap).toBeLessThan((heapSamples[0] ?? 0) + 8 * MiB);
+      expect(idle).toMatchObject({ inflight: 0, queued: 0 });
+      expect(target.counts.inFlight).toBe(0);
+    },
+    adaptiveSeconds * 1000 + 30_000,
   );
 });
