@@ -40,6 +40,21 @@ export interface Scenario {
   durationS?: number;
   /** Edge requests per second. */
   rate?: number;
+  /** Per-tier admission that differs from the lab's default (e.g. a backend that is the bottleneck). */
+  capacity?: Partial<Record<TierName, TierCapacity>>;
+  /** Backend answer latency in milliseconds when healthy (before faults). */
+  backendLatencyMs?: number;
+  /**
+   * Offered load as multiples of the backend tier's capacity, measured before the run,
+   * linear between steps (the edge rate then follows it; `rate` does not apply).
+   */
+  load?: LoadStep[];
+}
+
+/** A point of a load profile: from `atS` on, `factor` × the backend tier's measured capacity. */
+export interface LoadStep {
+  atS: number;
+  factor: number;
 }
 
 /** Counters a tier instance keeps (server side). */

@@ -20,7 +20,7 @@ import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
-import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
+import { deadlineShedBody, parseBudgetHeader, type ServerLimiter } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
 import type { FaultStep, TierCapacity, TierName } from '../types.js';
@@ -78,6 +78,8 @@ enum Phase {
   Shed = 7,
   /** Budget gone on arrival (504), answered once the instance's CPU gets to it. */
   Expired = 8,
+  /** Waiting in the server's concurrency limiter (telescope's `concurrencyLimit`). */
+  LimiterQueued = 9,
 }
 
 const connectRefused = Object.assign(new Error('connect ECONNREFUSED (simulated instance is down)'), {
@@ -124,6 +126,10 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
   tNext: Exchange | null = null;
   linkedToTransport = false;
   linkedOpen = false;
+  /** Holds a slot of the instance's concurrency limiter. */
+  limiterHeld = false;
+  /** Status the instance answered with (0 before). */
+  status = 0;
 
   constructor(
     readonly instance: SimInstance | undefined,
@@ -157,6 +163,19 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
   /** The caller gives up (raw callers: timeout). */
   giveUp(): void {
     this.abort();
+  }
+
+  // --- LimiterTicket (the instance's concurrency limiter drives these) --------------------
+
+  /** The limiter admitted the request: on to the instance's own admission. */
+  proceed(): void {
+    this.limiterHeld = true;
+    (this.instance as SimInstance).admit(this);
+  }
+
+  /** The limiter shed the request: 503 without work. */
+  shed(): void {
+    (this.instance as SimInstance).shedByLimiter(this);
   }
 
   // --- heap event -------------------------------------------------------------------------
@@ -239,6 +258,8 @@ export class SimInstance {
   slowFactor = 10;
   /** The caller for the next tier (not for the backend). */
   caller: SimCaller | undefined = undefined;
+  /** The server's concurrency limiter, when the strategy has one. */
+  readonly limiter: ServerLimiter | undefined;
   #active = 0;
   #queueHead: Exchange | null = null;
   #queueTail: Exchange | null = null;
@@ -258,6 +279,7 @@ export class SimInstance {
     readonly requestCpuMs = 0,
   ) {
     this.url = `http://${index}.${tier.name}.sim`;
+    this.limiter = network.limiter?.(this);
     this.#done = (exchange, status, fallback) => {
       this.answer(exchange, status, fallback);
       this.release(exchange);
@@ -295,7 +317,28 @@ export class SimInstance {
         return;
       }
       exchange.deadline = Deadline.after(budgetMs, network.clock);
+      if (this.limiter !== undefined) {
+        exchange.phase = Phase.LimiterQueued;
+        this.limiter.arrive(exchange, budgetMs);
+        return;
+      }
     }
+    this.admit(exchange);
+  }
+
+  /** @internal the concurrency limiter shed the request: 503 at once, no work. */
+  shedByLimiter(exchange: Exchange): void {
+    this.counters.shed++;
+    exchange.released = true;
+    this.answer(exchange, 503, false);
+  }
+
+  /** @internal the instance's own bounded admission (slots, queue, 503 when full). */
+  admit(exchange: Exchange): void {
+    const counters = this.counters;
+    const network = this.network;
+    const now = network.clock.now();
+    const answerLater = this.#cpuFreeAt > now;
     const capacity = this.tier.capacity;
     if (this.#active < capacity.maxConcurrent) {
       this.#active++;
@@ -311,6 +354,11 @@ export class SimInstance {
     } else {
       counters.shed++;
       exchange.released = true;
+      if (exchange.limiterHeld) {
+        // Refused by the instance itself after the limiter let it in: the limiter's slot ends.
+        exchange.limiterHeld = false;
+        this.limiter?.release(true);
+      }
       if (answerLater) {
         exchange.phase = Phase.Shed;
         network.clock.scheduleAt(exchange, this.#cpuFreeAt);
@@ -379,6 +427,7 @@ export class SimInstance {
   /** Answers a request (counts wasted work, edge samples) and sends it if the caller is still there. */
   answer(exchange: Exchange, status: number, fallback: boolean): void {
     exchange.phase = Phase.Done;
+    exchange.status = status;
     if (exchange.gone || exchange.deadline?.expired === true) this.counters.wasted++;
     if (this.tier.role === 'edge') this.network.observer?.edgeAnswer(exchange, status, fallback);
     if (!exchange.gone) {
@@ -390,6 +439,11 @@ export class SimInstance {
 
   /** Frees the request's slot (answered, or its caller went away); safe to call twice. */
   release(exchange: Exchange): void {
+    if (exchange.limiterHeld) {
+      exchange.limiterHeld = false;
+      // As concurrencyLimit: a caller that gave up is a drop; the instance's own answers are not.
+      this.limiter?.release(exchange.gone);
+    }
     if (exchange.released) return;
     exchange.released = true;
     if (!exchange.started) {
@@ -412,6 +466,10 @@ export class SimInstance {
     if (exchange.gone) return;
     exchange.gone = true;
     this.#unlinkOpen(exchange);
+    if (exchange.phase === Phase.LimiterQueued) {
+      this.limiter?.forget(exchange);
+      return;
+    }
     // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
     if (exchange.phase !== Phase.Refused) this.release(exchange);
   }
@@ -501,6 +559,8 @@ export class SimNetwork {
     readonly serve: SimServe | undefined,
     /** How long a refused connection takes to fail. */
     readonly refuseMs = 0.2,
+    /** Makes an instance's concurrency limiter (telescope's `concurrencyLimit`), or none. */
+    readonly limiter?: (instance: SimInstance) => ServerLimiter | undefined,
   ) {}
 
   add(instance: SimInstance): void {
@@ -517,9 +577,12 @@ export class SimNetwork {
     handler: AttemptHandler | null,
     raw: RawCaller | null,
     transport: SimTransport | null,
+    /** Set on the exchange before the instance sees it (an answer may come at once). */
+    tag?: unknown,
   ): Exchange {
     const instance = this.instances.get(url);
     const exchange = new Exchange(instance, url, headers, handler, raw, transport);
+    exchange.tag = tag;
     transport?.link(exchange);
     if (instance === undefined || instance.fault === 'down') {
       exchange.phase = Phase.Refused;

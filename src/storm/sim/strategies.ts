@@ -8,10 +8,12 @@
  */
 import { createClient } from '../../client/index.js';
 import type { TimerHandle } from '../../core/clock.js';
+import type { ServerLimiter } from '../../server/index.js';
 import { deadlineServerDefaults } from '../../server/index.js';
 import telescopeStrategy, {
   telescopeClientOptions,
   telescopeFailure,
+  telescopeServerLimiter,
   telescopeServerOptions,
   telescopeSuccess,
 } from '../strategies/telescope.js';
@@ -37,6 +39,8 @@ export interface SimStrategy {
   description: string;
   /** How its servers admit requests by deadline (telescope's middleware), if they do. */
   serve?: SimServe;
+  /** Makes an instance's concurrency limiter (telescope's `concurrencyLimit`), if it has one. */
+  limiter?: (instance: SimInstance, clock: VirtualClock) => ServerLimiter | undefined;
   createCaller(context: SimCallerContext): SimCaller;
 }
 
@@ -47,6 +51,7 @@ const telescope: SimStrategy = {
   name: 'telescope',
   description: telescopeStrategy.description,
   serve: { ...telescopeServerOptions, headerName: deadlineServerDefaults.headerName },
+  limiter: (instance, clock) => telescopeServerLimiter(instance.tier.role, clock),
   createCaller({ tier, targets, network, clock, random, onAttempt }) {
     const { service, options } = telescopeClientOptions(tier.role === 'edge' ? 'edge' : 'middle');
     const client = createClient(service, {

@@ -1,8 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ClientOptions, createClient } from '../../client/index.js';
+import type { Clock } from '../../core/clock.js';
 import { isTelescopeError } from '../../core/errors.js';
+import { checkLimitOptions } from '../../limit/index.js';
 import type { DeadlineRequest, DeadlineServerOptions } from '../../server/index.js';
-import { deadlineMiddleware } from '../../server/index.js';
+import {
+  type ConcurrencyLimitOptions,
+  concurrencyLimit,
+  concurrencyLimitDefaults,
+  deadlineMiddleware,
+  ServerLimiter,
+} from '../../server/index.js';
 import { defineService, endpoint } from '../../service/index.js';
 import type { CallOutcome, StormStrategy } from '../strategy.js';
 import type { TierName } from '../types.js';
@@ -48,9 +56,34 @@ export function telescopeClientOptions(tier: TierName): {
       // fails, retries at two tiers must not multiply each other.
       retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
       outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
-      bulkhead: { maxConcurrent: 256, maxQueue: 0 },
+      // The adaptive limit, shedding at once rather than queueing: a caller's queue would only
+      // add latency on top of the servers' own limiters.
+      bulkhead: { adaptive: 'gradient2', maxQueue: 0 },
     },
   };
+}
+
+/**
+ * The concurrency limit in front of every tier's server (real mode: `concurrencyLimit`;
+ * simulation: the same `ServerLimiter`): it sheds with 503 before the tier's own queue fills,
+ * and only queues what the deadline allows.
+ */
+export const telescopeLimitOptions = Object.freeze({
+  adaptive: 'gradient2',
+  // Measured in the overload simulation (docs/overload.md): a queue of 2 keeps the slots busy
+  // between arrivals (goodput 0.99 of capacity) and adds at most a short wait; 8 doubles p99.
+  minConcurrent: 1,
+  maxQueue: 2,
+}) satisfies ConcurrencyLimitOptions;
+
+/**
+ * The simulator's limiter for one tier instance, built from {@link telescopeLimitOptions};
+ * none at the edge (the front door takes what the load offers; its fallback answers).
+ */
+export function telescopeServerLimiter(tier: TierName, clock: Clock): ServerLimiter | undefined {
+  if (tier === 'edge') return undefined;
+  const checked = checkLimitOptions('', telescopeLimitOptions, concurrencyLimitDefaults);
+  return new ServerLimiter({ ...checked, name: 'tier' }, clock);
 }
 
 /** The status a tier answers with when its call to the next tier returned `body`. */
@@ -78,6 +111,7 @@ export function telescopeFailure(error: unknown): CallOutcome {
 
 /** Made on first use: importing the strategy (the simulator does) has no side effect. */
 let middleware: ReturnType<typeof deadlineMiddleware> | undefined;
+let limiter: ReturnType<typeof concurrencyLimit> | undefined;
 
 /**
  * telescope: a 3 s edge budget that telescopes into each hop (the middle takes at most 1 s),
@@ -87,7 +121,7 @@ let middleware: ReturnType<typeof deadlineMiddleware> | undefined;
 const telescope: StormStrategy = {
   name: 'telescope',
   description:
-    '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
+    '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback, adaptive limits (client and server)',
   createCaller({ tier, targets, onAttempt }) {
     const { service, options } = telescopeClientOptions(tier);
     const client = createClient(service, { ...options, instances: targets });
@@ -108,7 +142,10 @@ const telescope: StormStrategy = {
   },
   serve(request: IncomingMessage, response: ServerResponse, next: () => void) {
     middleware ??= deadlineMiddleware(telescopeServerOptions);
-    middleware(request, response, next);
+    limiter ??= concurrencyLimit({ ...telescopeLimitOptions, maxMs: telescopeServerOptions.maxMs, name: 'tier' });
+    const limit = limiter;
+    // Deadline first (504 for a budget gone, req.deadline set), then the limit (which reads it).
+    middleware(request, response, () => limit(request, response, next));
   },
   expired(request: IncomingMessage) {
     return (request as DeadlineRequest).deadline?.expired === true;
