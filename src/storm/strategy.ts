@@ -51,7 +51,7 @@ export interface StormStrategy {
    * Wraps the tier's request handler (e.g. deadline middleware). `next` runs the tier's work
    * and its call to the next tier.
    */
-  serve?(request: IncomingMessage, response: ServerResponse, next: () => void): void;
+  serve?(request: IncomingMessage, response: ServerResponse, next: () => void, tier?: TierName): void;
   /** Whether the request is past its own deadline now (for the wasted-work count). */
   expired?(request: IncomingMessage): boolean;
 }

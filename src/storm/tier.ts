@@ -149,7 +149,7 @@ async function main(): Promise<void> {
     const arrivedAt = Date.now();
     request.resume();
     const next = () => admit(request, response, arrivedAt);
-    if (strategy.serve) strategy.serve(request, response, next);
+    if (strategy.serve) strategy.serve(request, response, next, config.tier);
     else next();
   });
   server.keepAliveTimeout = 5000;

@@ -107,6 +107,27 @@ describe('storm lab: one backend instance hangs', () => {
   }, 40_000);
 });
 
+describe('storm lab: overload (0.5× → 3× the backend tier’s capacity and back)', () => {
+  it('reports the measured capacity and goodput per second; telescope keeps goodput near capacity at 3×', async () => {
+    const durationS = 10;
+    const result = await runStorm({
+      scenario: builtInScenario('overload', durationS),
+      strategy: 'telescope',
+      durationS,
+      drainS: 4,
+    });
+    const overload = result.overload;
+    // 3 instances × 2 slots × 1 / (50 ms + 0.5 ms of CPU): at most about 119 answers/s.
+    expect(overload?.capacityPerS).toBeGreaterThan(60);
+    expect(overload?.capacityPerS).toBeLessThan(125);
+    expect(result.timeline.length).toBe(durationS);
+    expect(result.timeline.some((point) => point.goodput > 0)).toBe(true);
+    // Loose on a shared machine: the numbers of record come from `npm run storm` (docs/overload.md).
+    expect(overload?.goodputRatio).toBeGreaterThanOrEqual(0.75);
+    expect(liveTierPids()).toEqual([]);
+  }, 60_000);
+});
+
 describe('storm lab: cleanup', () => {
   it('an interrupted lab leaves no tier process behind', async () => {
     const cli = spawn(

@@ -34,6 +34,15 @@ const nextTierWithFallback = defineService({
  */
 export const telescopeServerOptions = Object.freeze({ maxMs: 3000, defaultMs: 3000 }) satisfies DeadlineServerOptions;
 
+/**
+ * Whether the tiers use the adaptive limits (servers: `concurrencyLimit` on middle and backend;
+ * clients: the adaptive bulkhead). Off by default: with them on, the three-tier lab is
+ * bistable under overload (docs/overload.md): the breakers of the calling tiers open on the
+ * limiters' 503s in some runs and goodput collapses. `TELESCOPE_STORM_ADAPTIVE=1` turns them
+ * on (real mode and simulation) until the breaker work of issue 14 lands.
+ */
+const adaptiveTiers = (): boolean => process.env.TELESCOPE_STORM_ADAPTIVE === '1';
+
 /** The client options of one tier, without `instances` (and transport, clock, random). */
 export type TelescopeTierClientOptions = Omit<ClientOptions, 'instances' | 'discovery'>;
 
@@ -58,7 +67,7 @@ export function telescopeClientOptions(tier: TierName): {
       outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
       // The adaptive limit, shedding at once rather than queueing: a caller's queue would only
       // add latency on top of the servers' own limiters.
-      bulkhead: { adaptive: 'gradient2', maxQueue: 0 },
+      bulkhead: adaptiveTiers() ? { adaptive: 'gradient2', maxQueue: 0 } : { maxConcurrent: 256, maxQueue: 0 },
     },
   };
 }
@@ -76,13 +85,18 @@ export const telescopeLimitOptions = Object.freeze({
   maxQueue: 2,
 }) satisfies ConcurrencyLimitOptions;
 
+/** The limit options of a tier's server: a calling tier keeps at least 8 slots. */
+export function telescopeLimitOptionsOf(tier: TierName): ConcurrencyLimitOptions {
+  return tier === 'backend' ? telescopeLimitOptions : { ...telescopeLimitOptions, minConcurrent: 8 };
+}
+
 /**
- * The simulator's limiter for one tier instance, built from {@link telescopeLimitOptions};
- * none at the edge (the front door takes what the load offers; its fallback answers).
+ * The simulator's limiter for one tier instance (as real mode's `concurrencyLimit`): none at
+ * the edge, whose fallback answers what the tiers behind it cannot.
  */
 export function telescopeServerLimiter(tier: TierName, clock: Clock): ServerLimiter | undefined {
-  if (tier === 'edge') return undefined;
-  const checked = checkLimitOptions('', telescopeLimitOptions, concurrencyLimitDefaults);
+  if (!adaptiveTiers() || tier === 'edge') return undefined;
+  const checked = checkLimitOptions('', telescopeLimitOptionsOf(tier), concurrencyLimitDefaults);
   return new ServerLimiter({ ...checked, name: 'tier' }, clock);
 }
 
@@ -121,7 +135,7 @@ let limiter: ReturnType<typeof concurrencyLimit> | undefined;
 const telescope: StormStrategy = {
   name: 'telescope',
   description:
-    '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback, adaptive limits (client and server)',
+    '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
   createCaller({ tier, targets, onAttempt }) {
     const { service, options } = telescopeClientOptions(tier);
     const client = createClient(service, { ...options, instances: targets });
@@ -140,9 +154,18 @@ const telescope: StormStrategy = {
       close: () => client.close(),
     };
   },
-  serve(request: IncomingMessage, response: ServerResponse, next: () => void) {
+  serve(request: IncomingMessage, response: ServerResponse, next: () => void, tier?: TierName) {
     middleware ??= deadlineMiddleware(telescopeServerOptions);
-    limiter ??= concurrencyLimit({ ...telescopeLimitOptions, maxMs: telescopeServerOptions.maxMs, name: 'tier' });
+    if (!adaptiveTiers() || tier === 'edge') {
+      // The front door takes what the load offers (see telescopeServerLimiter).
+      middleware(request, response, next);
+      return;
+    }
+    limiter ??= concurrencyLimit({
+      ...telescopeLimitOptionsOf(tier ?? 'backend'),
+      maxMs: telescopeServerOptions.maxMs,
+      name: 'tier',
+    });
     const limit = limiter;
     // Deadline first (504 for a budget gone, req.deadline set), then the limit (which reads it).
     middleware(request, response, () => limit(request, response, next));
