@@ -626,6 +626,14 @@ const PAGE_JS = String.raw`
     var chip = el('span', 'chip', 'retry tokens ');
     chip.appendChild(el('b', '', tokens === null || tokens === undefined ? '∞' : String(Math.floor(tokens))));
     section.chips.appendChild(chip);
+    var bulkhead = client.bulkhead;
+    if (bulkhead) {
+      var limitChip = el('span', 'chip limit', (bulkhead.mode === 'static' ? 'limit ' : bulkhead.mode + ' limit '));
+      limitChip.appendChild(el('b', '', String(bulkhead.limit)));
+      limitChip.appendChild(document.createTextNode(' · ' + bulkhead.inflight + ' in flight · ' + bulkhead.queued + ' queued'));
+      limitChip.title = 'bulkhead: calls allowed in flight now (adaptive: learned from latency and drops)';
+      section.chips.appendChild(limitChip);
+    }
     var instances = client.instances || [];
     for (var i = 0; i < instances.length; i++) {
       var instance = instances[i];

@@ -12,6 +12,8 @@
  * | `telescope_attempts_total` | counter | `service`, `endpoint` |
  * | `telescope_retries_total` | counter | `service`, `endpoint` |
  * | `telescope_breaker_state` | gauge | `service`, `endpoint` (0 closed, 1 half-open, 2 open) |
+ * | `telescope_concurrency_limit` | gauge | `side` (`client`/`server`), `name` (service, or the limiter's name) |
+ * | `telescope_limit_shed_total` | counter | `side`, `name`, `reason` (`limit`/`deadline`/`queue-timeout`) |
  *
  * Label values are bounded by construction: `service` and `endpoint` are the names in the
  * service definitions, `code` is one of the {@link ErrorCode} values (`OK` for a success,
@@ -126,6 +128,8 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   let attempts: Counter<'service' | 'endpoint'>;
   let retries: Counter<'service' | 'endpoint'>;
   let breakerState: Gauge<'service' | 'endpoint'>;
+  let concurrencyLimit: Gauge<'side' | 'name'>;
+  let limitShed: Counter<'side' | 'name' | 'reason'>;
   try {
     calls = track(
       `${prefix}calls_total`,
@@ -173,6 +177,24 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         registers,
       }),
     );
+    concurrencyLimit = track(
+      `${prefix}concurrency_limit`,
+      new Gauge({
+        name: `${prefix}concurrency_limit`,
+        help: 'Adaptive concurrency limit now: client bulkheads (name = service) and server concurrencyLimit (name = its name).',
+        labelNames: ['side', 'name'] as const,
+        registers,
+      }),
+    );
+    limitShed = track(
+      `${prefix}limit_shed_total`,
+      new Counter({
+        name: `${prefix}limit_shed_total`,
+        help: 'Requests a server concurrencyLimit answered 503 without work, by reason.',
+        labelNames: ['side', 'name', 'reason'] as const,
+        registers,
+      }),
+    );
   } catch (error) {
     // Leave the registry as it was: no half-registered set of metrics.
     for (const name of created) registry.removeSingleMetric(name);
@@ -200,11 +222,21 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     breakerState.set({ service: message.service, endpoint: message.endpoint }, value);
   });
 
+  const onLimit = guard((message: { side: string; name: string; limit: number }) => {
+    if (typeof message.limit !== 'number') return;
+    concurrencyLimit.set({ side: String(message.side), name: String(message.name) }, message.limit);
+  });
+  const onLimitShed = guard((message: { side: string; name: string; reason: string }) => {
+    limitShed.inc({ side: String(message.side), name: String(message.name), reason: String(message.reason) });
+  });
+
   const subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]> = [
     [channels.callEnd.name as string, onEnd],
     [channels.callError.name as string, onError],
     [channels.callAttempt.name as string, onAttempt],
     [channels.breakerState.name as string, onBreaker],
+    [channels.limitChange.name as string, onLimit],
+    [channels.limitShed.name as string, onLimitShed],
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

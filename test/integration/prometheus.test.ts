@@ -190,6 +190,9 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
       endpoint: new Set(Object.keys(movies.endpoints)),
       outcome: new Set(['success', 'failure']),
       code: new Set([...Object.values(ErrorCode), 'OK', 'UNKNOWN']),
+      // telescope_concurrency_limit: the client's adaptive bulkhead, named by its service.
+      side: new Set(['client']),
+      name: new Set(['movies']),
     };
     for (const sample of samples) {
       for (const [label, value] of Object.entries(sample.labels)) {
@@ -248,7 +251,7 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(5);
+    expect(registry.getMetricsAsArray()).toHaveLength(7);
   });
 });
 
