@@ -32,10 +32,16 @@ export function markdownTable(results: StormResult[]): string {
       result.recoveryS === undefined ? '–' : `${result.recoveryS} s`,
     ].join(' | '),
   );
-  const notes = results.flatMap((result) =>
-    result.simulation === undefined ? [] : [`${result.strategy}: ${simulationSummary(result.simulation)}`],
-  );
+  const notes = results.flatMap((result) => [
+    ...(result.overload === undefined ? [] : [`${result.strategy}: ${overloadSummary(result.overload)}`]),
+    ...(result.simulation === undefined ? [] : [`${result.strategy}: ${simulationSummary(result.simulation)}`]),
+  ]);
   return [header, rule, ...rows.map((row) => `| ${row} |`), ...(notes.length > 0 ? ['', ...notes] : [])].join('\n');
+}
+
+/** One line on the overload scenario's numbers. */
+export function overloadSummary(overload: NonNullable<RunResult['overload']>): string {
+  return `overload: backend capacity ${overload.capacityPerS.toFixed(0)}/s measured; goodput at 3× ${overload.peakGoodputPerS.toFixed(0)}/s (${percent(overload.goodputRatio)} of capacity); p99 of successes ${seconds(overload.unloadedP99Ms)} unloaded → ${seconds(overload.peakP99Ms)} at 3× (${overload.p99Ratio.toFixed(2)}×)`;
 }
 
 /** One line on what a simulated run was and what it cost. */
