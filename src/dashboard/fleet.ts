@@ -124,14 +124,20 @@ export class FleetPoller {
   async #fetch(state: SourceState): Promise<unknown> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (state.source.token !== undefined) headers.authorization = `Bearer ${state.source.token}`;
-    const signal = AbortSignal.timeout(this.#timeoutMs);
+    // One bound on the whole exchange (connect, headers, every byte of the body); cleared at
+    // the end, so it never aborts a request that is already done.
+    const controller = new AbortController();
+    const signal = controller.signal;
+    const timer = setTimeout(() => controller.abort(), this.#timeoutMs);
     let response: Awaited<ReturnType<typeof request>>;
     try {
       response = await request(state.statsUrl, { dispatcher: this.#agent, headers, signal });
     } catch (error) {
+      clearTimeout(timer);
       throw new SourceError(isTimeout(error, signal) ? 'timeout' : 'unreachable');
     }
     const { statusCode, body } = response;
+    body.on('error', () => {}); // reported through the iteration below, or irrelevant once done
     try {
       if (statusCode !== 200) throw new SourceError(`HTTP ${statusCode}`);
       const type = String(response.headers['content-type'] ?? '');
@@ -152,6 +158,7 @@ export class FleetPoller {
       if (error instanceof SourceError) throw error;
       throw new SourceError(isTimeout(error, signal) ? 'timeout' : 'broken answer');
     } finally {
+      clearTimeout(timer);
       body.destroy();
     }
   }
