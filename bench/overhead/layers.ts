@@ -9,7 +9,12 @@ import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
 import { otelMetrics } from '../../src/otel/index.js';
-import { movies, moviesWithoutResponseSchema } from './movie-service.js';
+import {
+  movies,
+  moviesClassified,
+  moviesWithAnOverriddenEndpoint,
+  moviesWithoutResponseSchema,
+} from './movie-service.js';
 import { movieJson } from './shared.js';
 
 const { values } = parseArgs({
@@ -63,7 +68,8 @@ const withOtelMetricsNoSdk: Around = () => {
 };
 
 const base: ClientOptions = { instances: ['http://127.0.0.1:1'], timeoutMs: 1000, transport: instant };
-const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions, Around?]> = [
+type Movies = typeof plain | typeof withSchema | typeof moviesWithAnOverriddenEndpoint | typeof moviesClassified;
+const variants: Array<[string, Movies, ClientOptions, Around?]> = [
   ['all layers', plain, base],
   [
     'all layers, 3 instances',
@@ -71,6 +77,8 @@ const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions, 
     { ...base, instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'] },
   ],
   ['+ zod response schema', withSchema, base],
+  ['another endpoint has its own policy', moviesWithAnOverriddenEndpoint, base],
+  ['own policy: retry.statuses + classify', moviesClassified, base],
   ['- breaker', plain, { ...base, breaker: false }],
   ['- bulkhead', plain, { ...base, bulkhead: false }],
   ['- retry', plain, { ...base, retry: false }],
@@ -82,7 +90,7 @@ const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions, 
   ['+ otelMetrics(), no SDK (no-op provider)', plain, base, withOtelMetricsNoSdk],
 ];
 
-async function measure(service: typeof plain, options: ClientOptions, around?: Around): Promise<number> {
+async function measure(service: Movies, options: ClientOptions, around?: Around): Promise<number> {
   const client = createClient(service, options);
   const running = around?.();
   const inFlight = 64;

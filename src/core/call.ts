@@ -109,6 +109,11 @@ export class CallContext {
   attemptEndsBudget = false;
   /** When true, the transport must not reuse a pooled connection for this attempt. */
   freshConnection = false;
+  /**
+   * Set by the breaker on a half-open probe: the probe is one attempt (no retry, no hedge), so
+   * probing a dependency that is still down costs one request.
+   */
+  probe = false;
   readonly route: RouteHints | undefined;
   readonly logger: Logger | undefined;
   /** The call's validated params (what a fallback is given). */
@@ -156,6 +161,7 @@ export class CallContext {
     });
     child.attempt = this.attempt;
     child.tried = this.tried;
+    child.probe = this.probe;
     return child;
   }
 

@@ -13,6 +13,7 @@ import { channel } from 'node:diagnostics_channel';
  * | `telescope:call:error` | `{ context, error, durationMs }` |
  * | `telescope:attempt:end` | `{ context, request, instance, attempt, durationMs, response?, error? }` |
  * | `telescope:breaker:state` | `{ service, endpoint, state }` |
+ * | `telescope:instance:state` | `{ service, event, ejected, unhealthy }`: an ejection, a return or a health change, and the counts after it |
  * | `telescope:client:event` | `{ service, event, payload }`: every event a client (or the cache extension) emits |
  *
  * `telescope:client:event` carries every `client.on()` event by name (`retry`, `hedge`, `shed`,
@@ -26,5 +27,6 @@ export const channels = {
   callError: channel('telescope:call:error'),
   attemptEnd: channel('telescope:attempt:end'),
   breakerState: channel('telescope:breaker:state'),
+  instanceState: channel('telescope:instance:state'),
   clientEvent: channel('telescope:client:event'),
 } as const;

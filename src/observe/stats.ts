@@ -80,7 +80,14 @@ export interface ClientStats {
   service: string;
   /** Retry-budget tokens left (Infinity without a budget). */
   retryTokens: number;
-  instances: Array<{ url: string; outstanding: number; ejected: boolean; consecutiveFailures: number }>;
+  instances: Array<{
+    url: string;
+    outstanding: number;
+    ejected: boolean;
+    /** false while active health checks keep it out of rotation. */
+    healthy: boolean;
+    consecutiveFailures: number;
+  }>;
   endpoints: Record<string, EndpointStatsSnapshot>;
 }
 

@@ -107,6 +107,7 @@ describe('typed methods', () => {
       | 'HTTP_STATUS'
       | 'INVALID_RESPONSE'
       | 'RESPONSE_TOO_LARGE'
+      | 'THROTTLED'
       | 'INVALID_REQUEST'
       | 'ABORTED'
       | 'CLIENT_CLOSED'
@@ -116,6 +117,7 @@ describe('typed methods', () => {
       | 'INVALID_OPTION'
       | 'TOO_MANY_REDIRECTS'
       | 'REDIRECT_REFUSED'
+      | 'CLASSIFIED_FAILURE'
     >();
   });
 
