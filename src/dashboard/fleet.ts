@@ -223,6 +223,7 @@ export function readSnapshot(value: unknown): ClientStats[] {
         url: displayUrl(String(instance.url)),
         outstanding: count(instance.outstanding),
         ejected: instance.ejected === true,
+        healthy: instance.healthy !== false,
         consecutiveFailures: count(instance.consecutiveFailures),
       })),
       endpoints: Object.fromEntries(
@@ -299,6 +300,7 @@ export function mergeClients(processes: ReadonlyArray<readonly ClientStats[]>): 
         else {
           seen.outstanding += instance.outstanding;
           seen.ejected ||= instance.ejected;
+          seen.healthy &&= instance.healthy;
           seen.consecutiveFailures = Math.max(seen.consecutiveFailures, instance.consecutiveFailures);
         }
       }

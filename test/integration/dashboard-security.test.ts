@@ -9,7 +9,10 @@ import { request as httpRequest } from 'node:http';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { invalidOption } from '../../src/core/errors.js';
 import { type DashboardClient, dashboard } from '../../src/dashboard/index.js';
-import type { ClientStats } from '../../src/index.js';
+import { type ClientStats, createClient, ErrorCode } from '../../src/index.js';
+import { failure } from '../helpers/assert.js';
+import { movies } from '../helpers/movies.js';
+import { sendJson, startServer } from '../helpers/server.js';
 
 const TOKEN = 'a-long-enough-dashboard-token-42';
 
@@ -52,7 +55,13 @@ function stats(service: string): ClientStats {
     service,
     retryTokens: 10,
     instances: [
-      { url: 'http://user:secret-pass@10.0.0.9:8080/?key=k', outstanding: 0, ejected: false, consecutiveFailures: 0 },
+      {
+        url: 'http://user:secret-pass@10.0.0.9:8080/?key=k',
+        outstanding: 0,
+        ejected: false,
+        healthy: true,
+        consecutiveFailures: 0,
+      },
     ],
     endpoints: {
       getMovie: {
@@ -252,6 +261,34 @@ describe('dashboard actions', () => {
     expect(JSON.stringify(logged)).not.toContain(TOKEN);
     // Requests that are not an action (malformed, wrong type, too large) are answered, not logged.
     expect(logged.length).toBe(8);
+  });
+
+  it('drives a real client: force open fails calls fast, force closed and reset bring them back', async () => {
+    const server = await startServer((_request, response) => sendJson(response, 200, { id: 7, title: 'Heat' }));
+    const client = createClient(movies, { instances: [server.url] });
+    onTestFinished(() => client.close());
+    const { board, logged } = await start([client]);
+    const post = (operation: string) =>
+      call(
+        new URL('actions', board.url).href,
+        'POST',
+        { ...bearer, ...json },
+        JSON.stringify({ service: 'movies', endpoint: 'getMovie', operation }),
+      );
+    expect((await post('breaker.forceOpen')).status).toBe(200);
+    expect(client.circuit('getMovie').forced()).toBe('open');
+    expect((await failure(client.getMovie({ id: 7 }))).code).toBe(ErrorCode.CIRCUIT_OPEN);
+    expect((await post('breaker.forceClosed')).status).toBe(200);
+    expect(client.circuit('getMovie').forced()).toBe('closed');
+    expect(await client.getMovie({ id: 7 })).toEqual({ id: 7, title: 'Heat' });
+    expect((await post('breaker.reset')).status).toBe(200);
+    expect(client.circuit('getMovie').forced()).toBeUndefined();
+    expect(client.circuit('getMovie').state()).toBe('closed');
+    expect(logged.map((entry) => (entry.action as { operation: string }).operation)).toEqual([
+      'breaker.forceOpen',
+      'breaker.forceClosed',
+      'breaker.reset',
+    ]);
   });
 
   it('checks its options: actions and non-loopback hosts need a token of 16 characters or more', async () => {
