@@ -7,10 +7,15 @@
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
 export {
+  type BalancerName,
   balance,
+  type EjectionReason,
+  type HealthCheckOptions,
+  healthCheckDefaults,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
@@ -24,6 +29,8 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
@@ -38,18 +45,29 @@ export {
   isOverloadDrop,
 } from './bulkhead/index.js';
 export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
+export {
   type CallOptions,
   type Client,
+  type ClientConfiguration,
   type ClientEvents,
   type ClientOptions,
   clientDefaults,
+  configurableKeys,
   createClient,
+  type InstanceCounts,
   redactHeaders,
 } from './client/index.js';
 export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -60,7 +78,9 @@ export {
   isTelescopeError,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -94,6 +114,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -109,13 +132,21 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
+  type RawBody,
   type ResponseOf,
+  type ResponseType,
   type ServiceDefinition,
+  type StreamResponse,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
+  type Pem,
+  supportedCodings,
+  type TlsOptions,
   type Transport,
   type TransportOptions,
   transport,

@@ -11,9 +11,24 @@
  * | `telescope_call_duration_seconds` | histogram | `service`, `endpoint`, `outcome` |
  * | `telescope_attempts_total` | counter | `service`, `endpoint` |
  * | `telescope_retries_total` | counter | `service`, `endpoint` |
+ * | `telescope_hedges_total` | counter | `service`, `endpoint` |
+ * | `telescope_retry_budget_exhausted_total` | counter | `service`, `endpoint` |
+ * | `telescope_shed_total` | counter | `service`, `endpoint`, `reason` |
+ * | `telescope_fallbacks_total` | counter | `service`, `endpoint`, `outcome` |
  * | `telescope_breaker_state` | gauge | `service`, `endpoint` (0 closed, 1 half-open, 2 open) |
- * | `telescope_concurrency_limit` | gauge | `side` (`client`/`server`), `name` (service, or the limiter's name) |
- * | `telescope_limit_shed_total` | counter | `side`, `name`, `reason` (`limit`/`deadline`/`queue-timeout`) |
+ * | `telescope_breaker_transitions_total` | counter | `service`, `endpoint`, `state` |
+ * | `telescope_ejections_total` | counter | `service`, `reason` (`consecutive-failures`, `failure-percentage`, `success-rate`) |
+ * | `telescope_instance_returns_total` | counter | `service`, `reason` (`expired`, `health-check`) |
+ * | `telescope_instances_ejected` | gauge | `service` |
+ * | `telescope_instances_unhealthy` | gauge | `service` (out of rotation on active health checks) |
+ * | `telescope_cache_lookups_total` | counter | `service`, `endpoint`, `status` |
+ * | `telescope_server_concurrency_limit` | gauge | `name` (a server `concurrencyLimit`'s name) |
+ * | `telescope_server_shed_total` | counter | `name`, `reason` (`limit`/`deadline`/`queue-timeout`) |
+ *
+ * The metrics from `telescope_retries_total` down are counted from client events
+ * (`src/observe/metric-catalog.ts`, shared with the OpenTelemetry metrics: the same metrics
+ * under the names OpenTelemetry's Prometheus conversion gives, `telescope.retries` →
+ * `telescope_retries_total`).
  *
  * Label values are bounded by construction: `service` and `endpoint` are the names in the
  * service definitions, `code` is one of the {@link ErrorCode} values (`OK` for a success,
@@ -30,6 +45,16 @@ import { Counter, Gauge, Histogram, type Registry, register } from 'prom-client'
 import type { CallContext } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, isTelescopeError } from '../core/errors.js';
+import {
+  callDurationBuckets,
+  channelEvents,
+  type EventMetric,
+  type EventPayload,
+  eventMetrics,
+  eventMetricsByEvent,
+} from '../observe/metric-catalog.js';
+
+export { breakerStateValue } from '../observe/metric-catalog.js';
 
 /** Options of {@link prometheusMetrics}. */
 export interface PrometheusMetricsOptions {
@@ -52,11 +77,8 @@ export interface PrometheusMetrics {
 export const prometheusDefaults = {
   prefix: 'telescope_',
   /** 1 ms to 10 s: service calls, not page loads. */
-  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  buckets: callDurationBuckets,
 } as const;
-
-/** Value of `telescope_breaker_state` per circuit state. */
-export const breakerStateValue = { closed: 0, 'half-open': 1, open: 2 } as const;
 
 const errorCodes: ReadonlySet<string> = new Set(Object.values(ErrorCode));
 
@@ -76,10 +98,10 @@ interface CallAttemptMessage {
   context: CallContext;
   attempt: number;
 }
-interface BreakerStateMessage {
+interface ClientEventMessage {
   service: string;
-  endpoint: string;
-  state: string;
+  event: string;
+  payload: EventPayload;
 }
 
 /**
@@ -126,10 +148,9 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   let calls: Counter<'service' | 'endpoint' | 'outcome' | 'code'>;
   let duration: Histogram<'service' | 'endpoint' | 'outcome'>;
   let attempts: Counter<'service' | 'endpoint'>;
-  let retries: Counter<'service' | 'endpoint'>;
-  let breakerState: Gauge<'service' | 'endpoint'>;
-  let concurrencyLimit: Gauge<'side' | 'name'>;
-  let limitShed: Counter<'side' | 'name' | 'reason'>;
+  const fromEvents = new Map<EventMetric, Counter<string> | Gauge<string>>();
+  let serverLimit: Gauge<'name'>;
+  let serverShed: Counter<'name' | 'reason'>;
   try {
     calls = track(
       `${prefix}calls_total`,
@@ -159,39 +180,29 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         registers,
       }),
     );
-    retries = track(
-      `${prefix}retries_total`,
-      new Counter({
-        name: `${prefix}retries_total`,
-        help: 'Attempts after the first one of a call (retries and hedges).',
-        labelNames: ['service', 'endpoint'] as const,
-        registers,
-      }),
-    );
-    breakerState = track(
-      `${prefix}breaker_state`,
+    for (const metric of eventMetrics) {
+      const name = `${prefix}${metric.prometheus}`;
+      const configuration = { name, help: metric.description, labelNames: metric.labels, registers };
+      fromEvents.set(
+        metric,
+        track(name, metric.kind === 'counter' ? new Counter(configuration) : new Gauge(configuration)),
+      );
+    }
+    serverLimit = track(
+      `${prefix}server_concurrency_limit`,
       new Gauge({
-        name: `${prefix}breaker_state`,
-        help: 'Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open.',
-        labelNames: ['service', 'endpoint'] as const,
+        name: `${prefix}server_concurrency_limit`,
+        help: 'The concurrency limit a server concurrencyLimit() has learned, now.',
+        labelNames: ['name'] as const,
         registers,
       }),
     );
-    concurrencyLimit = track(
-      `${prefix}concurrency_limit`,
-      new Gauge({
-        name: `${prefix}concurrency_limit`,
-        help: 'Adaptive concurrency limit now: client bulkheads (name = service) and server concurrencyLimit (name = its name).',
-        labelNames: ['side', 'name'] as const,
-        registers,
-      }),
-    );
-    limitShed = track(
-      `${prefix}limit_shed_total`,
+    serverShed = track(
+      `${prefix}server_shed_total`,
       new Counter({
-        name: `${prefix}limit_shed_total`,
-        help: 'Requests a server concurrencyLimit answered 503 without work, by reason.',
-        labelNames: ['side', 'name', 'reason'] as const,
+        name: `${prefix}server_shed_total`,
+        help: 'Requests a server concurrencyLimit() answered 503 without work, by reason.',
+        labelNames: ['name', 'reason'] as const,
         registers,
       }),
     );
@@ -214,29 +225,49 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   const onAttempt = guard((message: CallAttemptMessage) => {
     const { service, endpoint } = message.context;
     attempts.inc({ service, endpoint });
-    if (message.attempt > 1) retries.inc({ service, endpoint });
   });
-  const onBreaker = guard((message: BreakerStateMessage) => {
-    const value = breakerStateValue[message.state as keyof typeof breakerStateValue];
-    if (value === undefined) return;
-    breakerState.set({ service: message.service, endpoint: message.endpoint }, value);
+  const metricsByEvent = eventMetricsByEvent(eventMetrics);
+  const onClientEvent = guard((message: ClientEventMessage) => {
+    const list = metricsByEvent.get(message.event);
+    if (list === undefined || typeof message.payload !== 'object' || message.payload === null) return;
+    for (const metric of list) {
+      const values = metric.labelValues(message.payload);
+      const instrument = fromEvents.get(metric);
+      if (values === undefined || instrument === undefined) continue;
+      const labels: Record<string, string> = {};
+      metric.labels.forEach((label, index) => {
+        labels[label] = values[index] as string;
+      });
+      if (instrument instanceof Counter) {
+        instrument.inc(labels);
+      } else {
+        const value = metric.value?.(message.payload);
+        if (value !== undefined) instrument.set(labels, value);
+      }
+    }
   });
 
-  const onLimit = guard((message: { side: string; name: string; limit: number }) => {
-    if (typeof message.limit !== 'number') return;
-    concurrencyLimit.set({ side: String(message.side), name: String(message.name) }, message.limit);
+  // Client limits come through the event catalog (telescope_concurrency_limit); these are the servers'.
+  const onServerLimit = guard((message: { side: string; name: string; limit: number }) => {
+    if (message.side !== 'server' || typeof message.limit !== 'number') return;
+    serverLimit.set({ name: String(message.name) }, message.limit);
   });
-  const onLimitShed = guard((message: { side: string; name: string; reason: string }) => {
-    limitShed.inc({ side: String(message.side), name: String(message.name), reason: String(message.reason) });
+  const onServerShed = guard((message: { side: string; name: string; reason: string }) => {
+    if (message.side !== 'server') return;
+    serverShed.inc({ name: String(message.name), reason: String(message.reason) });
   });
 
   const subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]> = [
+    [channels.limitChange.name as string, onServerLimit],
+    [channels.limitShed.name as string, onServerShed],
     [channels.callEnd.name as string, onEnd],
     [channels.callError.name as string, onError],
     [channels.callAttempt.name as string, onAttempt],
-    [channels.breakerState.name as string, onBreaker],
-    [channels.limitChange.name as string, onLimit],
-    [channels.limitShed.name as string, onLimitShed],
+    [channels.clientEvent.name as string, onClientEvent],
+    ...Object.entries(channelEvents).map(([name, event]): [string, (message: unknown) => void] => [
+      name,
+      (message) => onClientEvent({ service: '', event, payload: message as EventPayload }),
+    ]),
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

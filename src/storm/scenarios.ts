@@ -9,6 +9,9 @@ export const builtInScenarios = [
   'slow-tier',
   'outage-recover',
   'overload',
+  'metastable',
+  'flaky-one',
+  'slow-one',
 ] as const;
 export type BuiltInScenario = (typeof builtInScenarios)[number];
 
@@ -53,6 +56,24 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: at(0.75), tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'flaky-one':
+      return {
+        name,
+        description: 'one backend instance answers 503 to 10% of requests, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'fail', rate: 0.1 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
+    case 'slow-one':
+      return {
+        name,
+        description: 'one backend instance answers 5× slower, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'slow', factor: 5 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
     case 'outage-recover':
       return {
         name,
@@ -79,6 +100,19 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: at(0.85), factor: 0.5 },
         ],
       };
+    case 'metastable': {
+      // A trigger (2 s of added latency on every backend answer) that ends: a stable system
+      // is back at once; a metastable one stays down, held there by its own retries.
+      const start = at(0.2);
+      return {
+        name,
+        description: 'the backend tier answers 400× slower (2 s) for 5 s, then the trigger is removed',
+        faults: faults([
+          { atS: start, tier: 'backend', fault: 'slow', factor: 400 },
+          { atS: Math.round((start + Math.min(5, durationS * 0.25)) * 10) / 10, tier: 'backend', fault: 'none' },
+        ]),
+      };
+    }
   }
 }
 
@@ -111,10 +145,11 @@ export function scenarioFromFile(path: string): Scenario {
     if (
       typeof fault.atS !== 'number' ||
       !['edge', 'middle', 'backend'].includes(String(fault.tier)) ||
-      !['hang', 'down', 'slow', 'none'].includes(String(fault.fault))
+      !['hang', 'down', 'slow', 'fail', 'none'].includes(String(fault.fault)) ||
+      (fault.rate !== undefined && !(typeof fault.rate === 'number' && fault.rate > 0 && fault.rate <= 1))
     ) {
       throw new Error(
-        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|none)`,
+        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|fail|none); rate in (0, 1]`,
       );
     }
   }

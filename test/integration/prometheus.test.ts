@@ -10,6 +10,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { z } from 'zod';
 import { type Client, createClient, defineService, ErrorCode, endpoint } from '../../src/index.js';
+import { eventMetrics } from '../../src/observe/metric-catalog.js';
 import { type PrometheusMetrics, prometheusMetrics } from '../../src/prometheus/index.js';
 import { failure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
@@ -102,6 +103,9 @@ const telescopeChannels = [
   'telescope:call:end',
   'telescope:call:error',
   'telescope:breaker:state',
+  'telescope:attempt:end',
+  'telescope:client:event',
+  'telescope:limit:change',
 ];
 
 // --- tests -----------------------------------------------------------------------------------
@@ -130,6 +134,12 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     expect(text).toContain('# TYPE telescope_attempts_total counter');
     expect(text).toContain('# TYPE telescope_retries_total counter');
     expect(text).toContain('# TYPE telescope_breaker_state gauge');
+    // The event-driven metrics: the same catalog as the OpenTelemetry instruments.
+    for (const metric of eventMetrics) {
+      expect(text).toContain(`# TYPE telescope_${metric.prometheus} ${metric.kind}`);
+      const converted = `${metric.name.replaceAll('.', '_')}${metric.kind === 'counter' ? '_total' : ''}`;
+      expect(converted, 'the OpenTelemetry name converted the Prometheus way').toBe(`telescope_${metric.prometheus}`);
+    }
 
     const getMovie = { service: 'movies', endpoint: 'getMovie' };
     expect(sampleValue(samples, 'telescope_calls_total', { ...getMovie, outcome: 'success', code: 'OK' })).toBe(4);
@@ -162,7 +172,13 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const metrics = start();
     const server = await startServer(movieHandler());
     const moviesClient = client(() =>
-      createClient(movies, { instances: [server.url], breaker: false, retry: { maxRetries: 1, budget: false } }),
+      // A budget far above the calls' latency: this test is about labels, not time (2-core CI under load).
+      createClient(movies, {
+        instances: [server.url],
+        breaker: false,
+        retry: { maxRetries: 1, budget: false },
+        timeoutMs: 15_000,
+      }),
     );
     const ids = Array.from({ length: 1000 }, (_, index) => 700_000 + index);
     const titles = ids.map((id) => `title-${id.toString(36)}-xq`);
@@ -190,9 +206,6 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
       endpoint: new Set(Object.keys(movies.endpoints)),
       outcome: new Set(['success', 'failure']),
       code: new Set([...Object.values(ErrorCode), 'OK', 'UNKNOWN']),
-      // telescope_concurrency_limit: the client's adaptive bulkhead, named by its service.
-      side: new Set(['client']),
-      name: new Set(['movies']),
     };
     for (const sample of samples) {
       for (const [label, value] of Object.entries(sample.labels)) {
@@ -251,7 +264,20 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(7);
+    // + telescope_server_concurrency_limit and telescope_server_shed_total
+    expect(registry.getMetricsAsArray()).toHaveLength(3 + eventMetrics.length + 2);
+  });
+});
+
+describe('prometheusMetrics: concurrency limit', () => {
+  it('sets telescope_concurrency_limit from telescope:limit:change (client side only)', async () => {
+    const metrics = start();
+    const limitChange = channel('telescope:limit:change');
+    limitChange.publish({ side: 'client', name: 'movies', algorithm: 'vegas', limit: 24, inflight: 2, queued: 0 });
+    limitChange.publish({ side: 'server', name: 'api', algorithm: 'vegas', limit: 80, inflight: 2, queued: 0 });
+    const { samples } = await scrape(metrics);
+    expect(sampleValue(samples, 'telescope_concurrency_limit', { service: 'movies' })).toBe(24);
+    expect(sampleValue(samples, 'telescope_concurrency_limit', { service: 'api' })).toBeUndefined();
   });
 });
 
@@ -299,7 +325,11 @@ describe('prometheusMetrics: breaker state', () => {
 
     await waitFor('the half-open state', async () => (await gauge()) === 1);
     healthy = true;
+    // halfOpenProbes (3 by default) must pass: the gauge stays at 1 until the third.
     await moviesClient.getMovie({ id: 1 });
+    await moviesClient.getMovie({ id: 2 });
+    expect(await gauge()).toBe(1);
+    await moviesClient.getMovie({ id: 3 });
     expect(await gauge()).toBe(0);
   });
 });

@@ -108,13 +108,17 @@ describe('storm lab: one backend instance hangs', () => {
 });
 
 describe('storm lab: overload (0.5× → 3× the backend tier’s capacity and back)', () => {
-  it('reports the measured capacity and goodput per second; telescope keeps goodput near capacity at 3×', async () => {
+  it('reports the measured capacity and goodput per second; telescope with adaptive tiers keeps goodput near capacity', async () => {
     const durationS = 10;
+    // The tier processes inherit the environment: concurrencyLimit and the adaptive bulkhead on.
+    process.env.TELESCOPE_STORM_ADAPTIVE = '1';
     const result = await runStorm({
       scenario: builtInScenario('overload', durationS),
       strategy: 'telescope',
       durationS,
       drainS: 4,
+    }).finally(() => {
+      delete process.env.TELESCOPE_STORM_ADAPTIVE;
     });
     const overload = result.overload;
     // 3 instances × 2 slots × 1 / (50 ms + 0.5 ms of CPU): at most about 119 answers/s.
@@ -126,6 +130,23 @@ describe('storm lab: overload (0.5× → 3× the backend tier’s capacity and b
     expect(overload?.goodputRatio).toBeGreaterThanOrEqual(0.75);
     expect(liveTierPids()).toEqual([]);
   }, 60_000);
+});
+
+describe('storm lab: one backend instance answers 503 to 10% of requests', () => {
+  it('telescope: ≥ 99.5% success with at most 2% extra backend attempts', async () => {
+    const durationS = 6;
+    const options = {
+      scenario: builtInScenario('flaky-one', durationS),
+      strategy: 'telescope',
+      rate: 40,
+      durationS,
+      drainS: 3,
+    };
+    const result = await runStorm(options);
+    expect(result.successRate).toBeGreaterThanOrEqual(0.995);
+    expect(result.amplification).toBeLessThanOrEqual(1.02);
+    expect(liveTierPids()).toEqual([]);
+  }, 40_000);
 });
 
 describe('storm lab: cleanup', () => {

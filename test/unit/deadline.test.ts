@@ -65,6 +65,28 @@ describe('Deadline', () => {
     expect(Deadline.min(long, undefined)).toBe(long);
   });
 
+  it('min() and a nested withDeadline keep the caller cancellation of either side', () => {
+    const clock = manualClock();
+    const inbound = new AbortController();
+    const outer = new Deadline(clock.now() + 3000, clock, inbound);
+    const shorter = Deadline.after(100, clock);
+    const combined = Deadline.min(outer, shorter);
+    expect(combined.at).toBe(shorter.at);
+    expect(combined.cancellation).toBe(inbound);
+    expect(Deadline.min(shorter, outer).cancellation).toBe(inbound);
+    expect(Deadline.min(shorter, Deadline.after(200, clock))).toBe(shorter);
+    withDeadline(outer, () =>
+      withDeadline(
+        50,
+        () => {
+          expect(currentDeadline()?.at).toBe(clock.now() + 50);
+          expect(currentDeadline()?.cancellation).toBe(inbound);
+        },
+        clock,
+      ),
+    );
+  });
+
   it('signal is created lazily and aborts at the deadline with DEADLINE_EXCEEDED', () => {
     const clock = manualClock();
     const budget = Deadline.after(100, clock);
@@ -205,13 +227,17 @@ describe('attempt layer', () => {
       seenHeaders.push({ ...req.headers });
       return call(req, ctx);
     };
-    await attempt({ deadlineHeader: false })(capture)(request(), context(clock, 1000, Deadline.after(500, clock)));
+    await attempt({ deadlineHeader: false, attemptHeader: false })(capture)(
+      request(),
+      context(clock, 1000, Deadline.after(500, clock)),
+    );
     await attempt({ deadlineHeader: 'grpc-timeout-ms' })(capture)(
       request(),
       context(clock, 1000, Deadline.after(500, clock)),
     );
     expect(seenHeaders[0]).toEqual({});
-    expect(seenHeaders[1]).toEqual({ 'grpc-timeout-ms': '480' });
+    // The attempt number travels too (x-request-attempt), unless turned off as above.
+    expect(seenHeaders[1]).toEqual({ 'grpc-timeout-ms': '480', 'x-request-attempt': '1' });
   });
 
   it('rejects bad options with INVALID_OPTION naming the option', () => {

@@ -11,6 +11,7 @@ import type { TimerHandle } from '../../core/clock.js';
 import type { ServerLimiter } from '../../server/index.js';
 import { deadlineServerDefaults } from '../../server/index.js';
 import telescopeStrategy, {
+  countingTransport,
   telescopeClientOptions,
   telescopeFailure,
   telescopeServerLimiter,
@@ -57,15 +58,12 @@ const telescope: SimStrategy = {
     const client = createClient(service, {
       ...options,
       instances: targets.map((target) => target.url),
-      transport: network.transport(),
+      transport: countingTransport(network.transport(), onAttempt),
       clock,
       random,
     });
-    client.on('retry', onAttempt);
-    client.on('hedge', onAttempt);
     return {
       call(inbound, done) {
-        onAttempt();
         // The inbound request's deadline (the middleware's, real mode's ambient one) as the call's.
         const pending = inbound.deadline === undefined ? client.work() : client.work({ deadline: inbound.deadline });
         pending.then(

@@ -12,6 +12,7 @@ import {
   ServerLimiter,
 } from '../../server/index.js';
 import { defineService, endpoint } from '../../service/index.js';
+import { type AttemptTransport, transport } from '../../transport/index.js';
 import type { CallOutcome, StormStrategy } from '../strategy.js';
 import type { TierName } from '../types.js';
 
@@ -64,9 +65,17 @@ export function telescopeClientOptions(tier: TierName): {
       // One retry on another instance, at most 10% of traffic (plus 1/s): when a whole tier
       // fails, retries at two tiers must not multiply each other.
       retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
-      outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
-      // The adaptive limit, shedding at once rather than queueing: a caller's queue would only
-      // add latency on top of the servers' own limiters.
+      // Slow and failing instances get less traffic (peak-EWMA cost), and an instance failing
+      // 5% or more of its calls over 2 s is ejected: a flaky instance stops costing retries.
+      balancer: 'p2c-ewma',
+      outlier: {
+        consecutiveFailures: 5,
+        baseEjectionMs: 5000,
+        failurePercentage: 5,
+        minRequests: 20,
+        intervalMs: 2000,
+      },
+      // The adaptive limit, shedding at once rather than queueing (with TELESCOPE_STORM_ADAPTIVE=1).
       bulkhead: adaptiveTiers() ? { adaptive: 'gradient2', maxQueue: 0 } : { maxConcurrent: 256, maxQueue: 0 },
     },
   };
@@ -100,6 +109,21 @@ export function telescopeServerLimiter(tier: TierName, clock: Clock): ServerLimi
   return new ServerLimiter({ ...checked, name: 'tier' }, clock);
 }
 
+/**
+ * A transport that counts every attempt it sends (retries, hedges and probes included; calls
+ * the breaker, the throttle or the bulkhead fail fast send none), for the lab's attempt counts.
+ */
+export function countingTransport(inner: AttemptTransport, onAttempt: () => void): AttemptTransport {
+  return {
+    call(request, context) {
+      onAttempt();
+      return inner.call(request, context);
+    },
+    close: () => inner.close(),
+    ...(inner.drop === undefined ? {} : { drop: (url: string) => inner.drop?.(url) ?? Promise.resolve() }),
+  };
+}
+
 /** The status a tier answers with when its call to the next tier returned `body`. */
 export function telescopeSuccess(body: unknown): CallOutcome {
   return body === degradedAnswer ? { status: 200, fallback: true } : { status: 200 };
@@ -113,6 +137,7 @@ export function telescopeFailure(error: unknown): CallOutcome {
     case 'ATTEMPT_TIMEOUT':
       return { status: 504 };
     case 'CIRCUIT_OPEN':
+    case 'THROTTLED':
     case 'BULKHEAD_FULL':
     case 'NO_HEALTHY_INSTANCE':
       return { status: 503 };
@@ -138,13 +163,13 @@ const telescope: StormStrategy = {
     '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
   createCaller({ tier, targets, onAttempt }) {
     const { service, options } = telescopeClientOptions(tier);
-    const client = createClient(service, { ...options, instances: targets });
-    const attempts = (): void => onAttempt();
-    client.on('retry', attempts);
-    client.on('hedge', attempts);
+    const client = createClient(service, {
+      ...options,
+      instances: targets,
+      transport: countingTransport(transport({}), onAttempt),
+    });
     return {
       async call() {
-        onAttempt();
         try {
           return telescopeSuccess(await client.work());
         } catch (error) {
