@@ -23,7 +23,8 @@ import { Deadline } from '../../core/deadline.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
-import type { FaultStep, TierCapacity, TierName } from '../types.js';
+import type { TopologyFault, TopologyFaultKind } from '../topology.js';
+import type { TierCapacity, TierName } from '../types.js';
 import type { SimEvent, VirtualClock } from './clock.js';
 
 /** What a simulated tier's caller for the next tier does with one inbound request. */
@@ -64,6 +65,8 @@ export interface SimObserver {
   received(instance: SimInstance): void;
   /** An edge instance answered a request (any status; shed included). */
   edgeAnswer(exchange: Exchange, status: number, fallback: boolean): void;
+  /** Any instance answered a request (any status; shed included), when the observer wants it. */
+  answered?(instance: SimInstance, exchange: Exchange, status: number, fallback: boolean): void;
 }
 
 enum Phase {
@@ -173,7 +176,7 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
         (this.instance as SimInstance).afterCpu(this);
         return;
       case Phase.Latency:
-        (this.instance as SimInstance).backendAnswer(this);
+        (this.instance as SimInstance).afterLatency(this);
         return;
       case Phase.Shed:
         (this.instance as SimInstance).answer(this, 503, false);
@@ -215,8 +218,9 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
 
 /** One simulated tier. */
 export interface SimTier {
-  /** `edge`, `middle-1` … `middle-k`, `backend`. */
+  /** `edge`, `middle-1` … `middle-k`, `backend`; or a topology's service name. */
   name: string;
+  /** `edge` answers the load; `backend` calls nothing. */
   role: TierName;
   /** Position from the edge (0). */
   depth: number;
@@ -235,10 +239,21 @@ export class SimInstance {
     peakInFlight: 0,
     downstreamAttempts: 0,
   };
-  fault: FaultStep['fault'] = 'none';
+  fault: TopologyFaultKind = 'none';
   slowFactor = 10;
-  /** The caller for the next tier (not for the backend). */
+  /** fault `latency`: milliseconds added to every request. */
+  addedMs = 0;
+  /** fault `errors`: fraction of requests answered 500. */
+  errorRate = 0;
+  /** Seeded random source of the `errors` fault. */
+  random: () => number = Math.random;
+  /** Zone of the instance (its clients prefer it). */
+  zone: string | undefined = undefined;
+  /** The caller for the next tier; none: the instance answers itself (a backend). */
   caller: SimCaller | undefined = undefined;
+  /** Requests run at once and queued now (the `capacity` fault lowers them). */
+  #maxConcurrent: number;
+  #maxQueue: number;
   #active = 0;
   #queueHead: Exchange | null = null;
   #queueTail: Exchange | null = null;
@@ -258,6 +273,8 @@ export class SimInstance {
     readonly requestCpuMs = 0,
   ) {
     this.url = `http://${index}.${tier.name}.sim`;
+    this.#maxConcurrent = tier.capacity.maxConcurrent;
+    this.#maxQueue = tier.capacity.maxQueue;
     this.#done = (exchange, status, fallback) => {
       this.answer(exchange, status, fallback);
       this.release(exchange);
@@ -296,11 +313,10 @@ export class SimInstance {
       }
       exchange.deadline = Deadline.after(budgetMs, network.clock);
     }
-    const capacity = this.tier.capacity;
-    if (this.#active < capacity.maxConcurrent) {
+    if (this.#active < this.#maxConcurrent) {
       this.#active++;
       this.#start(exchange);
-    } else if (this.#queueLength < capacity.maxQueue) {
+    } else if (this.#queueLength < this.#maxQueue) {
       exchange.phase = Phase.Queued;
       exchange.qPrev = this.#queueTail;
       exchange.qNext = null;
@@ -347,22 +363,32 @@ export class SimInstance {
     clock.scheduleAt(exchange, this.#cpuFreeAt);
   }
 
-  /** @internal CPU work done: answer (backend) or call the next tier. */
+  /** @internal CPU work done: hang, wait for the instance's own latency, or go on. */
   afterCpu(exchange: Exchange): void {
-    if (this.tier.role === 'backend') {
-      if (this.fault === 'hang') {
-        // Accepted, never answered: the slot stays taken until the caller goes away.
-        exchange.phase = Phase.Hung;
-        return;
-      }
+    if (this.fault === 'hang') {
+      // Accepted, never answered: the slot stays taken until the caller goes away.
+      exchange.phase = Phase.Hung;
+      return;
+    }
+    const latencyMs = this.latencyMs * (this.fault === 'slow' ? this.slowFactor : 1) + this.addedMs;
+    if (latencyMs > 0) {
       exchange.phase = Phase.Latency;
-      const latencyMs = this.latencyMs * (this.fault === 'slow' ? this.slowFactor : 1);
       this.network.clock.scheduleAt(exchange, this.network.clock.now() + latencyMs);
+      return;
+    }
+    this.afterLatency(exchange);
+  }
+
+  /** @internal the instance's own latency has passed: fail, answer (a backend) or call. */
+  afterLatency(exchange: Exchange): void {
+    if (this.errorRate > 0 && this.random() < this.errorRate) {
+      this.answer(exchange, 500, false);
+      this.release(exchange);
       return;
     }
     const caller = this.caller;
     if (caller === undefined) {
-      this.answer(exchange, 503, false);
+      this.answer(exchange, this.tier.role === 'backend' ? 200 : 503, false);
       this.release(exchange);
       return;
     }
@@ -370,17 +396,15 @@ export class SimInstance {
     caller.call(exchange, this.#done);
   }
 
-  /** @internal the backend's latency has passed. */
-  backendAnswer(exchange: Exchange): void {
-    this.answer(exchange, 200, false);
-    this.release(exchange);
-  }
-
   /** Answers a request (counts wasted work, edge samples) and sends it if the caller is still there. */
   answer(exchange: Exchange, status: number, fallback: boolean): void {
     exchange.phase = Phase.Done;
     if (exchange.gone || exchange.deadline?.expired === true) this.counters.wasted++;
-    if (this.tier.role === 'edge') this.network.observer?.edgeAnswer(exchange, status, fallback);
+    const observer = this.network.observer;
+    if (observer !== undefined) {
+      if (this.tier.role === 'edge') observer.edgeAnswer(exchange, status, fallback);
+      observer.answered?.(this, exchange, status, fallback);
+    }
     if (!exchange.gone) {
       this.#unlinkOpen(exchange);
       const { body, headers } = this.#bodyFor(status, fallback);
@@ -399,7 +423,8 @@ export class SimInstance {
     }
     this.counters.inFlight--;
     const next = this.#queueHead;
-    if (next === null) {
+    // The slot passes to the next in the queue, unless a capacity drop took it away.
+    if (next === null || this.#active > this.#maxConcurrent) {
       this.#active--;
       return;
     }
@@ -417,10 +442,29 @@ export class SimInstance {
   }
 
   /** Applies a fault, as the real tier does on the lab's message. */
-  setFault(fault: FaultStep['fault'], factor: number | undefined): void {
+  setFault(fault: TopologyFaultKind, factor: number | undefined): void {
+    this.applyFault({ atS: 0, service: this.tier.name, fault, factor });
+  }
+
+  /** Applies a topology fault: it replaces the instance's previous one (`none`: healthy). */
+  applyFault(step: TopologyFault): void {
     const previous = this.fault;
+    const fault = step.fault;
     this.fault = fault;
-    this.slowFactor = factor ?? 10;
+    this.slowFactor = step.factor ?? 10;
+    this.addedMs = fault === 'latency' ? (step.addedMs ?? 0) : 0;
+    this.errorRate = fault === 'errors' ? (step.errorRate ?? 0) : 0;
+    const fraction = fault === 'capacity' ? (step.capacityFraction ?? 1) : 1;
+    const capacity = this.tier.capacity;
+    this.#maxConcurrent = Math.max(1, Math.floor(capacity.maxConcurrent * fraction));
+    this.#maxQueue = Math.floor(capacity.maxQueue * fraction);
+    // Capacity back: the queue fills the slots that came back.
+    while (this.#active < this.#maxConcurrent && this.#queueHead !== null) {
+      const next = this.#queueHead;
+      this.#unlinkQueue(next);
+      this.#active++;
+      this.#start(next);
+    }
     if (fault === 'down' && previous !== 'down') {
       // Every open connection breaks: callers see a reset, the server frees the slots.
       let exchange = this.#openHead;
