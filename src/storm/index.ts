@@ -19,7 +19,9 @@ export {
   simulationSummary,
   simulationTierTable,
 } from './report.js';
+export { type ScenarioTopologyOptions, topologyFromScenario } from './scenario-topology.js';
 export { type BuiltInScenario, builtInScenario, builtInScenarios, scenarioFromFile } from './scenarios.js';
+export { type SimulateTopologyOptions, simulateTopology } from './sim/graph.js';
 export {
   checkSimOptions,
   type SimCallerContext,
@@ -41,12 +43,32 @@ export {
   telescopeSuccess,
 } from './strategies/telescope.js';
 export type { CallerContext, CallOutcome, StormStrategy, TierCaller } from './strategy.js';
+export {
+  checkTopology,
+  type LoadStep,
+  type ResolvedCall,
+  type ResolvedService,
+  type ResolvedTopology,
+  type StormTopology,
+  type TopologyCall,
+  type TopologyCapacity,
+  type TopologyClientSettings,
+  type TopologyFault,
+  type TopologyFaultKind,
+  type TopologyService,
+  topologyFaults,
+  topologyFromFile,
+  topologyLimits,
+} from './topology.js';
 export type {
+  CallEdgeResult,
   FaultStep,
   Scenario,
+  ServiceResult,
   SimulationInfo,
   SimulationTier,
   TierCapacity,
   TierName,
   Topology,
+  TopologyRunResult,
 } from './types.js';

@@ -57,6 +57,12 @@ export interface TierCounters {
   peakInFlight: number;
   /** Calls this instance made to the next tier (attempts, retries included). */
   downstreamAttempts: number;
+  /** Topology runs: requests received in each second since the clock started. */
+  receivedBySecond?: number[];
+  /** Topology runs: of those, answered 200 with real data, by the second they arrived. */
+  okBySecond?: number[];
+  /** Topology runs: attempts sent per call of the service (in the order of its calls). */
+  attemptsByCall?: number[];
 }
 
 /** One edge answer, for latency and success over time. */
@@ -69,8 +75,16 @@ export interface EdgeSample {
 
 /** Messages from the lab to a tier process. */
 export type ToTier =
-  | { type: 'fault'; fault: FaultStep['fault']; factor?: number }
-  | { type: 'targets'; urls: string[] }
+  | {
+      type: 'fault';
+      fault: FaultStep['fault'] | 'latency' | 'errors' | 'capacity';
+      factor?: number;
+      addedMs?: number;
+      errorRate?: number;
+      capacityFraction?: number;
+    }
+  /** The instances of the next tier, or of the service the service's call `call` calls. */
+  | { type: 'targets'; urls: string[]; call?: number }
   | { type: 'poll'; id: number }
   | { type: 'start-clock'; epochMs: number }
   | { type: 'stop' };
@@ -90,9 +104,25 @@ export interface TierConfig {
   capacity: TierCapacity;
   /** CPU milliseconds of work per request (busy loop), so overload is real. */
   workMs: number;
-  /** Extra latency of a backend answer in milliseconds (before faults). */
+  /** Milliseconds a request spends in the instance after its CPU work, before its calls or answer. */
   latencyMs: number;
   seed: number;
+  /** Topology runs: the service's calls (absent: the chain lab's one call to the next tier). */
+  service?: TierServiceConfig;
+}
+
+/** A topology service's calls, as its processes run them. */
+export interface TierServiceConfig {
+  name: string;
+  calls: Array<{
+    /** Strategy of this call: a built-in name or module path. */
+    strategy: string;
+    times: number;
+    mode: 'sequence' | 'parallel';
+    fallback?: boolean;
+    client?: Record<string, unknown>;
+  }>;
+  callMode: 'sequence' | 'parallel';
 }
 
 /** One tier of a simulated run. */
