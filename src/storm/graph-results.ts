@@ -63,8 +63,13 @@ export function serviceResults(
     const during = load.slice(Math.floor(firstFaultS));
     const peakLoad = during.length === 0 ? 0 : Math.max(...during);
     let stormAtS: number | undefined;
-    let stormSignal: 'load' | 'success' | undefined;
-    if (topology.faults.length > 0) {
+    let stormSignal: 'fault' | 'load' | 'success' | undefined;
+    // A faulted service is where a storm starts, whatever its own counts show (a down one sees nothing).
+    const ownFault = topology.faults.find((fault) => fault.service === count.name && fault.fault !== 'none');
+    if (ownFault !== undefined && ownFault.atS < topology.durationS) {
+      stormAtS = Math.floor(ownFault.atS);
+      stormSignal = 'fault';
+    } else if (topology.faults.length > 0) {
       for (let second = Math.floor(firstFaultS); second < seconds; second++) {
         const overloaded = healthyLoad > 0 && (load[second] as number) > stormLoadFactor * healthyLoad;
         const failing = (load[second] as number) > 0 && (success[second] as number) < stormSuccess;
@@ -129,7 +134,7 @@ export function serviceResults(
     .map((service) => ({
       service: service.name,
       atS: service.stormAtS as number,
-      signal: service.stormSignal as 'load' | 'success',
+      signal: service.stormSignal as 'fault' | 'load' | 'success',
     }))
     // In the same second, the faulted services first, then from the callees up to the entry.
     .sort((a, b) => a.atS - b.atS || rank(a.service) - rank(b.service));

@@ -310,6 +310,8 @@ export function checkTopology(input: unknown): ResolvedTopology {
     if (!raw.has(entry)) invalidOption('entry', `one of the services (${names.join(', ')})`, entry);
   } else {
     const roots = names.filter((key) => !called.has(key));
+    // Everything is called by something: a cycle, which the walk names.
+    if (roots.length === 0) topologicalOrder(names[0] as string, raw);
     if (roots.length !== 1) {
       invalidOption(
         'entry',

@@ -179,12 +179,13 @@ export interface ServiceResult {
   /** `peakLoad / healthyLoad`: how much the storm multiplied the service's load. */
   loadFactor: number;
   /**
-   * Second the storm reached the service: the first second from the first fault on with its
-   * load above 1.5× healthy or its success below 95%; absent when it never did.
+   * Second the storm reached the service: when a fault of its own started, or the first
+   * second from the first fault on with its load above 1.5× healthy or its success below 95%;
+   * absent when it never did.
    */
   stormAtS: number | undefined;
-  /** What showed the storm first: `load` or `success`. */
-  stormSignal: 'load' | 'success' | undefined;
+  /** What showed the storm first: the service's own `fault`, its `load` or its `success`. */
+  stormSignal: 'fault' | 'load' | 'success' | undefined;
   /**
    * Seconds from the end of the last fault until the service's success is back to 99% and its
    * load below 1.5× healthy; absent when no fault ends or it never recovered within the load.
@@ -238,7 +239,7 @@ export interface TopologyRunResult {
   services: ServiceResult[];
   calls: CallEdgeResult[];
   /** Services in the order the storm reached them (see `ServiceResult.stormAtS`). */
-  spread: Array<{ service: string; atS: number; signal: 'load' | 'success' }>;
+  spread: Array<{ service: string; atS: number; signal: 'fault' | 'load' | 'success' }>;
   /** Simulated runs: what was simulated and what it cost. */
   simulation?: Omit<SimulationInfo, 'tiers'>;
 }
