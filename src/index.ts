@@ -1,6 +1,8 @@
 /**
  * telescope: a service access library for Node.js. Typed service clients over undici with
  * deadline budgets that shrink hop by hop, and every failure mapped to one error hierarchy.
+ *
+ * @module telescope-http
  */
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
@@ -27,6 +29,12 @@ export {
 } from './breaker/index.js';
 export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
 export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
+export {
   type CallOptions,
   type Client,
   type ClientEvents,
@@ -39,6 +47,8 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -50,6 +60,7 @@ export {
   type Layer,
   type Logger,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -77,6 +88,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -92,6 +106,7 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
   type ResponseOf,

@@ -2,6 +2,8 @@
  * `telescope-http/cache`: a two-tier read-through cache around a typed client (`withCache`), with an
  * in-process LRU, a shared remote tier (in-memory, Redis, memcached or your own), request
  * coalescing, leases, stale-while-revalidate, stale-if-error and an invalidation bus.
+ *
+ * @module telescope-http/cache
  */
 export { decodeEnvelope, ENVELOPE_VERSION, type Entry, encodeEnvelope, notPlainJson } from './envelope.js';
 export { HashRing } from './hash-ring.js';
@@ -40,5 +42,5 @@ export {
   type LeaseOptions,
   type LocalTierOptions,
   type RemoteOperation,
-  withCache,
-} from './with-cache.js';
+} from './types.js';
+export { withCache } from './with-cache.js';

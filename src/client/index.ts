@@ -13,7 +13,7 @@ import {
   type OutlierOptions,
   parseInstances,
 } from '../balance/index.js';
-import { type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
+import { type BreakerLayer, type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
 import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
 import {
   type Call,
@@ -24,11 +24,13 @@ import {
   type Logger,
   type RouteHints,
 } from '../core/call.js';
+import { channels } from '../core/channels.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { currentDeadline, deadline } from '../deadline/index.js';
+import { ambientDeadline } from '../deadline/storage.js';
 import type { Discovery } from '../discovery/index.js';
 import { type FallbackEvent, fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
@@ -43,6 +45,7 @@ import {
   validate,
 } from '../service/index.js';
 import { type AttemptTransport, transport, transportDefaults } from '../transport/index.js';
+import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
 
 /** Options of one call: always the last argument of a typed method. */
 export interface CallOptions {
@@ -86,6 +89,8 @@ export interface ClientOptions {
   minAttemptMs?: number;
   /** Header carrying the callee's budget, `false` to not send it. @default 'x-request-timeout-ms' */
   deadlineHeader?: string | false;
+  /** Header carrying each attempt's 1-based number (servers see retries and hedges), `false` to not send it. @default 'x-request-attempt' */
+  attemptHeader?: string | false;
   /** TCP connect timeout, per hop. @default 1000 */
   connectTimeoutMs?: number;
   /** Larger response bodies are aborted, not buffered. @default 10485760 */
@@ -216,6 +221,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   }
   const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
   const emit = <E extends keyof ClientEvents>(event: E, payload: ClientEvents[E]) => {
+    if (channels.clientEvent.hasSubscribers) channels.clientEvent.publish({ service: service.name, event, payload });
     const set = listeners.get(event);
     if (set === undefined) return;
     for (const listener of set) (listener as (value: ClientEvents[E]) => void)(payload);
@@ -280,23 +286,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const attemptNeedsMs =
     (options.minAttemptMs ?? clientDefaults.minAttemptMs) + (options.reserveMs ?? clientDefaults.reserveMs);
   const retryOptions = options.retry === false ? { maxRetries: 0, budget: false as const } : (options.retry ?? {});
-  const retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
-  const retryLayer =
-    options.retry === false && !options.hedge
+  // Client-wide: shared by every endpoint's retry layer. An endpoint that retries on its own
+  // (the client has retry: false) gets one with the defaults.
+  let retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
+  const onRetryEvent = (event: RetryEvent) => {
+    const stats = endpointStats.get(event.endpoint);
+    if (stats !== undefined && event.type === 'retry') stats.retries++;
+    if (stats !== undefined && event.type === 'hedge') stats.hedges++;
+    emit(event.type, event as never);
+  };
+  const retryLayerFor = (
+    own: RetryOptions | false,
+    hedge: HedgeOptions | false | undefined,
+    budget: RetryBudget | undefined,
+  ): Layer | undefined =>
+    own === false && !hedge
       ? undefined
       : retry({
-          ...retryOptions,
-          retryBudget,
+          ...(own === false ? { maxRetries: 0 } : own),
+          budget: false,
+          retryBudget: budget,
           clock,
           attemptNeedsMs,
-          hedge: options.hedge,
-          onEvent: (event) => {
-            const stats = endpointStats.get(event.endpoint);
-            if (stats !== undefined && event.type === 'retry') stats.retries++;
-            if (stats !== undefined && event.type === 'hedge') stats.hedges++;
-            emit(event.type, event as never);
-          },
+          hedge,
+          random: options.random,
+          onEvent: onRetryEvent,
         });
+  const retryLayer = retryLayerFor(options.retry === false ? false : retryOptions, options.hedge, retryBudget);
+  const classifyLayer = classifyLayerFor(options.retry);
   const metricsWindowMs = options.metricsWindowMs ?? 10_000;
   if (!(Number.isFinite(metricsWindowMs) && metricsWindowMs >= 100)) {
     invalidOption('metricsWindowMs', 'a finite number ≥ 100', metricsWindowMs);
@@ -306,19 +323,19 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
   const statsFor = (endpoint: string) => endpointStats.get(endpoint);
-  const breakerLayer =
-    options.breaker === false
-      ? undefined
-      : breaker(options.breaker ?? {}, {
-          clock,
-          service: service.name,
-          onState: (endpoint, state) => {
-            const stats = endpointStats.get(endpoint);
-            if (stats !== undefined) stats.breaker = state;
-            emit('breaker', { service: service.name, endpoint, state });
-          },
-        });
+  const breakerEnvironment = {
+    clock,
+    service: service.name,
+    onState: (endpoint: string, state: CircuitState) => {
+      const stats = endpointStats.get(endpoint);
+      if (stats !== undefined) stats.breaker = state;
+      emit('breaker', { service: service.name, endpoint, state });
+    },
+  };
+  const breakerLayer = options.breaker === false ? undefined : breaker(options.breaker ?? {}, breakerEnvironment);
   if (breakerLayer !== undefined) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+  /** Breakers of endpoints with their own breaker options (shut down with the client's). */
+  const endpointBreakers: BreakerLayer[] = [];
   const bulkheadLayer =
     options.bulkhead === false
       ? undefined
@@ -349,35 +366,95 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   for (const [name, definition] of Object.entries(service.endpoints)) {
     if (definition.hasFallback) fallbacks.set(name, definition.fallback);
   }
-  const stack: Call = compose(
+  const fallbackLayer =
     fallbacks.size > 0 &&
-      fallback(fallbacks, {
-        onFallback: (event) => {
-          const stats = endpointStats.get(event.endpoint);
-          if (stats !== undefined && !event.failed) stats.fallbacks++;
-          emit('fallback', event);
-        },
+    fallback(fallbacks, {
+      onFallback: (event) => {
+        const stats = endpointStats.get(event.endpoint);
+        if (stats !== undefined && !event.failed) stats.fallbacks++;
+        emit('fallback', event);
+      },
+    });
+  // Always present: the diagnostics channels do not depend on `metrics`.
+  const observeLayer = observe(options.metrics === false ? () => undefined : statsFor, clock);
+  const deadlineLayer = deadline({ minAttemptMs: options.minAttemptMs });
+  const balanceLayer = balance(instanceSet);
+  const redirectLayer = options.redirects ? redirects(options.redirects) : undefined;
+  /** One stack; the client's, or an endpoint's with its own breaker, retry, classify and attempt layers. */
+  const buildStack = (policy: {
+    breaker: Layer | undefined;
+    retry: Layer | undefined;
+    classify: Layer | undefined;
+    attemptTimeoutMs: number | undefined;
+  }): Call =>
+    compose(
+      fallbackLayer,
+      observeLayer,
+      decodeLayer,
+      deadlineLayer,
+      discoveryLayer,
+      policy.breaker,
+      bulkheadLayer?.layer,
+      policy.retry,
+      balanceLayer,
+      policy.classify,
+      attempt({
+        attemptTimeoutMs: policy.attemptTimeoutMs,
+        reserveMs: options.reserveMs,
+        minAttemptMs: options.minAttemptMs,
+        deadlineHeader: options.deadlineHeader,
+        attemptHeader: options.attemptHeader,
       }),
-    // Always present: the diagnostics channels do not depend on `metrics`.
-    observe(options.metrics === false ? () => undefined : statsFor, clock),
-    decodeLayer,
-    deadline({ minAttemptMs: options.minAttemptMs }),
-    discoveryLayer,
-    breakerLayer?.layer,
-    bulkheadLayer?.layer,
-    retryLayer,
-    balance(instanceSet),
-    attempt({
-      attemptTimeoutMs: options.attemptTimeoutMs,
-      reserveMs: options.reserveMs,
-      minAttemptMs: options.minAttemptMs,
-      deadlineHeader: options.deadlineHeader,
-    }),
-    options.redirects ? redirects(options.redirects) : undefined,
-  )(wire.call);
+      redirectLayer,
+    )(wire.call);
+  const stack = buildStack({
+    breaker: breakerLayer?.layer,
+    retry: retryLayer,
+    classify: classifyLayer,
+    attemptTimeoutMs: options.attemptTimeoutMs,
+  });
+  // Endpoints with their own policy get their own stack; the others share the client's.
+  const stacks = new Map<string, Call>();
+  for (const [name, definition] of Object.entries(service.endpoints)) {
+    const policy = definition.policy;
+    if (policy === undefined) continue;
+    stacks.set(
+      name,
+      forEndpoint(name, () => {
+        const resolved = resolvePolicy(policy, {
+          retry: options.retry,
+          hedge: options.hedge,
+          attemptTimeoutMs: options.attemptTimeoutMs,
+        });
+        if (resolved.retriesOnItsOwn) retryBudget ??= new RetryBudget(clock);
+        let ownBreaker = breakerLayer?.layer;
+        if (resolved.breaker === false) ownBreaker = undefined;
+        else if (resolved.breaker !== undefined) {
+          const layer = breaker({ ...(options.breaker || {}), ...resolved.breaker }, breakerEnvironment);
+          endpointBreakers.push(layer);
+          ownBreaker = layer.layer;
+        }
+        const stats = endpointStats.get(name);
+        if (stats !== undefined) stats.breaker = ownBreaker === undefined ? 'disabled' : 'closed';
+        return buildStack({
+          breaker: ownBreaker,
+          retry: retryLayerFor(resolved.retry, resolved.hedge, retryBudget),
+          classify: classifyLayerFor(resolved.retry),
+          attemptTimeoutMs: resolved.attemptTimeoutMs,
+        });
+      }),
+    );
+  }
   // telescope does not decompress: ask for the identity encoding (a missing Accept-Encoding
   // means "anything" to a server), unless the caller set one.
-  const baseHeaders = { 'accept-encoding': 'identity', ...lowerCaseHeaders(options.headers ?? {}, 'headers') };
+  const baseHeaders: Record<string, string> = {
+    'accept-encoding': 'identity',
+    ...lowerCaseHeaders(options.headers ?? {}, 'headers'),
+  };
+  // The attempt layer writes each attempt's number; with the header already in every call's
+  // copy, that write replaces a value instead of adding a property (cheaper on V8).
+  const attemptHeader = options.attemptHeader ?? attemptDefaults.attemptHeader;
+  if (attemptHeader !== false) baseHeaders[attemptHeader] = '1';
   let closed = false;
 
   const client: Record<string, unknown> = {
@@ -385,6 +462,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     async close() {
       closed = true;
       breakerLayer?.shutdown();
+      for (const endpointBreaker of endpointBreakers) endpointBreaker.shutdown();
       stopDiscovery?.();
       for (const onClose of waitingForInstances) onClose();
       await wire.close();
@@ -420,6 +498,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   return Object.freeze(client) as Client<S>;
 
   function typedMethod(name: string, definition: Endpoint) {
+    const call = stacks.get(name) ?? stack;
     const hasParams = definition.params !== undefined || definition.query !== undefined;
     const hasBody = definition.body !== undefined;
     const endpointHeaders: Record<string, string> = hasBody
@@ -528,14 +607,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
             invalidOption('call timeoutMs', 'a positive finite number', callTimeoutMs);
           }
         }
-        if (callOptions.signal?.aborted) {
-          throw new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller before it started', {
+      }
+      // The ambient deadline (server middleware, withDeadline) is looked up once per call; its
+      // cancellation (the inbound request was abandoned) cancels the call like the caller's signal.
+      const ambient = ambientDeadline();
+      const inherited = callOptions?.deadline ?? ambient;
+      const cancellation = inherited?.cancellation ?? ambient?.cancellation;
+      let callerSignal = callOptions?.signal;
+      let unlink: (() => void) | undefined;
+      if (cancellation !== undefined) {
+        const inbound = cancellation.signal;
+        if (callerSignal === undefined || callerSignal === inbound) callerSignal = inbound;
+        else [callerSignal, unlink] = linkSignals(callerSignal, inbound);
+      }
+      if (callerSignal?.aborted) {
+        unlink?.();
+        const own = callOptions?.signal?.aborted === true;
+        throw new TelescopeError(
+          ErrorCode.ABORTED,
+          own
+            ? 'call aborted by the caller before it started'
+            : 'call not started: its caller went away (the inbound request was abandoned)',
+          {
             service: service.name,
             endpoint: name,
             requestSent: false,
-            cause: callOptions.signal.reason,
-          });
-        }
+            cause: own ? callOptions?.signal?.reason : callerSignal.reason,
+          },
+        );
       }
       const context = new CallContext({
         service: service.name,
@@ -543,8 +642,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         idempotent,
         clock,
         timeoutMs: callTimeoutMs,
-        callerSignal: callOptions?.signal,
-        deadline: callOptions?.deadline,
+        callerSignal,
+        deadline: inherited,
         route: callOptions?.route,
         logger,
       });
@@ -558,7 +657,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         headers: Object.assign({}, headers),
         body: body === undefined ? undefined : serializeBody(body),
       };
-      const pending = stack(request, context).then(decode);
+      let pending = call(request, context).then(decode);
+      if (unlink !== undefined) pending = settleThen(pending, unlink);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
   }
@@ -608,6 +708,48 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       });
     });
   }
+}
+
+/**
+ * One signal that aborts when either does (not AbortSignal.any: on Node 20 it keeps every
+ * combined signal attached to its sources). Returns the signal and the function that detaches
+ * it, called when the call settles. Only for a call with its own signal under a cancellable
+ * inbound request.
+ */
+function linkSignals(first: AbortSignal, second: AbortSignal): [AbortSignal, () => void] {
+  const controller = new AbortController();
+  const unlink = () => {
+    first.removeEventListener('abort', onFirst);
+    second.removeEventListener('abort', onSecond);
+  };
+  const onFirst = () => {
+    unlink();
+    controller.abort(first.reason);
+  };
+  const onSecond = () => {
+    unlink();
+    controller.abort(second.reason);
+  };
+  if (first.aborted) controller.abort(first.reason);
+  else if (second.aborted) controller.abort(second.reason);
+  else {
+    first.addEventListener('abort', onFirst, { once: true });
+    second.addEventListener('abort', onSecond, { once: true });
+  }
+  return [controller.signal, unlink];
+}
+
+function settleThen<T>(pending: Promise<T>, after: () => void): Promise<T> {
+  return pending.then(
+    (value) => {
+      after();
+      return value;
+    },
+    (error: unknown) => {
+      after();
+      throw error;
+    },
+  );
 }
 
 function describeArgs(hasParams: boolean, hasBody: boolean): string {

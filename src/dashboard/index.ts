@@ -12,6 +12,8 @@
  * Cost: nothing until a browser connects. While any SSE stream is open, one timer (shared by
  * every stream) takes one snapshot per interval and writes the same frame to each stream;
  * streams whose socket buffer is still full skip a frame instead of queueing it.
+ *
+ * @module telescope-http/dashboard
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';

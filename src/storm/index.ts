@@ -2,6 +2,8 @@
  * `telescope-http/storm`: the retry-storm lab as a library. Real multi-tier topologies on
  * loopback, faults on schedule, open-loop load, and the servers' own counts; or the same in
  * virtual time (`simulateStorm`) for topologies beyond one machine.
+ *
+ * @module telescope-http/storm
  */
 export {
   defaultCapacity,

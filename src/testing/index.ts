@@ -9,6 +9,8 @@
  * - `chaos(server, opts)` / `instance.chaos(opts)` / `chaosProxy(url, opts)`: hangs, latency,
  *   errors, resets, slow bodies and refused connections on real sockets;
  * - `useFake` / `useInstances` / `closeAll`: cleanup for test runners.
+ *
+ * @module telescope-http/testing
  */
 export {
   type Chaos,

@@ -20,6 +20,7 @@ import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
+import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
@@ -91,6 +92,7 @@ const socketClosed = Object.assign(new Error('other side closed (simulated insta
 });
 const clientDestroyed = Object.assign(new Error('The client is destroyed'), { code: 'UND_ERR_DESTROYED' });
 const noTrailers = Object.freeze({});
+const callerWentAway = new TelescopeError(ErrorCode.ABORTED, 'the inbound request was abandoned by its client');
 
 /**
  * One HTTP exchange: the caller's end (a telescope `AttemptHandler` or a raw caller) and the
@@ -141,6 +143,27 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
 
   get aborted(): boolean {
     return this.gone;
+  }
+
+  // --- the inbound request's cancellation (as the deadline middleware's) -------------------
+
+  #cancel: AbortController | undefined = undefined;
+
+  /**
+   * Aborts when the caller closes this request's connection: the calls the instance makes
+   * for it are cancelled, as under `deadlineMiddleware`. Built only when a call asks.
+   */
+  get signal(): AbortSignal {
+    if (this.#cancel === undefined) {
+      this.#cancel = new AbortController();
+      if (this.gone) this.#cancel.abort(callerWentAway);
+    }
+    return this.#cancel.signal;
+  }
+
+  /** @internal the caller closed the connection: cancel what the instance started for it. */
+  cancelCalls(): void {
+    this.#cancel?.abort(callerWentAway);
   }
   get paused(): boolean {
     return false;
@@ -311,7 +334,8 @@ export class SimInstance {
         }
         return;
       }
-      exchange.deadline = Deadline.after(budgetMs, network.clock);
+      // The deadline carries the request's cancellation, as deadlineMiddleware's does.
+      exchange.deadline = new Deadline(network.clock.now() + budgetMs, network.clock, exchange);
     }
     if (this.#active < this.#maxConcurrent) {
       this.#active++;
@@ -437,6 +461,7 @@ export class SimInstance {
     if (exchange.gone) return;
     exchange.gone = true;
     this.#unlinkOpen(exchange);
+    exchange.cancelCalls();
     // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
     if (exchange.phase !== Phase.Refused) this.release(exchange);
   }
