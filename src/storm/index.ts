@@ -5,6 +5,8 @@
  *
  * @module telescope-http/storm
  */
+
+export { type RunTopologyOptions, runTopology, topologyProcessLimit } from './graph-lab.js';
 export {
   defaultCapacity,
   killAllTiers,
