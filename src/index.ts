@@ -7,10 +7,15 @@
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
 export {
+  type BalancerName,
   balance,
+  type EjectionReason,
+  type HealthCheckOptions,
+  healthCheckDefaults,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
@@ -24,10 +29,21 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
-export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadLayer,
+  type BulkheadOptions,
+  type BulkheadSnapshot,
+  bulkhead,
+  bulkheadDefaults,
+  isOverloadDrop,
+} from './bulkhead/index.js';
 export {
   type Classifier,
   type ClassifyInput,
@@ -59,6 +75,7 @@ export {
   isTelescopeError,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
   type ResponseClass,
   type RouteHints,
@@ -76,6 +93,12 @@ export {
 export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from './deadline/index.js';
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
 export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
+export {
+  AdaptiveLimit,
+  type AdaptiveLimitOptions,
+  type LimitAlgorithmName,
+  limitAlgorithms,
+} from './limit/index.js';
 export {
   type BreakerState,
   type ClientStats,
@@ -109,11 +132,18 @@ export {
   type EndpointPolicy,
   endpoint,
   type HttpMethod,
+  type RawBody,
   type ResponseOf,
+  type ResponseType,
   type ServiceDefinition,
+  type StreamResponse,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
+  type Pem,
+  supportedCodings,
+  type TlsOptions,
   type Transport,
   type TransportOptions,
   transport,

@@ -8,6 +8,12 @@
 export const ErrorCode = {
   /** The TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
   CONNECT_FAILED: 'CONNECT_FAILED',
+  /**
+   * The TLS handshake failed: the instance's certificate was not trusted (expired, unknown
+   * issuer, wrong host name) or the instance refused this client (its certificate, the TLS
+   * version). The message carries OpenSSL's reason.
+   */
+  TLS_FAILED: 'TLS_FAILED',
   /** The connection broke after it was established (reset, closed mid-response). */
   CONNECTION_RESET: 'CONNECTION_RESET',
   /** One attempt ran past its own timeout; the call's deadline may still allow another. */
@@ -32,6 +38,11 @@ export const ErrorCode = {
   BULKHEAD_FULL: 'BULKHEAD_FULL',
   /** No instance can take the call: none discovered, or none of the requested version. */
   NO_HEALTHY_INSTANCE: 'NO_HEALTHY_INSTANCE',
+  /**
+   * Client-side adaptive throttling rejected the call locally: the dependency accepted too
+   * little of what it was sent in the throttle's window. No request was sent; not retryable.
+   */
+  THROTTLED: 'THROTTLED',
   /** An option passed to a telescope factory is out of range or of the wrong type. */
   INVALID_OPTION: 'INVALID_OPTION',
   /** More redirects than `redirects.max` in one attempt (only with the `redirects` option). */

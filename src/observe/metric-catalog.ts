@@ -23,8 +23,8 @@ export interface EventMetric {
   /** UCUM unit of the OpenTelemetry instrument (`{retry}`, `1`). */
   readonly unit: string;
   readonly description: string;
-  /** The client event (`client.on(event)`) it comes from. */
-  readonly event: string;
+  /** The client event (`client.on(event)`) it comes from, or the events, for a gauge several events set. */
+  readonly event: string | readonly string[];
   /** Prometheus label names. */
   readonly labels: readonly string[];
   /** OpenTelemetry attribute names, in the order of `labels`. */
@@ -147,11 +147,53 @@ export const eventMetrics: readonly EventMetric[] = [
     prometheus: 'ejections_total',
     kind: 'counter',
     unit: '{ejection}',
-    description: 'Instances ejected from balancing (outlier detection).',
+    description: 'Instances ejected from balancing by outlier detection, by reason.',
     event: 'eject',
+    labels: ['service', 'reason'],
+    attributes: ['telescope.service', 'telescope.ejection.reason'],
+    labelValues: (payload) =>
+      typeof payload.service === 'string'
+        ? [payload.service, oneOf(payload.reason, ['consecutive-failures', 'failure-percentage', 'success-rate'])]
+        : undefined,
+  },
+  {
+    name: 'telescope.instance.returns',
+    prometheus: 'instance_returns_total',
+    kind: 'counter',
+    unit: '{instance}',
+    description:
+      'Ejected instances back in rotation: the ejection ran out (expired) or health checks passed (health-check).',
+    event: 'return',
+    labels: ['service', 'reason'],
+    attributes: ['telescope.service', 'telescope.return.reason'],
+    labelValues: (payload) =>
+      typeof payload.service === 'string'
+        ? [payload.service, oneOf(payload.reason, ['expired', 'health-check'])]
+        : undefined,
+  },
+  {
+    name: 'telescope.instances.ejected',
+    prometheus: 'instances_ejected',
+    kind: 'gauge',
+    unit: '{instance}',
+    description: 'Instances currently ejected by outlier detection.',
+    event: ['eject', 'return', 'health'],
     labels: ['service'],
     attributes: ['telescope.service'],
     labelValues: (payload) => (typeof payload.service === 'string' ? [payload.service] : undefined),
+    value: (payload) => (typeof payload.ejected === 'number' ? payload.ejected : undefined),
+  },
+  {
+    name: 'telescope.instances.unhealthy',
+    prometheus: 'instances_unhealthy',
+    kind: 'gauge',
+    unit: '{instance}',
+    description: 'Instances currently out of rotation for failing active health checks.',
+    event: ['eject', 'return', 'health'],
+    labels: ['service'],
+    attributes: ['telescope.service'],
+    labelValues: (payload) => (typeof payload.service === 'string' ? [payload.service] : undefined),
+    value: (payload) => (typeof payload.unhealthy === 'number' ? payload.unhealthy : undefined),
   },
   {
     name: 'telescope.cache.lookups',
@@ -178,9 +220,11 @@ export const eventMetrics: readonly EventMetric[] = [
 export function eventMetricsByEvent(metrics: readonly EventMetric[] = eventMetrics): Map<string, EventMetric[]> {
   const byEvent = new Map<string, EventMetric[]>();
   for (const metric of metrics) {
-    const list = byEvent.get(metric.event);
-    if (list === undefined) byEvent.set(metric.event, [metric]);
-    else list.push(metric);
+    for (const event of typeof metric.event === 'string' ? [metric.event] : metric.event) {
+      const list = byEvent.get(event);
+      if (list === undefined) byEvent.set(event, [metric]);
+      else list.push(metric);
+    }
   }
   return byEvent;
 }

@@ -17,7 +17,10 @@
  * | `telescope_fallbacks_total` | counter | `service`, `endpoint`, `outcome` |
  * | `telescope_breaker_state` | gauge | `service`, `endpoint` (0 closed, 1 half-open, 2 open) |
  * | `telescope_breaker_transitions_total` | counter | `service`, `endpoint`, `state` |
- * | `telescope_ejections_total` | counter | `service` |
+ * | `telescope_ejections_total` | counter | `service`, `reason` (`consecutive-failures`, `failure-percentage`, `success-rate`) |
+ * | `telescope_instance_returns_total` | counter | `service`, `reason` (`expired`, `health-check`) |
+ * | `telescope_instances_ejected` | gauge | `service` |
+ * | `telescope_instances_unhealthy` | gauge | `service` (out of rotation on active health checks) |
  * | `telescope_cache_lookups_total` | counter | `service`, `endpoint`, `status` |
  *
  * The metrics from `telescope_retries_total` down are counted from client events

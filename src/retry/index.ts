@@ -150,7 +150,7 @@ export function retry(options: RetryLayerOptions): Layer {
   /** Whether another attempt may start, and after how long; undefined when not. */
   function nextDelay(error: unknown, context: CallContext): number | undefined {
     if (!retryableError(error)) return undefined;
-    if (context.attempt > maxRetries) return undefined;
+    if (context.attempt > maxRetries || context.probe) return undefined;
     // A write is repeated only when it certainly never reached the server.
     if (!context.idempotent && error.requestSent !== false) return undefined;
     if (context.callerSignal?.aborted) return undefined;
@@ -248,7 +248,7 @@ function hedged(
 ): Call {
   const wheel = wheelOf(clock);
   return (request, context) => {
-    if (!context.idempotent) return next(request, context);
+    if (!context.idempotent || context.probe) return next(request, context);
     return new Promise<IncomingResponse>((resolve, reject) => {
       const attempts: Array<{ controller: AbortController; context: CallContext; done: boolean }> = [];
       let settled = false;

@@ -42,7 +42,8 @@ export function topologyFromScenario(scenario: Scenario, options: ScenarioTopolo
       service: step.tier,
       ...(step.instances === undefined ? {} : { instances: step.instances }),
       fault: step.fault,
-      ...(step.factor === undefined ? {} : { factor: step.factor }),
+      ...(step.factor === undefined || step.fault !== 'slow' ? {} : { factor: step.factor }),
+      ...(step.fault === 'fail' ? { rate: step.rate ?? 0.1 } : {}),
     })),
   };
 }

@@ -2,7 +2,16 @@ import { readFileSync } from 'node:fs';
 import type { FaultStep, Scenario } from './types.js';
 
 /** Built-in scenarios; fault times scale with the run's duration. */
-export const builtInScenarios = ['hang-one', 'hang-tier', 'down-one', 'slow-tier', 'outage-recover'] as const;
+export const builtInScenarios = [
+  'hang-one',
+  'hang-tier',
+  'down-one',
+  'slow-tier',
+  'outage-recover',
+  'metastable',
+  'flaky-one',
+  'slow-one',
+] as const;
 export type BuiltInScenario = (typeof builtInScenarios)[number];
 
 /**
@@ -46,6 +55,24 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: at(0.75), tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'flaky-one':
+      return {
+        name,
+        description: 'one backend instance answers 503 to 10% of requests, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'fail', rate: 0.1 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
+    case 'slow-one':
+      return {
+        name,
+        description: 'one backend instance answers 5× slower, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'slow', factor: 5 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
     case 'outage-recover':
       return {
         name,
@@ -55,6 +82,19 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: Math.round((at(0.2) + Math.min(10, durationS * 0.5)) * 10) / 10, tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'metastable': {
+      // A trigger (2 s of added latency on every backend answer) that ends: a stable system
+      // is back at once; a metastable one stays down, held there by its own retries.
+      const start = at(0.2);
+      return {
+        name,
+        description: 'the backend tier answers 400× slower (2 s) for 5 s, then the trigger is removed',
+        faults: faults([
+          { atS: start, tier: 'backend', fault: 'slow', factor: 400 },
+          { atS: Math.round((start + Math.min(5, durationS * 0.25)) * 10) / 10, tier: 'backend', fault: 'none' },
+        ]),
+      };
+    }
   }
 }
 
@@ -69,10 +109,11 @@ export function scenarioFromFile(path: string): Scenario {
     if (
       typeof fault.atS !== 'number' ||
       !['edge', 'middle', 'backend'].includes(String(fault.tier)) ||
-      !['hang', 'down', 'slow', 'none'].includes(String(fault.fault))
+      !['hang', 'down', 'slow', 'fail', 'none'].includes(String(fault.fault)) ||
+      (fault.rate !== undefined && !(typeof fault.rate === 'number' && fault.rate > 0 && fault.rate <= 1))
     ) {
       throw new Error(
-        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|none)`,
+        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|fail|none); rate in (0, 1]`,
       );
     }
   }

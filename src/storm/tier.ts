@@ -54,6 +54,16 @@ async function main(): Promise<void> {
   let errorRate = 0;
   let maxConcurrent = config.capacity.maxConcurrent;
   let maxQueue = config.capacity.maxQueue;
+  /** fail: share of answers that are 503, spread evenly by a running credit (deterministic). */
+  let failRate = 0;
+  let failCredit = 0;
+  const failsNext = () => {
+    if (fault !== 'fail') return false;
+    failCredit += failRate;
+    if (failCredit < 1) return false;
+    failCredit -= 1;
+    return true;
+  };
   let caller: TierCaller | undefined;
   /** Topology runs: the caller of each call, by index. */
   const callers: Array<TierCaller | undefined> = (plan?.calls ?? []).map(() => undefined);
@@ -102,6 +112,7 @@ async function main(): Promise<void> {
     };
     const proceed = () => {
       if (errorRate > 0 && random() < errorRate) finish({ status: 500 });
+      else if (failsNext()) finish({ status: 503 });
       else if (plan !== undefined) {
         if (plan.calls.length === 0) finish({ status: 200 });
         else runPlan(request).then(finish, () => finish({ status: 500 }));
@@ -255,6 +266,7 @@ async function main(): Promise<void> {
           active++;
           (queue.shift() as () => void)();
         }
+        failRate = fault === 'fail' ? (message.rate ?? 0.1) : 0;
         if (fault === 'down') goDown();
         else if (previous === 'down') comeUp();
         break;

@@ -102,7 +102,7 @@ export const topologyClientKeys = [
 ] as const;
 
 /** Faults a topology can schedule. */
-export const topologyFaults = ['hang', 'down', 'slow', 'latency', 'errors', 'capacity', 'none'] as const;
+export const topologyFaults = ['hang', 'down', 'slow', 'latency', 'errors', 'fail', 'capacity', 'none'] as const;
 export type TopologyFaultKind = (typeof topologyFaults)[number];
 
 /**
@@ -127,6 +127,8 @@ export interface TopologyFault {
   addedMs?: number;
   /** errors: fraction of requests answered 500, in (0, 1]. */
   errorRate?: number;
+  /** fail: share of requests answered 503, in (0, 1]. @default 0.1 */
+  rate?: number;
   /** capacity: fraction of the concurrency and queue left, in (0, 1]. */
   capacityFraction?: number;
 }
@@ -444,7 +446,17 @@ function checkFault(
   names: string[],
 ): TopologyFault {
   const step = objectAt(input, path);
-  onlyKeys(step, path, ['atS', 'service', 'instances', 'fault', 'factor', 'addedMs', 'errorRate', 'capacityFraction']);
+  onlyKeys(step, path, [
+    'atS',
+    'service',
+    'instances',
+    'fault',
+    'factor',
+    'addedMs',
+    'errorRate',
+    'rate',
+    'capacityFraction',
+  ]);
   const atS = numberAt(step.atS, `${path}.atS`, { min: 0, max: topologyLimits.durationS + topologyLimits.drainS });
   const name = stringAt(step.service, `${path}.service`);
   const service = services.get(name);
@@ -461,11 +473,11 @@ function checkFault(
     );
   }
   const need = (
-    field: 'factor' | 'addedMs' | 'errorRate' | 'capacityFraction',
+    field: 'factor' | 'addedMs' | 'errorRate' | 'rate' | 'capacityFraction',
     range: Parameters<typeof numberAt>[2],
   ) => numberAt(step[field], `${path}.${field}`, range);
   const only = (field: string | undefined) => {
-    for (const key of ['factor', 'addedMs', 'errorRate', 'capacityFraction']) {
+    for (const key of ['factor', 'addedMs', 'errorRate', 'rate', 'capacityFraction']) {
       if (key !== field && step[key] !== undefined)
         invalidOption(`${path}.${key}`, `absent for fault ${fault}`, step[key]);
     }
@@ -482,6 +494,10 @@ function checkFault(
     case 'errors':
       only('errorRate');
       out.errorRate = need('errorRate', { min: 0, max: 1, minExclusive: true });
+      break;
+    case 'fail':
+      only('rate');
+      out.rate = step.rate === undefined ? 0.1 : need('rate', { min: 0, max: 1, minExclusive: true });
       break;
     case 'capacity':
       only('capacityFraction');

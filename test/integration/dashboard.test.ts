@@ -463,7 +463,13 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
         service: hostile,
         retryTokens: Number.POSITIVE_INFINITY,
         instances: [
-          { url: '<script>window.__pwned=3</script>', outstanding: 0, ejected: false, consecutiveFailures: 0 },
+          {
+            url: '<script>window.__pwned=3</script>',
+            outstanding: 0,
+            ejected: false,
+            healthy: true,
+            consecutiveFailures: 0,
+          },
         ],
         endpoints: {
           [endpointName]: {

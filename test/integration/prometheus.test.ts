@@ -257,7 +257,7 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(12);
+    expect(registry.getMetricsAsArray()).toHaveLength(15);
   });
 });
 
@@ -305,7 +305,11 @@ describe('prometheusMetrics: breaker state', () => {
 
     await waitFor('the half-open state', async () => (await gauge()) === 1);
     healthy = true;
+    // halfOpenProbes (3 by default) must pass: the gauge stays at 1 until the third.
     await moviesClient.getMovie({ id: 1 });
+    await moviesClient.getMovie({ id: 2 });
+    expect(await gauge()).toBe(1);
+    await moviesClient.getMovie({ id: 3 });
     expect(await gauge()).toBe(0);
   });
 });

@@ -59,7 +59,7 @@ describe('storm topology types', () => {
     expectTypeOf<TopologyRunResult['calls'][number]>().toEqualTypeOf<CallEdgeResult>();
     expectTypeOf<ServiceResult['stormSignal']>().toEqualTypeOf<'fault' | 'load' | 'success' | undefined>();
     expectTypeOf<TopologyFault['fault']>().toEqualTypeOf<
-      'hang' | 'down' | 'slow' | 'latency' | 'errors' | 'capacity' | 'none'
+      'hang' | 'down' | 'slow' | 'latency' | 'errors' | 'fail' | 'capacity' | 'none'
     >();
     // @ts-expect-error an unknown fault
     const bad: TopologyFault = { atS: 1, service: 'db', fault: 'explode' };

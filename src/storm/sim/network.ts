@@ -28,6 +28,9 @@ import type { TopologyFault, TopologyFaultKind } from '../topology.js';
 import type { TierCapacity, TierName } from '../types.js';
 import type { SimEvent, VirtualClock } from './clock.js';
 
+/** The virtual network's answers are buffered and never compressed, as the undici transport's by default. */
+const simulatedHandlerSettings = { maxResponseBytes: transportDefaults.maxResponseBytes, decompress: false } as const;
+
 /** What a simulated tier's caller for the next tier does with one inbound request. */
 export interface SimCaller {
   /** Calls the next tier for `inbound`; `done` gets the status this tier answers with. */
@@ -272,6 +275,9 @@ export class SimInstance {
   random: () => number = Math.random;
   /** Zone of the instance (its clients prefer it). */
   zone: string | undefined = undefined;
+  /** fault `fail`: share of answers that are 503, spread evenly by a running credit (as the real tier). */
+  failRate = 0;
+  #failCredit = 0;
   /** The caller for the next tier; none: the instance answers itself (a backend). */
   caller: SimCaller | undefined = undefined;
   /** Requests run at once and queued now (the `capacity` fault lowers them). */
@@ -410,6 +416,15 @@ export class SimInstance {
       this.release(exchange);
       return;
     }
+    if (this.failRate > 0) {
+      this.#failCredit += this.failRate;
+      if (this.#failCredit >= 1) {
+        this.#failCredit -= 1;
+        this.answer(exchange, 503, false);
+        this.release(exchange);
+        return;
+      }
+    }
     const caller = this.caller;
     if (caller === undefined) {
       this.answer(exchange, this.tier.role === 'backend' ? 200 : 503, false);
@@ -467,8 +482,8 @@ export class SimInstance {
   }
 
   /** Applies a fault, as the real tier does on the lab's message. */
-  setFault(fault: TopologyFaultKind, factor: number | undefined): void {
-    this.applyFault({ atS: 0, service: this.tier.name, fault, factor });
+  setFault(fault: TopologyFaultKind, factor: number | undefined, rate?: number): void {
+    this.applyFault({ atS: 0, service: this.tier.name, fault, factor, rate });
   }
 
   /** Applies a topology fault: it replaces the instance's previous one (`none`: healthy). */
@@ -477,6 +492,7 @@ export class SimInstance {
     const fault = step.fault;
     this.fault = fault;
     this.slowFactor = step.factor ?? 10;
+    this.failRate = fault === 'fail' ? (step.rate ?? 0.1) : 0;
     this.addedMs = fault === 'latency' ? (step.addedMs ?? 0) : 0;
     this.errorRate = fault === 'errors' ? (step.errorRate ?? 0) : 0;
     const fraction = fault === 'capacity' ? (step.capacityFraction ?? 1) : 1;
@@ -633,7 +649,7 @@ export class SimTransport implements AttemptTransport {
   readonly call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
     if (this.#closed || instance === undefined) return Promise.reject(cannotSend(this.#closed, context));
-    const handler = new AttemptHandler(request, context, instance.url, transportDefaults.maxResponseBytes, this.#wheel);
+    const handler = new AttemptHandler(request, context, instance.url, simulatedHandlerSettings, this.#wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
       return handler.promise;

@@ -4,6 +4,7 @@ import { isTelescopeError } from '../../core/errors.js';
 import type { DeadlineRequest, DeadlineServerOptions } from '../../server/index.js';
 import { deadlineMiddleware } from '../../server/index.js';
 import { defineService, endpoint } from '../../service/index.js';
+import { type AttemptTransport, transport } from '../../transport/index.js';
 import type { CallOutcome, StormStrategy } from '../strategy.js';
 import type { TierName } from '../types.js';
 
@@ -47,9 +48,33 @@ export function telescopeClientOptions(tier: TierName): {
       // One retry on another instance, at most 10% of traffic (plus 1/s): when a whole tier
       // fails, retries at two tiers must not multiply each other.
       retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
-      outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
+      // Slow and failing instances get less traffic (peak-EWMA cost), and an instance failing
+      // 5% or more of its calls over 2 s is ejected: a flaky instance stops costing retries.
+      balancer: 'p2c-ewma',
+      outlier: {
+        consecutiveFailures: 5,
+        baseEjectionMs: 5000,
+        failurePercentage: 5,
+        minRequests: 20,
+        intervalMs: 2000,
+      },
       bulkhead: { maxConcurrent: 256, maxQueue: 0 },
     },
+  };
+}
+
+/**
+ * A transport that counts every attempt it sends (retries, hedges and probes included; calls
+ * the breaker, the throttle or the bulkhead fail fast send none), for the lab's attempt counts.
+ */
+export function countingTransport(inner: AttemptTransport, onAttempt: () => void): AttemptTransport {
+  return {
+    call(request, context) {
+      onAttempt();
+      return inner.call(request, context);
+    },
+    close: () => inner.close(),
+    ...(inner.drop === undefined ? {} : { drop: (url: string) => inner.drop?.(url) ?? Promise.resolve() }),
   };
 }
 
@@ -66,6 +91,7 @@ export function telescopeFailure(error: unknown): CallOutcome {
     case 'ATTEMPT_TIMEOUT':
       return { status: 504 };
     case 'CIRCUIT_OPEN':
+    case 'THROTTLED':
     case 'BULKHEAD_FULL':
     case 'NO_HEALTHY_INSTANCE':
       return { status: 503 };
@@ -96,13 +122,10 @@ const telescope: StormStrategy = {
       ...options,
       ...(settings as Partial<TelescopeTierClientOptions> | undefined),
       instances: targets,
+      transport: countingTransport(transport({}), onAttempt),
     });
-    const attempts = (): void => onAttempt();
-    client.on('retry', attempts);
-    client.on('hedge', attempts);
     return {
       async call() {
-        onAttempt();
         try {
           return telescopeSuccess(await client.work());
         } catch (error) {
