@@ -30,7 +30,7 @@ for (const name of cases) {
           rate: Number(values.rate ?? 100_000),
           durationS,
         })
-      : twentyServices({ instances: Number(values.instances ?? 20), rate: Number(values.rate ?? 10_000), durationS });
+      : twentyServices({ instances: Number(values.instances ?? 20), rate: Number(values.rate ?? 2000), durationS });
   const cpuBefore = process.cpuUsage();
   const result = await simulateTopology({
     topology: checkTopology(topology),
