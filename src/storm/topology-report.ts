@@ -86,7 +86,7 @@ function sparkline(
 /** The graph of one run: boxes per service (load and success over time), edges with amplification. */
 export function topologyGraphSvg(topology: ResolvedTopology, result: TopologyRunResult): string {
   const column = columns(topology);
-  const boxW = 190;
+  const boxW = 230;
   const boxH = 92;
   const gapX = 90;
   const gapY = 22;
@@ -116,7 +116,7 @@ export function topologyGraphSvg(topology: ResolvedTopology, result: TopologyRun
       const x2 = to.x;
       const y2 = to.y + boxH / 2;
       const hot = edge.amplification >= 1.5;
-      return `<path d="M${x1},${y1} C${x1 + gapX / 2},${y1} ${x2 - gapX / 2},${y2} ${x2},${y2}" class="edge${hot ? ' hot' : ''}" marker-end="url(#arrow)"/><text x="${(x1 + x2) / 2}" y="${(y1 + y2) / 2 - 4}" text-anchor="middle" class="${hot ? 'hot-label' : ''}">${edge.amplification.toFixed(2)}×</text>`;
+      return `<path d="M${x1},${y1} C${x1 + gapX / 2},${y1} ${x2 - gapX / 2},${y2} ${x2},${y2}" class="edge${hot ? ' hot' : ''}" marker-end="url(#arrow)"/><text x="${x1 + (x2 - x1) * 0.3}" y="${y1 + (y2 - y1) * 0.3 - 4}" text-anchor="middle" class="${hot ? 'hot-label' : ''}">${edge.amplification.toFixed(2)}×</text>`;
     })
     .join('');
   const boxes = topology.services
