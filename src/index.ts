@@ -7,10 +7,15 @@
 
 export { type AttemptOptions, attempt, attemptDefaults } from './attempt/index.js';
 export {
+  type BalancerName,
   balance,
+  type EjectionReason,
+  type HealthCheckOptions,
+  healthCheckDefaults,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
   type OutlierOptions,
@@ -31,6 +36,12 @@ export {
 } from './breaker/index.js';
 export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
 export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
+export {
   type CallOptions,
   type Client,
   type ClientEvents,
@@ -43,6 +54,8 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -54,6 +67,7 @@ export {
   type Layer,
   type Logger,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -81,6 +95,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -96,6 +113,7 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
   type ResponseOf,

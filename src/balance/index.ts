@@ -1,7 +1,8 @@
 /**
  * Balance layer: client-side load balancing over a service's instances. Power of two choices
- * on attempts in flight (or round-robin), weights, same-zone preference, version routing,
- * and outlier ejection.
+ * on attempts in flight (optionally weighted by peak-EWMA latency) or round-robin, weights,
+ * slow start, zone preference with spillover, version routing, outlier ejection and active
+ * health checks.
  *
  * Order: below retry (each retry picks again, another instance), above attempt and transport.
  */
@@ -9,15 +10,18 @@ import type { Instance, Layer } from '../core/call.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 import { type InstanceSet, outcomeOf } from './instances.js';
 
+export { type HealthCheckOptions, healthCheckDefaults, startHealthChecks } from './health-check.js';
 export {
+  type BalancerName,
   type InstanceEvent,
   InstanceSet,
+  type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
-  type OutlierOptions,
+  latencyDecayMs,
   outcomeOf,
-  outlierDefaults,
 } from './instances.js';
+export { type EjectionReason, type OutlierOptions, outlierDefaults } from './outlier.js';
 
 /** An instance as callers write it: a URL, or a URL with routing metadata. */
 export type InstanceInput = string | { url: string; zone?: string; version?: string; weight?: number };
@@ -90,13 +94,14 @@ export function balance(instances: InstanceSet): Layer {
     }
     context.instance = state.instance;
     state.outstanding++;
+    const startedAt = instances.pickedAt;
     return next(request, context).then(
       (response) => {
-        instances.record(state, 'success');
+        instances.record(state, 'success', startedAt);
         return response;
       },
       (error: unknown) => {
-        instances.record(state, outcomeOf(error));
+        instances.record(state, outcomeOf(error), startedAt);
         throw error;
       },
     );

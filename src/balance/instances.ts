@@ -1,30 +1,41 @@
 import type { CallContext, Instance } from '../core/call.js';
-import type { Clock } from '../core/clock.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
 import { ErrorCode, invalidOption, isTelescopeError } from '../core/errors.js';
-
-/** Outlier ejection settings. */
-export interface OutlierOptions {
-  /** Consecutive failures that eject an instance. @default 5 */
-  consecutiveFailures?: number;
-  /** First ejection period; the n-th ejection lasts base × 2^(n−1), capped. @default 10000 */
-  baseEjectionMs?: number;
-  /** Longest ejection period. @default 300000 */
-  maxEjectionMs?: number;
-  /** Never eject more than this share of the instances (rounded down). @default 50 */
-  maxEjectionPercent?: number;
-}
-
-export const outlierDefaults = {
-  consecutiveFailures: 5,
-  baseEjectionMs: 10_000,
-  maxEjectionMs: 300_000,
-  maxEjectionPercent: 50,
-} as const;
+import {
+  type EjectionReason,
+  intervalOutliers,
+  type OutlierOptions,
+  type ResolvedOutlier,
+  resolveOutlier,
+} from './outlier.js';
 
 /** What the balancer decided about an instance. */
 export type InstanceEvent =
-  | { type: 'eject'; instance: string; consecutiveFailures: number; ejectionMs: number; timesEjected: number }
-  | { type: 'return'; instance: string };
+  | {
+      type: 'eject';
+      instance: string;
+      /** What ejected it. */
+      reason: EjectionReason;
+      consecutiveFailures: number;
+      /** The interval's failure percentage or success rate (percent) that decided a rate-based ejection. */
+      rate?: number;
+      /** The threshold it crossed (percent). */
+      threshold?: number;
+      ejectionMs: number;
+      timesEjected: number;
+    }
+  | {
+      type: 'return';
+      instance: string;
+      /** `expired`: its ejection period ended; `health-check`: it passed active health checks first. */
+      reason: 'expired' | 'health-check';
+    }
+  | {
+      type: 'health';
+      instance: string;
+      /** false: it failed `unhealthyThreshold` checks in a row and left rotation; true: it is back. */
+      healthy: boolean;
+    };
 
 /** Live state of one instance. */
 export class InstanceState {
@@ -34,6 +45,8 @@ export class InstanceState {
   consecutiveFailures = 0;
   /** Clock time until which the instance is ejected; 0 when it is not. */
   ejectedUntil = 0;
+  /** What ejected it (while ejected). */
+  ejectionReason: EjectionReason | undefined = undefined;
   timesEjected = 0;
   /** Clock time the instance last came back from an ejection. */
   returnedAt = 0;
@@ -41,6 +54,18 @@ export class InstanceState {
   removed = false;
   /** Weighted round-robin: the running credit of smooth weighted round-robin (nginx's). */
   roundRobinCredit = 0;
+  /** Outcomes in the current outlier interval. */
+  windowRequests = 0;
+  windowFailures = 0;
+  /** Peak EWMA of attempt latency (ms) as of `latencyStamp`; 0 before the first measurement. */
+  latencyCost = 0;
+  latencyStamp = 0;
+  /** Clock time its slow start began (it joined, or came back); −∞ when it never ramped. */
+  rampStart = Number.NEGATIVE_INFINITY;
+  /** Active health checks: false while it is out of rotation for failing them. */
+  healthy = true;
+  checkFailures = 0;
+  checkPasses = 0;
 
   constructor(instance: Instance) {
     this.instance = instance;
@@ -75,6 +100,9 @@ export function isInstanceFailure(error: unknown): boolean {
  * cancelled or never judged the instance: caller abort, losing hedge, client closed).
  */
 export function outcomeOf(error: unknown): 'success' | 'failure' | 'neutral' {
+  // An answer the endpoint's classification (retry.classify) judged: its verdict counts.
+  const responseClass = isTelescopeError(error) && error.instance !== undefined ? error.responseClass : undefined;
+  if (responseClass !== undefined) return responseClass === 'success' ? 'success' : 'failure';
   if (isInstanceFailure(error)) return 'failure';
   if (isTelescopeError(error) && error.instance !== undefined) {
     if (error.code === ErrorCode.HTTP_STATUS || error.code === ErrorCode.INVALID_RESPONSE) return 'success';
@@ -83,18 +111,82 @@ export function outcomeOf(error: unknown): 'success' | 'failure' | 'neutral' {
   return 'neutral';
 }
 
+/** How an instance is picked for each attempt. */
+export type BalancerName = 'p2c' | 'p2c-ewma' | 'round-robin';
+
+/** Peak EWMA's decay time (Finagle's default `decayTime`): a latency peak fades over ~10 s. */
+export const latencyDecayMs = 10_000;
+/** Cost of an instance with requests in flight and no latency measured yet (Finagle's penalty). */
+const unmeasuredPenalty = 2 ** 40;
+/** Latencies closer than this ratio do not decide a pick (noise between like instances). */
+const similarLatency = 1.25;
+/** A failed attempt doubles the instance's latency cost, up to this (ms). */
+const maxFailureCostMs = 30_000;
+/** Slow start never gives less than this share of the weight (Envoy's `min_weight_percent`). */
+const slowStartMinFactor = 0.1;
+
+/** Finagle's cost: latency × (in flight + 1); unmeasured: free when idle, else a penalty. */
+function cost(latency: number, outstanding: number): number {
+  if (latency === 0) return outstanding === 0 ? 0 : unmeasuredPenalty + outstanding;
+  return latency * (outstanding + 1);
+}
+
+/** A set of instances to pick from, with what the zone preference needs to know about it. */
 interface Group {
   readonly states: InstanceState[];
   /** Prefix sums of weights, or undefined when all weights are equal. */
   readonly cumulativeWeights: number[] | undefined;
+  readonly totalWeight: number;
+  /** Healthy (not ejected, passing health checks) share of the weight, as of `epoch`. */
+  healthyShare: number;
+  epoch: number;
 }
 
 function group(states: InstanceState[]): Group {
   const first = states[0]?.instance.weight;
   const uniform = states.every((state) => state.instance.weight === first);
-  if (uniform) return { states, cumulativeWeights: undefined };
   let sum = 0;
-  return { states, cumulativeWeights: states.map((state) => (sum += state.instance.weight)) };
+  const cumulativeWeights = states.map((state) => (sum += state.instance.weight));
+  return {
+    states,
+    cumulativeWeights: uniform ? undefined : cumulativeWeights,
+    totalWeight: sum,
+    healthyShare: 1,
+    epoch: -1,
+  };
+}
+
+/** The instances of one zone and of every other zone, for spillover. */
+interface ZoneGroups {
+  readonly local: Group;
+  readonly remote: Group;
+}
+
+interface Routing {
+  readonly all: Group;
+  readonly byZone: Map<string, ZoneGroups>;
+}
+
+function routing(states: InstanceState[]): Routing {
+  const byZone = new Map<string, ZoneGroups>();
+  for (const [zone, members] of splitBy(states, (state) => state.instance.zone)) {
+    byZone.set(zone, { local: group(members), remote: group(states.filter((state) => state.instance.zone !== zone)) });
+  }
+  return { all: group(states), byZone };
+}
+
+/** Settings of {@link InstanceSet}. */
+export interface InstanceSetOptions {
+  clock: Clock;
+  random?: (() => number) | undefined;
+  balancer?: BalancerName | undefined;
+  zone?: string | undefined;
+  outlier?: OutlierOptions | false | undefined;
+  /** Envoy's `slow_start_window`: joining and returning instances ramp their weight over it. */
+  slowStartMs?: number | undefined;
+  /** Consecutive health checks that take an instance out of rotation and bring it back. */
+  healthThresholds?: { unhealthyThreshold: number; healthyThreshold: number } | undefined;
+  onEvent?: ((event: InstanceEvent) => void) | undefined;
 }
 
 /**
@@ -102,43 +194,72 @@ function group(states: InstanceState[]): Group {
  *
  * Picking is O(1) on the usual path: candidates are sampled at random (weighted) and rejected
  * if tried, ejected or of another version; only when sampling keeps failing does it fall back
- * to a scan. Same-zone instances are preferred while any of them is usable.
+ * to a scan. With a zone, traffic stays in it in proportion to its healthy capacity and the
+ * rest spills to the other zones.
+ *
+ * Owns one timer on its clock while it has something to time (an ejection to end, an outlier
+ * interval to judge); {@link close} clears it.
  */
 export class InstanceSet {
   readonly #clock: Clock;
   readonly #random: () => number;
   readonly #roundRobin: boolean;
+  readonly #latencyAware: boolean;
   readonly #zone: string | undefined;
-  readonly #outlier: Required<OutlierOptions> | undefined;
+  readonly #outlier: ResolvedOutlier | undefined;
+  readonly #rateDetection: boolean;
+  readonly #slowStartMs: number;
+  readonly #healthThresholds: { unhealthyThreshold: number; healthyThreshold: number } | undefined;
   readonly #onEvent: ((event: InstanceEvent) => void) | undefined;
   #byUrl = new Map<string, InstanceState>();
-  #all: Group = group([]);
-  #byZone = new Map<string, Group>();
-  #byVersion = new Map<string, { all: Group; byZone: Map<string, Group> }>();
+  #routing: Routing = routing([]);
+  #byVersion = new Map<string, Routing>();
   #ejected = 0;
   #cursor = 0;
+  /** Bumped whenever an instance's health changes: zone shares are recomputed lazily. */
+  #epoch = 0;
+  #updated = false;
+  #timer: TimerHandle | undefined;
+  #timerAt = Number.POSITIVE_INFINITY;
+  #nextIntervalAt = Number.POSITIVE_INFINITY;
+  #closed = false;
+  readonly #onTimer = () => this.#sweep();
+  /** Clock time of the last {@link pick} (the start of the attempt it picked for). */
+  pickedAt = 0;
 
-  constructor(options: {
-    clock: Clock;
-    random?: (() => number) | undefined;
-    balancer?: 'p2c' | 'round-robin' | undefined;
-    zone?: string | undefined;
-    outlier?: OutlierOptions | false | undefined;
-    onEvent?: ((event: InstanceEvent) => void) | undefined;
-  }) {
+  constructor(options: InstanceSetOptions) {
     this.#clock = options.clock;
     this.#random = options.random ?? Math.random;
     const balancer = options.balancer ?? 'p2c';
-    if (balancer !== 'p2c' && balancer !== 'round-robin') invalidOption('balancer', "'p2c' or 'round-robin'", balancer);
+    if (balancer !== 'p2c' && balancer !== 'p2c-ewma' && balancer !== 'round-robin') {
+      invalidOption('balancer', "'p2c', 'p2c-ewma' or 'round-robin'", balancer);
+    }
     this.#roundRobin = balancer === 'round-robin';
+    this.#latencyAware = balancer === 'p2c-ewma';
     this.#zone = options.zone;
     this.#outlier = options.outlier === false ? undefined : resolveOutlier(options.outlier ?? {});
+    this.#rateDetection =
+      this.#outlier !== undefined &&
+      (this.#outlier.failurePercentage !== undefined || this.#outlier.successRateStdevFactor !== undefined);
+    const slowStartMs = options.slowStartMs ?? 0;
+    if (!(Number.isFinite(slowStartMs) && slowStartMs >= 0)) {
+      invalidOption('slowStartMs', 'a finite number ≥ 0 (0: off)', slowStartMs);
+    }
+    this.#slowStartMs = slowStartMs;
+    this.#healthThresholds = options.healthThresholds;
     this.#onEvent = options.onEvent;
+  }
+
+  /** Starts judging outlier intervals (when rate detection is on). Ejections arm the timer themselves. */
+  start(): void {
+    if (!this.#rateDetection || this.#nextIntervalAt !== Number.POSITIVE_INFINITY) return;
+    this.#nextIntervalAt = this.#clock.now() + (this.#outlier as ResolvedOutlier).intervalMs;
+    this.#arm(this.#nextIntervalAt);
   }
 
   /** Current instances (not removed). */
   get instances(): InstanceState[] {
-    return this.#all.states;
+    return this.#routing.all.states;
   }
 
   /** The state of an instance by origin. */
@@ -146,8 +267,12 @@ export class InstanceSet {
     return this.#byUrl.get(url);
   }
 
-  /** Replaces the set; state of instances that stay is kept. Returns the removed origins. */
+  /**
+   * Replaces the set; state of instances that stay is kept. Returns the removed origins.
+   * Instances that join after the first set start a slow start.
+   */
   update(instances: readonly Instance[]): string[] {
+    const now = this.#clock.now();
     const next = new Map<string, InstanceState>();
     for (const instance of instances) {
       const existing = this.#byUrl.get(instance.url);
@@ -156,8 +281,21 @@ export class InstanceSet {
         existing.instance.zone === instance.zone &&
         existing.instance.version === instance.version &&
         existing.instance.weight === instance.weight;
-      next.set(instance.url, keep ? existing : new InstanceState(instance));
+      if (keep) {
+        next.set(instance.url, existing);
+        continue;
+      }
+      const state = new InstanceState(instance);
+      if (existing !== undefined) {
+        // Same instance, new metadata: it keeps its history.
+        state.rampStart = existing.rampStart;
+        state.healthy = existing.healthy;
+      } else if (this.#updated) {
+        state.rampStart = now;
+      }
+      next.set(instance.url, state);
     }
+    this.#updated = true;
     const removed: string[] = [];
     for (const [url, state] of this.#byUrl) {
       if (next.get(url) !== state) {
@@ -167,16 +305,13 @@ export class InstanceSet {
     }
     this.#byUrl = next;
     const states = [...next.values()];
-    this.#all = group(states);
-    this.#byZone = groupBy(states, (state) => state.instance.zone);
+    this.#routing = routing(states);
     this.#byVersion = new Map();
     for (const [version, members] of splitBy(states, (state) => state.instance.version)) {
-      this.#byVersion.set(version, {
-        all: group(members),
-        byZone: groupBy(members, (state) => state.instance.zone),
-      });
+      this.#byVersion.set(version, routing(members));
     }
     this.#ejected = states.filter((state) => state.ejectedUntil !== 0).length;
+    this.#epoch++;
     return removed;
   }
 
@@ -187,37 +322,63 @@ export class InstanceSet {
    */
   pick(context: CallContext): InstanceState | undefined {
     const now = this.#clock.now();
+    this.pickedAt = now;
     const version = context.route?.version;
-    let all = this.#all;
-    let byZone = this.#byZone;
+    let routes = this.#routing;
     if (version !== undefined) {
       const subset = this.#byVersion.get(version);
       if (subset === undefined) return undefined;
-      all = subset.all;
-      byZone = subset.byZone;
+      routes = subset;
     }
+    const all = routes.all;
     if (all.states.length === 0) return undefined;
     const zone = context.route?.zone ?? this.#zone;
     const tried = context.tried;
-    const local = zone === undefined ? undefined : byZone.get(zone);
-    if (local !== undefined && local !== all) {
-      const chosen = this.#choose(local, tried, now);
+    const zoned = zone === undefined ? undefined : routes.byZone.get(zone);
+    if (zoned !== undefined && zoned.remote.states.length > 0) {
+      // Envoy's zone-aware routing: the local zone keeps the share of the traffic its healthy
+      // capacity can carry; the rest spills to the other zones, never all at once.
+      const share = this.#healthyShare(zoned.local, now);
+      const local = share >= 1 || this.#random() < share;
+      const chosen =
+        this.#choose(local ? zoned.local : zoned.remote, tried, now) ??
+        this.#choose(local ? zoned.remote : zoned.local, tried, now);
+      if (chosen !== undefined) return chosen;
+    } else {
+      const chosen = this.#choose(all, tried, now);
       if (chosen !== undefined) return chosen;
     }
-    const chosen = this.#choose(all, tried, now);
-    if (chosen !== undefined) return chosen;
     // Every usable instance was tried in this call: go again over a fresh connection.
-    const reuse = this.#choose(all, undefined, now) ?? this.#chooseIgnoringEjection(all);
+    const reuse = this.#choose(all, undefined, now) ?? this.#chooseIgnoringHealth(all);
     if (reuse !== undefined && tried !== undefined) context.freshConnection = true;
     return reuse;
+  }
+
+  #healthyShare(candidates: Group, now: number): number {
+    if (candidates.epoch === this.#epoch) return candidates.healthyShare;
+    let healthy = 0;
+    for (const state of candidates.states) {
+      if (state.healthy && (state.ejectedUntil === 0 || state.ejectedUntil <= now)) healthy += state.instance.weight;
+    }
+    candidates.healthyShare = candidates.totalWeight === 0 ? 0 : healthy / candidates.totalWeight;
+    candidates.epoch = this.#epoch;
+    return candidates.healthyShare;
   }
 
   #usable(state: InstanceState, tried: CallContext['tried'], now: number): boolean {
     if (state.ejectedUntil !== 0) {
       if (state.ejectedUntil > now) return false;
-      this.#return(state, now);
+      this.#return(state, now, 'expired');
     }
+    if (!state.healthy) return false;
     return tried === undefined || !wasTried(tried, state.instance.url);
+  }
+
+  /** Slow start: the share of its weight an instance gets now (1 when not ramping). */
+  #rampFactor(state: InstanceState, now: number): number {
+    const elapsed = now - state.rampStart;
+    if (elapsed >= this.#slowStartMs) return 1;
+    return Math.max(slowStartMinFactor, elapsed / this.#slowStartMs);
   }
 
   #choose(candidates: Group, tried: CallContext['tried'], now: number): InstanceState | undefined {
@@ -225,7 +386,9 @@ export class InstanceSet {
     const count = states.length;
     if (count === 0) return undefined;
     if (this.#roundRobin) {
-      if (candidates.cumulativeWeights !== undefined) return this.#weightedRoundRobin(states, tried, now);
+      if (candidates.cumulativeWeights !== undefined || this.#slowStartMs > 0) {
+        return this.#weightedRoundRobin(states, tried, now);
+      }
       for (let step = 0; step < count; step++) {
         const state = states[(this.#cursor + step) % count] as InstanceState;
         if (this.#usable(state, tried, now)) {
@@ -258,30 +421,83 @@ export class InstanceSet {
       second = others.length > 0 ? others[Math.floor(this.#random() * others.length)] : undefined;
       if (second === undefined) return first;
     }
+    const winner = this.#latencyAware ? this.#cheaper(first, second, now) : this.#lessLoaded(first, second);
+    if (this.#slowStartMs > 0) {
+      // A ramping winner keeps the pick with the probability of its ramp factor.
+      const factor = this.#rampFactor(winner, now);
+      if (factor < 1 && this.#random() >= factor) return winner === first ? second : first;
+    }
+    return winner;
+  }
+
+  #lessLoaded(first: InstanceState, second: InstanceState): InstanceState {
     // As many attempts in flight on both: split by weight (a coin flip when weights are equal).
     // Comparing (outstanding + 1) / weight here would send every call to the heavier one.
-    if (first.outstanding === second.outstanding) {
-      const firstWeight = first.instance.weight;
-      return this.#random() * (firstWeight + second.instance.weight) < firstWeight ? first : second;
-    }
+    if (first.outstanding === second.outstanding) return this.#byWeight(first, second);
     const firstLoad = (first.outstanding + 1) / first.instance.weight;
     const secondLoad = (second.outstanding + 1) / second.instance.weight;
     if (firstLoad === secondLoad) return this.#random() < 0.5 ? first : second;
     return firstLoad < secondLoad ? first : second;
   }
 
+  #byWeight(first: InstanceState, second: InstanceState): InstanceState {
+    const firstWeight = first.instance.weight;
+    return this.#random() * (firstWeight + second.instance.weight) < firstWeight ? first : second;
+  }
+
+  /**
+   * Finagle's p2cPeakEwma: the lower peak-EWMA latency × (attempts in flight + 1), per weight.
+   * Latencies within 25% of each other are the same kind of instance and noise: then the
+   * least-outstanding rule decides, so homogeneous instances share by weight as with 'p2c'.
+   */
+  #cheaper(first: InstanceState, second: InstanceState, now: number): InstanceState {
+    const firstLatency = this.#latency(first, now);
+    const secondLatency = this.#latency(second, now);
+    if (firstLatency <= secondLatency * similarLatency && secondLatency <= firstLatency * similarLatency) {
+      return this.#lessLoaded(first, second);
+    }
+    const firstCost = cost(firstLatency, first.outstanding) / first.instance.weight;
+    const secondCost = cost(secondLatency, second.outstanding) / second.instance.weight;
+    if (firstCost === secondCost) return this.#byWeight(first, second);
+    return firstCost < secondCost ? first : second;
+  }
+
+  /** The instance's peak-EWMA latency now (decayed since the last sample); 0 if never measured. */
+  #latency(state: InstanceState, now: number): number {
+    const latency = state.latencyCost;
+    const elapsed = now - state.latencyStamp;
+    return latency !== 0 && elapsed > 0 ? latency * Math.exp(-elapsed / latencyDecayMs) : latency;
+  }
+
+  /**
+   * Peak EWMA: a slower sample replaces the average at once, faster ones pull it down over
+   * `latencyDecayMs`. A failure counts as twice the current cost, so an instance that fails
+   * fast does not look fast.
+   */
+  #observe(state: InstanceState, latencyMs: number, failed: boolean, now: number): void {
+    const elapsed = now - state.latencyStamp;
+    const weight = elapsed > 0 ? Math.exp(-elapsed / latencyDecayMs) : 1;
+    const decayed = state.latencyCost * weight;
+    let sample = latencyMs > 0 ? latencyMs : 0;
+    if (failed) sample = Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 1));
+    state.latencyCost = sample > decayed ? sample : decayed + sample * (1 - weight);
+    state.latencyStamp = now;
+  }
+
   /**
    * Smooth weighted round-robin: every usable instance earns its weight in credit, the richest
    * is picked and pays the total. Weights 3:1 give a, a, b, a, … — exact per cycle, and spread
-   * out rather than in bursts.
+   * out rather than in bursts. Slow start scales a ramping instance's weight.
    */
   #weightedRoundRobin(states: readonly InstanceState[], tried: CallContext['tried'], now: number) {
     let best: InstanceState | undefined;
     let total = 0;
     for (const state of states) {
       if (!this.#usable(state, tried, now)) continue;
-      state.roundRobinCredit += state.instance.weight;
-      total += state.instance.weight;
+      const weight =
+        this.#slowStartMs > 0 ? state.instance.weight * this.#rampFactor(state, now) : state.instance.weight;
+      state.roundRobinCredit += weight;
+      total += weight;
       if (best === undefined || state.roundRobinCredit > best.roundRobinCredit) best = state;
     }
     if (best !== undefined) best.roundRobinCredit -= total;
@@ -292,7 +508,7 @@ export class InstanceSet {
     const states = candidates.states;
     const cumulative = candidates.cumulativeWeights;
     if (cumulative === undefined) return states[Math.floor(this.#random() * states.length)] as InstanceState;
-    const target = this.#random() * (cumulative[cumulative.length - 1] as number);
+    const target = this.#random() * candidates.totalWeight;
     let low = 0;
     let high = cumulative.length - 1;
     while (low < high) {
@@ -303,22 +519,37 @@ export class InstanceSet {
     return states[low] as InstanceState;
   }
 
-  /** Last resort when every matching instance is ejected: the one coming back soonest. */
-  #chooseIgnoringEjection(candidates: Group): InstanceState | undefined {
+  /**
+   * Last resort when every matching instance is ejected or failing health checks (Envoy's
+   * panic mode): a healthy one coming back soonest, else any.
+   */
+  #chooseIgnoringHealth(candidates: Group): InstanceState | undefined {
     let best: InstanceState | undefined;
     for (const state of candidates.states) {
-      if (best === undefined || state.ejectedUntil < best.ejectedUntil) best = state;
+      if (
+        best === undefined ||
+        (state.healthy && !best.healthy) ||
+        (state.healthy === best.healthy && state.ejectedUntil < best.ejectedUntil)
+      ) {
+        best = state;
+      }
     }
     return best;
   }
 
-  /** Records the outcome of an attempt on `state`. */
-  record(state: InstanceState, outcome: 'success' | 'failure' | 'neutral'): void {
+  /**
+   * Records the outcome of an attempt on `state` that started at `startedAt` (clock time,
+   * {@link pickedAt} of its pick).
+   */
+  record(state: InstanceState, outcome: 'success' | 'failure' | 'neutral', startedAt = 0): void {
     state.outstanding--;
     const outlier = this.#outlier;
-    if (outlier === undefined || outcome === 'neutral') return;
+    if (outcome === 'neutral' || (outlier === undefined && !this.#latencyAware)) return;
     const failed = outcome === 'failure';
     const now = this.#clock.now();
+    if (this.#latencyAware) this.#observe(state, now - startedAt, failed, now);
+    if (outlier === undefined) return;
+    state.windowRequests++;
     if (!failed) {
       state.consecutiveFailures = 0;
       // A healthy stretch after a return forgives one past ejection.
@@ -328,33 +559,143 @@ export class InstanceSet {
       }
       return;
     }
+    state.windowFailures++;
     state.consecutiveFailures++;
+    if (state.consecutiveFailures >= outlier.consecutiveFailures) this.#eject(state, now, 'consecutive-failures');
+  }
+
+  #eject(state: InstanceState, now: number, reason: EjectionReason, rate?: number, threshold?: number): void {
+    const outlier = this.#outlier as ResolvedOutlier;
     if (
-      state.consecutiveFailures >= outlier.consecutiveFailures &&
-      state.ejectedUntil === 0 &&
-      !state.removed &&
-      this.#ejected < Math.floor((this.#all.states.length * outlier.maxEjectionPercent) / 100)
+      state.ejectedUntil !== 0 ||
+      state.removed ||
+      this.#ejected >= Math.floor((this.#routing.all.states.length * outlier.maxEjectionPercent) / 100)
     ) {
-      const ejectionMs = Math.min(outlier.baseEjectionMs * 2 ** state.timesEjected, outlier.maxEjectionMs);
-      state.timesEjected++;
-      state.ejectedUntil = now + ejectionMs;
-      this.#ejected++;
-      this.#onEvent?.({
-        type: 'eject',
-        instance: state.instance.url,
-        consecutiveFailures: state.consecutiveFailures,
-        ejectionMs,
-        timesEjected: state.timesEjected,
-      });
+      return;
+    }
+    const backoffMs = Math.min(outlier.baseEjectionMs * 2 ** state.timesEjected, outlier.maxEjectionMs);
+    // ±10% jitter: instances ejected together (one bad deploy) come back spread out.
+    const ejectionMs = Math.round(backoffMs * (0.9 + 0.2 * this.#random()));
+    state.timesEjected++;
+    state.ejectedUntil = now + ejectionMs;
+    state.ejectionReason = reason;
+    state.checkPasses = 0;
+    this.#ejected++;
+    this.#epoch++;
+    this.#arm(state.ejectedUntil);
+    const event: InstanceEvent = {
+      type: 'eject',
+      instance: state.instance.url,
+      reason,
+      consecutiveFailures: state.consecutiveFailures,
+      ejectionMs,
+      timesEjected: state.timesEjected,
+    };
+    if (rate !== undefined) {
+      event.rate = rate;
+      event.threshold = threshold;
+    }
+    this.#onEvent?.(event);
+  }
+
+  #return(state: InstanceState, now: number, reason: 'expired' | 'health-check'): void {
+    state.ejectedUntil = 0;
+    state.ejectionReason = undefined;
+    state.consecutiveFailures = 0;
+    state.returnedAt = now;
+    state.windowRequests = 0;
+    state.windowFailures = 0;
+    // Its latency history is from before the ejection: measure it afresh, ramping up.
+    state.latencyCost = 0;
+    if (this.#slowStartMs > 0) state.rampStart = now;
+    this.#ejected--;
+    this.#epoch++;
+    this.#onEvent?.({ type: 'return', instance: state.instance.url, reason });
+  }
+
+  /**
+   * Records an active health check of `state`. `unhealthyThreshold` failures in a row take it
+   * out of rotation; `healthyThreshold` passes bring it back, and end early an ejection for
+   * consecutive failures (an outage that is over). Rate-based ejections run their course: an
+   * instance that fails a share of real calls can still answer its health check.
+   */
+  recordCheck(state: InstanceState, passed: boolean): void {
+    const thresholds = this.#healthThresholds;
+    if (thresholds === undefined || state.removed || this.#closed) return;
+    const now = this.#clock.now();
+    if (!passed) {
+      state.checkPasses = 0;
+      state.checkFailures++;
+      if (state.healthy && state.checkFailures >= thresholds.unhealthyThreshold) {
+        state.healthy = false;
+        this.#epoch++;
+        this.#onEvent?.({ type: 'health', instance: state.instance.url, healthy: false });
+      }
+      return;
+    }
+    state.checkFailures = 0;
+    state.checkPasses++;
+    if (state.checkPasses < thresholds.healthyThreshold) return;
+    if (!state.healthy) {
+      state.healthy = true;
+      state.consecutiveFailures = 0;
+      if (this.#slowStartMs > 0) state.rampStart = now;
+      this.#epoch++;
+      this.#onEvent?.({ type: 'health', instance: state.instance.url, healthy: true });
+    }
+    if (state.ejectedUntil > now && state.ejectionReason === 'consecutive-failures') {
+      this.#return(state, now, 'health-check');
     }
   }
 
-  #return(state: InstanceState, now: number): void {
-    state.ejectedUntil = 0;
-    state.consecutiveFailures = 0;
-    state.returnedAt = now;
-    this.#ejected--;
-    this.#onEvent?.({ type: 'return', instance: state.instance.url });
+  /** Arms the set's one timer for clock time `at`, unless it is already armed sooner. */
+  #arm(at: number): void {
+    if (this.#closed || at >= this.#timerAt) return;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = this.#clock.setTimeout(this.#onTimer, Math.max(0, at - this.#clock.now()));
+  }
+
+  /** Ends ejections whose time has come and, once per interval, judges rates. */
+  #sweep(): void {
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+    if (this.#closed) return;
+    const now = this.#clock.now();
+    const states = this.#routing.all.states;
+    for (const state of states) {
+      if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) this.#return(state, now, 'expired');
+    }
+    const outlier = this.#outlier;
+    if (outlier !== undefined && this.#rateDetection && now >= this.#nextIntervalAt) {
+      const candidates = states.filter((state) => state.ejectedUntil === 0 && state.healthy);
+      for (const found of intervalOutliers(candidates, outlier)) {
+        this.#eject(found.state, now, found.reason, found.rate, found.threshold);
+      }
+      for (const state of states) {
+        state.windowRequests = 0;
+        state.windowFailures = 0;
+      }
+      this.#nextIntervalAt = now + outlier.intervalMs;
+    }
+    let next = this.#nextIntervalAt;
+    for (const state of states) if (state.ejectedUntil !== 0 && state.ejectedUntil < next) next = state.ejectedUntil;
+    if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
+  }
+
+  /** Stops the set's timer; nothing is timed afterwards. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+  }
+
+  /** Number of instances out of rotation for failing active health checks. */
+  get unhealthyCount(): number {
+    let count = 0;
+    for (const state of this.#routing.all.states) if (!state.healthy) count++;
+    return count;
   }
 
   /** Number of instances currently ejected. */
@@ -366,31 +707,6 @@ export class InstanceSet {
 function wasTried(tried: readonly Instance[], url: string): boolean {
   for (const instance of tried) if (instance.url === url) return true;
   return false;
-}
-
-function resolveOutlier(options: OutlierOptions): Required<OutlierOptions> {
-  const resolved = { ...outlierDefaults, ...stripUndefined(options) };
-  if (!(Number.isInteger(resolved.consecutiveFailures) && resolved.consecutiveFailures >= 1)) {
-    invalidOption('outlier.consecutiveFailures', 'an integer ≥ 1', resolved.consecutiveFailures);
-  }
-  if (!(Number.isFinite(resolved.baseEjectionMs) && resolved.baseEjectionMs > 0)) {
-    invalidOption('outlier.baseEjectionMs', 'a positive finite number', resolved.baseEjectionMs);
-  }
-  if (!(Number.isFinite(resolved.maxEjectionMs) && resolved.maxEjectionMs >= resolved.baseEjectionMs)) {
-    invalidOption(
-      'outlier.maxEjectionMs',
-      `a finite number ≥ baseEjectionMs (${resolved.baseEjectionMs})`,
-      resolved.maxEjectionMs,
-    );
-  }
-  if (!(resolved.maxEjectionPercent >= 0 && resolved.maxEjectionPercent <= 100)) {
-    invalidOption('outlier.maxEjectionPercent', 'a number in [0, 100]', resolved.maxEjectionPercent);
-  }
-  return resolved;
-}
-
-function stripUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, item]) => item !== undefined)) as Partial<T>;
 }
 
 function splitBy(
@@ -405,11 +721,5 @@ function splitBy(
     if (members === undefined) groups.set(name, [state]);
     else members.push(state);
   }
-  return groups;
-}
-
-function groupBy(states: InstanceState[], key: (state: InstanceState) => string | undefined): Map<string, Group> {
-  const groups = new Map<string, Group>();
-  for (const [name, members] of splitBy(states, key)) groups.set(name, group(members));
   return groups;
 }

@@ -122,6 +122,9 @@ export interface CircuitControl {
 /** Whether a failure says the dependency is unhealthy. */
 export function countsForBreaker(error: unknown): boolean {
   if (!isTelescopeError(error)) return true;
+  // The endpoint's classification (retry.classify) decides when it judged the answer.
+  const responseClass = error.responseClass;
+  if (responseClass !== undefined) return responseClass !== 'success';
   switch (error.code) {
     case ErrorCode.HTTP_STATUS: {
       const status = (error as unknown as { status: number }).status;
@@ -151,6 +154,7 @@ export function countsForBreaker(error: unknown): boolean {
 export function breakerOutcome(error: unknown): 'failure' | 'success' | 'neutral' {
   if (countsForBreaker(error)) return 'failure';
   if (!isTelescopeError(error)) return 'failure';
+  if (error.responseClass === 'success') return 'success';
   switch (error.code) {
     case ErrorCode.HTTP_STATUS:
     case ErrorCode.INVALID_RESPONSE:

@@ -5,15 +5,20 @@
  */
 
 import { attempt, attemptDefaults } from '../attempt/index.js';
+import { resolveHealthCheck } from '../balance/health-check.js';
 import {
+  type BalancerName,
   balance,
+  type HealthCheckOptions,
   type InstanceEvent,
   type InstanceInput,
   InstanceSet,
   type OutlierOptions,
   parseInstances,
+  startHealthChecks,
 } from '../balance/index.js';
 import {
+  type BreakerLayer,
   type BreakerOptions,
   breaker,
   type CircuitCause,
@@ -30,11 +35,13 @@ import {
   type Logger,
   type RouteHints,
 } from '../core/call.js';
+import { channels } from '../core/channels.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { currentDeadline, deadline } from '../deadline/index.js';
+import { ambientDeadline } from '../deadline/storage.js';
 import type { Discovery } from '../discovery/index.js';
 import { type FallbackEvent, fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
@@ -50,6 +57,7 @@ import {
 } from '../service/index.js';
 import type { ThrottleOptions } from '../throttle/index.js';
 import { type AttemptTransport, transport, transportDefaults } from '../transport/index.js';
+import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
 
 /** Options of one call: always the last argument of a typed method. */
 export interface CallOptions {
@@ -71,15 +79,31 @@ export interface ClientOptions {
   instances?: readonly InstanceInput[];
   /** Where instances come from when they change: `dnsDiscovery(...)` or your own source. */
   discovery?: Discovery;
-  /** How an instance is picked for each attempt. @default 'p2c' (power of two choices, least outstanding) */
-  balancer?: 'p2c' | 'round-robin';
+  /**
+   * How an instance is picked for each attempt: `'p2c'` (power of two choices, fewer attempts
+   * in flight wins), `'p2c-ewma'` (Finagle's p2cPeakEwma: in flight × peak-EWMA latency, so
+   * slow and failing instances get less) or `'round-robin'`. See docs/instances.md.
+   * @default 'p2c'
+   */
+  balancer?: BalancerName;
   /** Retries on another instance, inside a client-wide retry budget; `false` for none. @default { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 10 } } */
   retry?: RetryOptions | false;
   /** Hedging: a second attempt on another instance after `delayMs`. @default false */
   hedge?: HedgeOptions | false;
-  /** Outlier ejection; `false` to never eject. @default { consecutiveFailures: 5, baseEjectionMs: 10000, maxEjectionPercent: 50 } */
+  /** Outlier ejection (Envoy's): consecutive failures, and optionally failure percentage and success rate per interval; `false` to never eject. @default { consecutiveFailures: 5, minRequests: 50, intervalMs: 10000, baseEjectionMs: 10000, maxEjectionMs: 300000, maxEjectionPercent: 50 } */
   outlier?: OutlierOptions | false;
-  /** This client's zone: same-zone instances are preferred while any is usable. @default undefined */
+  /**
+   * Envoy's slow start window: an instance that discovery adds, or that comes back from an
+   * ejection or from failing health checks, ramps its share linearly (from 10%) over this
+   * many ms. `0`: off. @default 0
+   */
+  slowStartMs?: number;
+  /** Active health checks: a GET of `path` on every instance through the client's transport. @default false */
+  healthCheck?: HealthCheckOptions | false;
+  /**
+   * This client's zone: traffic stays on same-zone instances in proportion to the zone's
+   * healthy capacity and spills to other zones for the rest. @default undefined
+   */
   zone?: string;
   /** Random source of the balancer (seed it in tests and simulations). @default Math.random */
   random?: () => number;
@@ -93,6 +117,8 @@ export interface ClientOptions {
   minAttemptMs?: number;
   /** Header carrying the callee's budget, `false` to not send it. @default 'x-request-timeout-ms' */
   deadlineHeader?: string | false;
+  /** Header carrying each attempt's 1-based number (servers see retries and hedges), `false` to not send it. @default 'x-request-attempt' */
+  attemptHeader?: string | false;
   /** TCP connect timeout, per hop. @default 1000 */
   connectTimeoutMs?: number;
   /** Larger response bodies are aborted, not buffered. @default 10485760 */
@@ -181,6 +207,15 @@ export type Client<S extends ServiceDefinition> = {
   circuit(endpoint: keyof S['endpoints'] & string): CircuitControl;
 };
 
+/** Added to every instance event: the service, and the counts after the change. */
+export interface InstanceCounts {
+  service: string;
+  /** Instances ejected by outlier detection now. */
+  ejected: number;
+  /** Instances out of rotation on active health checks now. */
+  unhealthy: number;
+}
+
 /** Events of a client, by name. */
 export interface ClientEvents {
   /** A failed attempt is being retried on another instance. */
@@ -189,10 +224,12 @@ export interface ClientEvents {
   hedge: Extract<RetryEvent, { type: 'hedge' }>;
   /** A retry was not made: the retry budget is spent. */
   'budget-exhausted': Extract<RetryEvent, { type: 'budget-exhausted' }>;
-  /** An instance was ejected after consecutive failures. */
-  eject: Extract<InstanceEvent, { type: 'eject' }> & { service: string };
-  /** An ejected instance is back in rotation. */
-  return: Extract<InstanceEvent, { type: 'return' }> & { service: string };
+  /** An instance was ejected (consecutive failures, failure percentage or success rate). */
+  eject: Extract<InstanceEvent, { type: 'eject' }> & InstanceCounts;
+  /** An ejected instance is back in rotation (at the end of its ejection, or early on health checks). */
+  return: Extract<InstanceEvent, { type: 'return' }> & InstanceCounts;
+  /** Active health checks took an instance out of rotation (`healthy: false`) or brought it back. */
+  health: Extract<InstanceEvent, { type: 'health' }> & InstanceCounts;
   /** Discovery delivered a new instance set. */
   instances: { service: string; instances: string[]; removed: string[] };
   /** An endpoint's circuit changed state, and why (thresholds, probes, or an operator). */
@@ -241,20 +278,31 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   }
   const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
   const emit = <E extends keyof ClientEvents>(event: E, payload: ClientEvents[E]) => {
+    if (channels.clientEvent.hasSubscribers) channels.clientEvent.publish({ service: service.name, event, payload });
     const set = listeners.get(event);
     if (set === undefined) return;
     for (const listener of set) (listener as (value: ClientEvents[E]) => void)(payload);
   };
+  const healthCheck =
+    options.healthCheck === undefined || options.healthCheck === false
+      ? undefined
+      : resolveHealthCheck(options.healthCheck);
   const instanceSet = new InstanceSet({
     clock,
     random: options.random,
     balancer: options.balancer,
     zone: options.zone,
     outlier: options.outlier,
-    onEvent: (event) =>
-      event.type === 'eject'
-        ? emit('eject', { ...event, service: service.name })
-        : emit('return', { ...event, service: service.name }),
+    slowStartMs: options.slowStartMs,
+    healthThresholds: healthCheck,
+    onEvent: (event) => {
+      const ejected = instanceSet.ejectedCount;
+      const unhealthy = instanceSet.unhealthyCount;
+      emit(event.type, { ...event, service: service.name, ejected, unhealthy } as never);
+      if (channels.instanceState.hasSubscribers) {
+        channels.instanceState.publish({ service: service.name, event, ejected, unhealthy });
+      }
+    },
   });
   if (options.transport !== undefined && typeof options.transport?.call !== 'function') {
     invalidOption('transport', 'an object with call() and close()', options.transport);
@@ -305,23 +353,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const attemptNeedsMs =
     (options.minAttemptMs ?? clientDefaults.minAttemptMs) + (options.reserveMs ?? clientDefaults.reserveMs);
   const retryOptions = options.retry === false ? { maxRetries: 0, budget: false as const } : (options.retry ?? {});
-  const retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
-  const retryLayer =
-    options.retry === false && !options.hedge
+  // Client-wide: shared by every endpoint's retry layer. An endpoint that retries on its own
+  // (the client has retry: false) gets one with the defaults.
+  let retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
+  const onRetryEvent = (event: RetryEvent) => {
+    const stats = endpointStats.get(event.endpoint);
+    if (stats !== undefined && event.type === 'retry') stats.retries++;
+    if (stats !== undefined && event.type === 'hedge') stats.hedges++;
+    emit(event.type, event as never);
+  };
+  const retryLayerFor = (
+    own: RetryOptions | false,
+    hedge: HedgeOptions | false | undefined,
+    budget: RetryBudget | undefined,
+  ): Layer | undefined =>
+    own === false && !hedge
       ? undefined
       : retry({
-          ...retryOptions,
-          retryBudget,
+          ...(own === false ? { maxRetries: 0 } : own),
+          budget: false,
+          retryBudget: budget,
           clock,
           attemptNeedsMs,
-          hedge: options.hedge,
-          onEvent: (event) => {
-            const stats = endpointStats.get(event.endpoint);
-            if (stats !== undefined && event.type === 'retry') stats.retries++;
-            if (stats !== undefined && event.type === 'hedge') stats.hedges++;
-            emit(event.type, event as never);
-          },
+          hedge,
+          random: options.random,
+          onEvent: onRetryEvent,
         });
+  const retryLayer = retryLayerFor(options.retry === false ? false : retryOptions, options.hedge, retryBudget);
+  const classifyLayer = classifyLayerFor(options.retry);
   const metricsWindowMs = options.metricsWindowMs ?? 10_000;
   if (!(Number.isFinite(metricsWindowMs) && metricsWindowMs >= 100)) {
     invalidOption('metricsWindowMs', 'a finite number ≥ 100', metricsWindowMs);
@@ -333,21 +392,24 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const statsFor = (endpoint: string) => endpointStats.get(endpoint);
   // Without a breaker (`breaker: false`: every call goes out), the throttle is off unless asked for.
   const throttleOptions = options.throttle ?? (options.breaker === false ? false : {});
+  const breakerEnvironment = {
+    clock,
+    service: service.name,
+    random: options.random,
+    throttle: throttleOptions,
+    onState: (endpoint: string, state: CircuitState, cause: CircuitCause) => {
+      const stats = endpointStats.get(endpoint);
+      if (stats !== undefined) stats.breaker = state;
+      emit('breaker', { service: service.name, endpoint, state, cause });
+    },
+  };
   const breakerLayer =
     options.breaker === false && throttleOptions === false
       ? undefined
-      : breaker(options.breaker ?? {}, {
-          clock,
-          service: service.name,
-          random: options.random,
-          throttle: throttleOptions,
-          onState: (endpoint, state, cause) => {
-            const stats = endpointStats.get(endpoint);
-            if (stats !== undefined) stats.breaker = state;
-            emit('breaker', { service: service.name, endpoint, state, cause });
-          },
-        });
+      : breaker(options.breaker ?? {}, breakerEnvironment);
   if (options.breaker !== false) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+  /** Breakers of endpoints with their own breaker options, by endpoint (shut down with the client's). */
+  const endpointBreakers = new Map<string, BreakerLayer>();
   const bulkheadLayer =
     options.bulkhead === false
       ? undefined
@@ -378,42 +440,116 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   for (const [name, definition] of Object.entries(service.endpoints)) {
     if (definition.hasFallback) fallbacks.set(name, definition.fallback);
   }
-  const stack: Call = compose(
+  const fallbackLayer =
     fallbacks.size > 0 &&
-      fallback(fallbacks, {
-        onFallback: (event) => {
-          const stats = endpointStats.get(event.endpoint);
-          if (stats !== undefined && !event.failed) stats.fallbacks++;
-          emit('fallback', event);
-        },
+    fallback(fallbacks, {
+      onFallback: (event) => {
+        const stats = endpointStats.get(event.endpoint);
+        if (stats !== undefined && !event.failed) stats.fallbacks++;
+        emit('fallback', event);
+      },
+    });
+  // Always present: the diagnostics channels do not depend on `metrics`.
+  const observeLayer = observe(options.metrics === false ? () => undefined : statsFor, clock);
+  const deadlineLayer = deadline({ minAttemptMs: options.minAttemptMs });
+  const balanceLayer = balance(instanceSet);
+  const redirectLayer = options.redirects ? redirects(options.redirects) : undefined;
+  /** One stack; the client's, or an endpoint's with its own breaker, retry, classify and attempt layers. */
+  const buildStack = (policy: {
+    breaker: Layer | undefined;
+    retry: Layer | undefined;
+    classify: Layer | undefined;
+    attemptTimeoutMs: number | undefined;
+  }): Call =>
+    compose(
+      fallbackLayer,
+      observeLayer,
+      decodeLayer,
+      deadlineLayer,
+      discoveryLayer,
+      policy.breaker,
+      bulkheadLayer?.layer,
+      policy.retry,
+      balanceLayer,
+      policy.classify,
+      attempt({
+        attemptTimeoutMs: policy.attemptTimeoutMs,
+        reserveMs: options.reserveMs,
+        minAttemptMs: options.minAttemptMs,
+        deadlineHeader: options.deadlineHeader,
+        attemptHeader: options.attemptHeader,
       }),
-    // Always present: the diagnostics channels do not depend on `metrics`.
-    observe(options.metrics === false ? () => undefined : statsFor, clock),
-    decodeLayer,
-    deadline({ minAttemptMs: options.minAttemptMs }),
-    discoveryLayer,
-    breakerLayer?.layer,
-    bulkheadLayer?.layer,
-    retryLayer,
-    balance(instanceSet),
-    attempt({
-      attemptTimeoutMs: options.attemptTimeoutMs,
-      reserveMs: options.reserveMs,
-      minAttemptMs: options.minAttemptMs,
-      deadlineHeader: options.deadlineHeader,
-    }),
-    options.redirects ? redirects(options.redirects) : undefined,
-  )(wire.call);
+      redirectLayer,
+    )(wire.call);
+  const stack = buildStack({
+    breaker: breakerLayer?.layer,
+    retry: retryLayer,
+    classify: classifyLayer,
+    attemptTimeoutMs: options.attemptTimeoutMs,
+  });
+  // Endpoints with their own policy get their own stack; the others share the client's.
+  const stacks = new Map<string, Call>();
+  for (const [name, definition] of Object.entries(service.endpoints)) {
+    const policy = definition.policy;
+    if (policy === undefined) continue;
+    stacks.set(
+      name,
+      forEndpoint(name, () => {
+        const resolved = resolvePolicy(policy, {
+          retry: options.retry,
+          hedge: options.hedge,
+          attemptTimeoutMs: options.attemptTimeoutMs,
+        });
+        if (resolved.retriesOnItsOwn) retryBudget ??= new RetryBudget(clock);
+        let ownBreaker = breakerLayer?.layer;
+        if (resolved.breaker === false) ownBreaker = undefined;
+        else if (resolved.breaker !== undefined) {
+          const layer = breaker({ ...(options.breaker || {}), ...resolved.breaker }, breakerEnvironment);
+          endpointBreakers.set(name, layer);
+          ownBreaker = layer.layer;
+        }
+        const stats = endpointStats.get(name);
+        if (stats !== undefined) stats.breaker = ownBreaker === undefined ? 'disabled' : 'closed';
+        return buildStack({
+          breaker: ownBreaker,
+          retry: retryLayerFor(resolved.retry, resolved.hedge, retryBudget),
+          classify: classifyLayerFor(resolved.retry),
+          attemptTimeoutMs: resolved.attemptTimeoutMs,
+        });
+      }),
+    );
+  }
   // telescope does not decompress: ask for the identity encoding (a missing Accept-Encoding
   // means "anything" to a server), unless the caller set one.
-  const baseHeaders = { 'accept-encoding': 'identity', ...lowerCaseHeaders(options.headers ?? {}, 'headers') };
+  const baseHeaders: Record<string, string> = {
+    'accept-encoding': 'identity',
+    ...lowerCaseHeaders(options.headers ?? {}, 'headers'),
+  };
+  // The attempt layer writes each attempt's number; with the header already in every call's
+  // copy, that write replaces a value instead of adding a property (cheaper on V8).
+  const attemptHeader = options.attemptHeader ?? attemptDefaults.attemptHeader;
+  if (attemptHeader !== false) baseHeaders[attemptHeader] = '1';
   let closed = false;
+  // Timers start last, once every option has been checked: bad input leaves none behind.
+  instanceSet.start();
+  const stopHealthChecks =
+    healthCheck === undefined
+      ? undefined
+      : startHealthChecks(instanceSet, wire.call, {
+          ...healthCheck,
+          service: service.name,
+          clock,
+          random: options.random ?? Math.random,
+        });
 
   const client: Record<string, unknown> = {
     service,
     async close() {
       closed = true;
       breakerLayer?.shutdown();
+      for (const endpointBreaker of endpointBreakers.values()) endpointBreaker.shutdown();
+      instanceSet.close();
+      stopHealthChecks?.();
       stopDiscovery?.();
       for (const onClose of waitingForInstances) onClose();
       await wire.close();
@@ -435,8 +571,15 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       if (!Object.hasOwn(service.endpoints, endpoint)) {
         invalidOption('circuit() endpoint', `one of ${Object.keys(service.endpoints).join(', ')}`, endpoint);
       }
-      if (breakerLayer === undefined || options.breaker === false) {
-        invalidOption(`circuit('${endpoint}')`, 'called on a client with a breaker (not breaker: false)', endpoint);
+      // An endpoint with breaker options of its own has its own circuit.
+      const own = endpointBreakers.get(endpoint);
+      if (own !== undefined) return own.control(endpoint);
+      if (
+        breakerLayer === undefined ||
+        options.breaker === false ||
+        endpointStats.get(endpoint)?.breaker === 'disabled'
+      ) {
+        invalidOption(`circuit('${endpoint}')`, 'called on an endpoint with a breaker (not breaker: false)', endpoint);
       }
       return breakerLayer.control(endpoint);
     },
@@ -447,6 +590,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         url: state.instance.url,
         outstanding: state.outstanding,
         ejected: state.ejectedUntil > clock.now(),
+        healthy: state.healthy,
         consecutiveFailures: state.consecutiveFailures,
       })),
       endpoints: Object.fromEntries([...endpointStats].map(([name, stats]) => [name, stats.snapshot()])),
@@ -458,6 +602,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   return Object.freeze(client) as Client<S>;
 
   function typedMethod(name: string, definition: Endpoint) {
+    const call = stacks.get(name) ?? stack;
     const hasParams = definition.params !== undefined || definition.query !== undefined;
     const hasBody = definition.body !== undefined;
     const endpointHeaders: Record<string, string> = hasBody
@@ -566,14 +711,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
             invalidOption('call timeoutMs', 'a positive finite number', callTimeoutMs);
           }
         }
-        if (callOptions.signal?.aborted) {
-          throw new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller before it started', {
+      }
+      // The ambient deadline (server middleware, withDeadline) is looked up once per call; its
+      // cancellation (the inbound request was abandoned) cancels the call like the caller's signal.
+      const ambient = ambientDeadline();
+      const inherited = callOptions?.deadline ?? ambient;
+      const cancellation = inherited?.cancellation ?? ambient?.cancellation;
+      let callerSignal = callOptions?.signal;
+      let unlink: (() => void) | undefined;
+      if (cancellation !== undefined) {
+        const inbound = cancellation.signal;
+        if (callerSignal === undefined || callerSignal === inbound) callerSignal = inbound;
+        else [callerSignal, unlink] = linkSignals(callerSignal, inbound);
+      }
+      if (callerSignal?.aborted) {
+        unlink?.();
+        const own = callOptions?.signal?.aborted === true;
+        throw new TelescopeError(
+          ErrorCode.ABORTED,
+          own
+            ? 'call aborted by the caller before it started'
+            : 'call not started: its caller went away (the inbound request was abandoned)',
+          {
             service: service.name,
             endpoint: name,
             requestSent: false,
-            cause: callOptions.signal.reason,
-          });
-        }
+            cause: own ? callOptions?.signal?.reason : callerSignal.reason,
+          },
+        );
       }
       const context = new CallContext({
         service: service.name,
@@ -581,8 +746,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         idempotent,
         clock,
         timeoutMs: callTimeoutMs,
-        callerSignal: callOptions?.signal,
-        deadline: callOptions?.deadline,
+        callerSignal,
+        deadline: inherited,
         route: callOptions?.route,
         logger,
       });
@@ -596,7 +761,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         headers: Object.assign({}, headers),
         body: body === undefined ? undefined : serializeBody(body),
       };
-      const pending = stack(request, context).then(decode);
+      let pending = call(request, context).then(decode);
+      if (unlink !== undefined) pending = settleThen(pending, unlink);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
   }
@@ -646,6 +812,48 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       });
     });
   }
+}
+
+/**
+ * One signal that aborts when either does (not AbortSignal.any: on Node 20 it keeps every
+ * combined signal attached to its sources). Returns the signal and the function that detaches
+ * it, called when the call settles. Only for a call with its own signal under a cancellable
+ * inbound request.
+ */
+function linkSignals(first: AbortSignal, second: AbortSignal): [AbortSignal, () => void] {
+  const controller = new AbortController();
+  const unlink = () => {
+    first.removeEventListener('abort', onFirst);
+    second.removeEventListener('abort', onSecond);
+  };
+  const onFirst = () => {
+    unlink();
+    controller.abort(first.reason);
+  };
+  const onSecond = () => {
+    unlink();
+    controller.abort(second.reason);
+  };
+  if (first.aborted) controller.abort(first.reason);
+  else if (second.aborted) controller.abort(second.reason);
+  else {
+    first.addEventListener('abort', onFirst, { once: true });
+    second.addEventListener('abort', onSecond, { once: true });
+  }
+  return [controller.signal, unlink];
+}
+
+function settleThen<T>(pending: Promise<T>, after: () => void): Promise<T> {
+  return pending.then(
+    (value) => {
+      after();
+      return value;
+    },
+    (error: unknown) => {
+      after();
+      throw error;
+    },
+  );
 }
 
 function describeArgs(hasParams: boolean, hasBody: boolean): string {

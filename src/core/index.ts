@@ -10,14 +10,16 @@ export {
   type RouteHints,
 } from './call.js';
 export { type Clock, sleep, systemClock, type TimerHandle, TimerWheel, type WheelEntry, wheelOf } from './clock.js';
-export { Deadline } from './deadline.js';
+export { type Cancellation, Deadline } from './deadline.js';
 export {
   BODY_EXCERPT_BYTES,
+  ClassifiedFailureError,
   ErrorCode,
   formatIssues,
   HttpStatusError,
   invalidOption,
   isTelescopeError,
+  type ResponseClass,
   TelescopeError,
   type TelescopeErrorOptions,
   ValidationError,

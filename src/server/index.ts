@@ -4,14 +4,16 @@
  * Reads the caller's budget from the deadline header, caps it at `maxMs` (a caller cannot
  * grant itself unlimited time), runs the handler inside that deadline (AsyncLocalStorage, so
  * telescope calls made by the handler inherit it), and answers 504 without calling the
- * handler when the budget is already gone on arrival.
+ * handler when the budget is already gone on arrival. When the client goes away before the
+ * answer (its connection closes), every telescope call made for the request is cancelled
+ * (`ABORTED`, its socket closed), so the hops below stop working for nobody.
  *
  * @module telescope-http/server
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Clock, systemClock } from '../core/clock.js';
-import { Deadline } from '../core/deadline.js';
-import { invalidOption } from '../core/errors.js';
+import { type Cancellation, Deadline } from '../core/deadline.js';
+import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 import { deadlineStorage, markAmbientDeadlinesUsed } from '../deadline/storage.js';
 
 export { Deadline } from '../core/deadline.js';
@@ -94,16 +96,56 @@ function resolve(options: DeadlineServerOptions): ResolvedOptions {
   return { maxMs, defaultMs, headerName, onShed: options.onShed, clock: options.clock ?? systemClock };
 }
 
-/** The deadline of an inbound request, or `undefined` when the budget is already gone. */
-function admit(request: DeadlineRequest, options: ResolvedOptions): Deadline | undefined {
+/**
+ * The deadline of an inbound request, or `undefined` when the budget is already gone. The
+ * deadline carries the request's cancellation: calls started under it are cancelled when the
+ * client goes away before the answer.
+ */
+function admit(request: DeadlineRequest, response: ServerResponse, options: ResolvedOptions): Deadline | undefined {
   const budgetMs = parseBudgetHeader(request.headers[options.headerName], options.maxMs) ?? options.defaultMs;
   if (budgetMs <= 0) {
     options.onShed?.(request, budgetMs);
     return undefined;
   }
-  const deadline = Deadline.after(budgetMs, options.clock);
+  const clock = options.clock;
+  const deadline = new Deadline(clock.now() + budgetMs, clock, new InboundCancellation(response));
   request.deadline = deadline;
   return deadline;
+}
+
+/** Why the calls of an abandoned inbound request were cancelled (their `cause`). */
+const abandonedReason = (): TelescopeError =>
+  new TelescopeError(ErrorCode.ABORTED, 'the inbound request was abandoned by its client before the answer');
+
+/**
+ * The cancellation of one inbound request: aborts when the response closes before it was
+ * finished (the client closed the connection or reset the stream). Costs one small object per
+ * request; the controller and the one 'close' listener exist only once a call made while
+ * handling the request reads `signal`, and the listener goes with the response (it fires,
+ * once, when the response finishes too), so keep-alive connections accumulate nothing.
+ */
+class InboundCancellation implements Cancellation {
+  #controller: AbortController | undefined;
+
+  constructor(readonly response: ServerResponse) {}
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      const controller = new AbortController();
+      this.#controller = controller;
+      const response = this.response;
+      if (response.writableFinished) {
+        // Answered already: work that goes on after the answer is not cancelled by the client.
+      } else if (response.destroyed || response.socket?.destroyed === true) {
+        controller.abort(abandonedReason());
+      } else {
+        response.once('close', () => {
+          if (!response.writableFinished) controller.abort(abandonedReason());
+        });
+      }
+    }
+    return this.#controller.signal;
+  }
 }
 
 /** The JSON body of the 504 answered when a request's budget is gone on arrival. */
@@ -132,7 +174,7 @@ export function deadlineMiddleware(
 ): (request: IncomingMessage, response: ServerResponse, next: Next) => void {
   const resolved = resolve(options);
   return (request, response, next) => {
-    const deadline = admit(request as DeadlineRequest, resolved);
+    const deadline = admit(request as DeadlineRequest, response, resolved);
     if (deadline === undefined) {
       answerShed(response);
       return;
@@ -147,7 +189,10 @@ interface FastifyLike {
     name: 'onRequest',
     hook: (
       request: { raw: IncomingMessage; deadline?: Deadline },
-      reply: { code(status: number): { header(name: string, value: string): { send(body: string): unknown } } },
+      reply: {
+        raw: ServerResponse;
+        code(status: number): { header(name: string, value: string): { send(body: string): unknown } };
+      },
       done: () => void,
     ) => void,
   ): unknown;
@@ -172,7 +217,7 @@ export function fastifyDeadline(
   }
   fastify.decorateRequest?.('deadline', undefined);
   fastify.addHook('onRequest', (request, reply, next) => {
-    const deadline = admit(request.raw as DeadlineRequest, resolved);
+    const deadline = admit(request.raw as DeadlineRequest, reply.raw, resolved);
     if (deadline === undefined) {
       reply.code(504).header('content-type', 'application/json').send(shedBody);
       return;

@@ -2,9 +2,12 @@
  * Typed service definitions: a service is declared once, with Standard Schema validators
  * (zod, valibot, arktype…) for params, query, body and response, and called as typed methods.
  */
+
+import type { BreakerOptions } from '../breaker/index.js';
 import { ErrorCode, invalidOption, TelescopeError, ValidationError } from '../core/errors.js';
 import { isStandardSchema, type StandardSchemaV1 } from '../core/standard-schema.js';
 import type { Fallback } from '../fallback/index.js';
+import type { EndpointRetryOptions, HedgeOptions } from '../retry/index.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
 
@@ -42,6 +45,31 @@ export interface EndpointConfig<
    * validated params. Typed like the response.
    */
   fallback?: Fallback<Output<R>, ParamsOutput<P>>;
+  /**
+   * This endpoint's retries, merged over the client's `retry` (`false`: never retried). The
+   * retry budget stays the client's. @default the client's `retry`
+   */
+  retry?: EndpointRetryOptions | false;
+  /** This endpoint's hedging, replacing the client's `hedge`. @default the client's `hedge` */
+  hedge?: HedgeOptions | false;
+  /** This endpoint's upper bound of one attempt. @default the client's `attemptTimeoutMs` */
+  attemptTimeoutMs?: number;
+  /**
+   * This endpoint's circuit breaker, merged over the client's `breaker` (`false`: none).
+   * @default the client's `breaker`
+   */
+  breaker?: BreakerOptions | false;
+}
+
+/**
+ * An endpoint's own retry, hedge, attempt timeout and breaker settings (checked by
+ * `createClient`, which names them `endpoints.<name>.<option>`).
+ */
+export interface EndpointPolicy {
+  readonly retry?: EndpointRetryOptions | false | undefined;
+  readonly hedge?: HedgeOptions | false | undefined;
+  readonly attemptTimeoutMs?: number | undefined;
+  readonly breaker?: BreakerOptions | false | undefined;
 }
 
 /** A declared endpoint: its config plus the compiled path template. */
@@ -62,6 +90,8 @@ export interface Endpoint<
   /** Whether a fallback is declared (`fallback` itself may be any value, even undefined). */
   readonly hasFallback: boolean;
   readonly fallback: Fallback<Output<R>, ParamsOutput<P>> | undefined;
+  /** The endpoint's own policy, or undefined when it uses the client's throughout. */
+  readonly policy: EndpointPolicy | undefined;
   /** @internal literal parts and param names of the path template, alternating. */
   readonly pathParts: readonly string[];
 }
@@ -113,8 +143,22 @@ export function endpoint<
     timeoutMs: config.timeoutMs,
     hasFallback: 'fallback' in config,
     fallback: config.fallback,
+    policy: policyOf(config),
     pathParts,
   };
+}
+
+const policyKeys = ['retry', 'hedge', 'attemptTimeoutMs', 'breaker'] as const;
+
+/** The endpoint's policy options as given (checked by createClient), or undefined for none. */
+function policyOf(config: EndpointPolicy): EndpointPolicy | undefined {
+  let policy: Record<string, unknown> | undefined;
+  for (const key of policyKeys) {
+    if (config[key] === undefined) continue;
+    policy ??= {};
+    policy[key] = config[key];
+  }
+  return policy === undefined ? undefined : Object.freeze(policy);
 }
 
 /** Splits `/a/:id/b` into `['/a/', 'id', '/b']`: literals at even indexes, param names at odd. */

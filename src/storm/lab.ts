@@ -242,7 +242,12 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       setTimeout(() => {
         for (const tier of byTier(step.tier)) {
           if (step.instances === undefined || step.instances.includes(tier.index)) {
-            tier.child.send({ type: 'fault', fault: step.fault, factor: step.factor } satisfies ToTier);
+            tier.child.send({
+              type: 'fault',
+              fault: step.fault,
+              factor: step.factor,
+              rate: step.rate,
+            } satisfies ToTier);
           }
         }
       }, step.atS * 1000),

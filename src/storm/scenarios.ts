@@ -9,6 +9,8 @@ export const builtInScenarios = [
   'slow-tier',
   'outage-recover',
   'metastable',
+  'flaky-one',
+  'slow-one',
 ] as const;
 export type BuiltInScenario = (typeof builtInScenarios)[number];
 
@@ -53,6 +55,24 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: at(0.75), tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'flaky-one':
+      return {
+        name,
+        description: 'one backend instance answers 503 to 10% of requests, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'fail', rate: 0.1 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
+    case 'slow-one':
+      return {
+        name,
+        description: 'one backend instance answers 5× slower, then recovers',
+        faults: faults([
+          { atS: at(0.15), tier: 'backend', instances: [0], fault: 'slow', factor: 5 },
+          { atS: at(0.75), tier: 'backend', instances: [0], fault: 'none' },
+        ]),
+      };
     case 'outage-recover':
       return {
         name,
@@ -89,10 +109,11 @@ export function scenarioFromFile(path: string): Scenario {
     if (
       typeof fault.atS !== 'number' ||
       !['edge', 'middle', 'backend'].includes(String(fault.tier)) ||
-      !['hang', 'down', 'slow', 'none'].includes(String(fault.fault))
+      !['hang', 'down', 'slow', 'fail', 'none'].includes(String(fault.fault)) ||
+      (fault.rate !== undefined && !(typeof fault.rate === 'number' && fault.rate > 0 && fault.rate <= 1))
     ) {
       throw new Error(
-        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|none)`,
+        `${path}: faults[${index}] needs atS (number), tier (edge|middle|backend) and fault (hang|down|slow|fail|none); rate in (0, 1]`,
       );
     }
   }

@@ -40,6 +40,16 @@ async function main(): Promise<void> {
   let epochMs = Date.now();
   let fault: FaultStep['fault'] = 'none';
   let slowFactor = 10;
+  /** fail: share of answers that are 503, spread evenly by a running credit (deterministic). */
+  let failRate = 0;
+  let failCredit = 0;
+  const failsNext = () => {
+    if (fault !== 'fail') return false;
+    failCredit += failRate;
+    if (failCredit < 1) return false;
+    failCredit -= 1;
+    return true;
+  };
   let caller: TierCaller | undefined;
   const queue: Array<() => void> = [];
   let active = 0;
@@ -77,8 +87,9 @@ async function main(): Promise<void> {
     if (config.tier === 'backend') {
       if (fault === 'hang') return; // accepted, never answered: the slot stays taken, as in a real hang
       const latencyMs = config.latencyMs * (fault === 'slow' ? slowFactor : 1);
+      const status = failsNext() ? 503 : 200;
       setTimeout(() => {
-        answer(request, response, 200, arrivedAt);
+        answer(request, response, status, arrivedAt);
         release();
       }, latencyMs);
       return;
@@ -185,6 +196,7 @@ async function main(): Promise<void> {
         const previous = fault;
         fault = message.fault;
         slowFactor = message.factor ?? 10;
+        failRate = message.rate ?? 0.1;
         if (fault === 'down') goDown();
         else if (previous === 'down') comeUp();
         break;

@@ -26,9 +26,14 @@ export interface FaultStep {
   tier: TierName;
   /** Instance indexes; all instances of the tier when absent. */
   instances?: number[];
-  /** hang: accept and never answer; down: connection refused; slow: latency × factor; none: healthy. */
-  fault: 'hang' | 'down' | 'slow' | 'none';
+  /**
+   * hang: accept and never answer; down: connection refused; slow: latency × factor; fail:
+   * answer 503 to a `rate` share of requests (evenly spread); none: healthy.
+   */
+  fault: 'hang' | 'down' | 'slow' | 'fail' | 'none';
   factor?: number;
+  /** fail: the share of requests answered 503, in (0, 1]. @default 0.1 */
+  rate?: number;
 }
 
 export interface Scenario {
@@ -69,7 +74,7 @@ export interface EdgeSample {
 
 /** Messages from the lab to a tier process. */
 export type ToTier =
-  | { type: 'fault'; fault: FaultStep['fault']; factor?: number }
+  | { type: 'fault'; fault: FaultStep['fault']; factor?: number; rate?: number }
   | { type: 'targets'; urls: string[] }
   | { type: 'poll'; id: number }
   | { type: 'start-clock'; epochMs: number }

@@ -87,15 +87,16 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry {
     this.#chunks = [];
     const status = this.#status;
     if (status < 200 || status > 299) {
-      this.#fail(
-        new HttpStatusError(
-          status,
-          errorExcerpt(body, this.#headers['content-encoding']),
-          parseRetryAfter(this.#headers['retry-after']),
-          this.#errorOptions(true),
-          status >= 300 && status < 400 ? firstValue(this.#headers.location) : undefined,
-        ),
+      const error = new HttpStatusError(
+        status,
+        errorExcerpt(body, this.#headers['content-encoding']),
+        parseRetryAfter(this.#headers['retry-after']),
+        this.#errorOptions(true),
+        status >= 300 && status < 400 ? firstValue(this.#headers.location) : undefined,
       );
+      // For response classification (retry.classify); not enumerable, so never logged.
+      Object.defineProperty(error, 'headers', { value: this.#headers });
+      this.#fail(error);
       return;
     }
     let decoded: unknown;

@@ -463,7 +463,13 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
         service: hostile,
         retryTokens: Number.POSITIVE_INFINITY,
         instances: [
-          { url: '<script>window.__pwned=3</script>', outstanding: 0, ejected: false, consecutiveFailures: 0 },
+          {
+            url: '<script>window.__pwned=3</script>',
+            outstanding: 0,
+            ejected: false,
+            healthy: true,
+            consecutiveFailures: 0,
+          },
         ],
         endpoints: {
           [endpointName]: {
@@ -484,6 +490,7 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
               failures: 2,
               errorPercentage: 66.7,
               latency: { count: 3, p50Ms: 1, p90Ms: 2, p99Ms: 3, maxMs: 3 },
+              latencyBuckets: [],
             },
           },
         },

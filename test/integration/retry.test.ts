@@ -172,7 +172,7 @@ describe('retry: one hanging instance among three', () => {
       service: 'movies',
       instance: hanging.url,
       consecutiveFailures: 5,
-      ejectionMs: 10_000,
+      reason: 'consecutive-failures',
       timesEjected: 1,
     });
     // Only the attempts in flight before the fifth timeout reached it. (A request sent just

@@ -243,3 +243,27 @@ describe('storm simulation: command line', () => {
     }
   });
 });
+
+describe('storm simulation: one flaky or slow backend instance, small scale', () => {
+  const durationS = 8;
+  const common = { rate: 40, durationS, drainS: 4 };
+
+  it('flaky-one (10% 503s on one instance): telescope steers away from it, fewer backend attempts than naive, all succeed', async () => {
+    const scenario = builtInScenario('flaky-one', durationS);
+    const naive = await simulateStorm({ ...common, scenario, strategy: 'naive' });
+    const telescope = await simulateStorm({ ...common, scenario, strategy: 'telescope' });
+    expect(naive.successRate).toBe(1);
+    expect(telescope.successRate).toBe(1);
+    // naive retries every 503 it meets; telescope meets fewer of them.
+    expect(naive.amplification).toBeGreaterThan(1.01);
+    expect(telescope.amplification).toBeLessThan(naive.amplification);
+  });
+
+  it('slow-one (one instance 5× slower): telescope p99 under half of naive (p2c-ewma leaves the slow one alone)', async () => {
+    const scenario = builtInScenario('slow-one', durationS);
+    const naive = await simulateStorm({ ...common, scenario, strategy: 'naive' });
+    const telescope = await simulateStorm({ ...common, scenario, strategy: 'telescope' });
+    expect(telescope.successRate).toBe(1);
+    expect(telescope.latency.p99Ms).toBeLessThan(naive.latency.p99Ms / 2);
+  });
+});

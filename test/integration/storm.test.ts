@@ -107,6 +107,23 @@ describe('storm lab: one backend instance hangs', () => {
   }, 40_000);
 });
 
+describe('storm lab: one backend instance answers 503 to 10% of requests', () => {
+  it('telescope: ≥ 99.5% success with at most 2% extra backend attempts', async () => {
+    const durationS = 6;
+    const options = {
+      scenario: builtInScenario('flaky-one', durationS),
+      strategy: 'telescope',
+      rate: 40,
+      durationS,
+      drainS: 3,
+    };
+    const result = await runStorm(options);
+    expect(result.successRate).toBeGreaterThanOrEqual(0.995);
+    expect(result.amplification).toBeLessThanOrEqual(1.02);
+    expect(liveTierPids()).toEqual([]);
+  }, 40_000);
+});
+
 describe('storm lab: cleanup', () => {
   it('an interrupted lab leaves no tier process behind', async () => {
     const cli = spawn(

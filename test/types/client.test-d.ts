@@ -117,6 +117,7 @@ describe('typed methods', () => {
       | 'INVALID_OPTION'
       | 'TOO_MANY_REDIRECTS'
       | 'REDIRECT_REFUSED'
+      | 'CLASSIFIED_FAILURE'
     >();
   });
 

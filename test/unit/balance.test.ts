@@ -175,17 +175,34 @@ describe('InstanceSet: outlier ejection', () => {
     expect(instances.ejectedCount).toBe(0);
     failTimes(instances, 'http://a:1', 1);
     expect(events).toEqual([
-      { type: 'eject', instance: 'http://a:1', consecutiveFailures: 3, ejectionMs: 1000, timesEjected: 1 },
+      {
+        type: 'eject',
+        instance: 'http://a:1',
+        reason: 'consecutive-failures',
+        consecutiveFailures: 3,
+        ejectionMs: expect.any(Number),
+        timesEjected: 1,
+      },
     ]);
+    const first = (events[0] as { ejectionMs: number }).ejectionMs;
+    // base ± 10% jitter
+    expect(first).toBeGreaterThanOrEqual(900);
+    expect(first).toBeLessThanOrEqual(1100);
     const ctx = () => new CallContext({ service: 's', endpoint: 'e', idempotent: true, clock: local, timeoutMs: 1 });
     for (let index = 0; index < 50; index++) expect(instances.pick(ctx())!.instance.url).not.toBe('http://a:1');
-    local.advance(1000);
+    local.advance(first);
+    // The set's own timer ended the ejection, before any pick.
+    expect(events.at(-1)).toEqual({ type: 'return', instance: 'http://a:1', reason: 'expired' });
     const seen = new Set(Array.from({ length: 50 }, () => instances.pick(ctx())!.instance.url));
     expect(seen.has('http://a:1')).toBe(true);
-    expect(events.at(-1)).toEqual({ type: 'return', instance: 'http://a:1' });
-    // Second ejection lasts twice as long.
+    // Second ejection lasts twice as long (± 10%).
     failTimes(instances, 'http://a:1', 3);
-    expect(events.at(-1)).toMatchObject({ type: 'eject', ejectionMs: 2000, timesEjected: 2 });
+    expect(events.at(-1)).toMatchObject({ type: 'eject', timesEjected: 2 });
+    const second = (events.at(-1) as { ejectionMs: number }).ejectionMs;
+    expect(second).toBeGreaterThanOrEqual(1800);
+    expect(second).toBeLessThanOrEqual(2200);
+    instances.close();
+    expect(local.pending()).toBe(0);
   });
 
   it('a success resets the consecutive count', () => {
@@ -228,7 +245,12 @@ describe('InstanceSet: outlier ejection', () => {
       instances.pick(ctx); // notices the return
     }
     const periods = events.flatMap((event) => (event.type === 'eject' ? [event.ejectionMs] : []));
-    expect(periods).toEqual([100, 200, 250, 250]);
+    const expected = [100, 200, 250, 250];
+    periods.forEach((period, index) => {
+      expect(period).toBeGreaterThanOrEqual(expected[index]! * 0.9);
+      expect(period).toBeLessThanOrEqual(expected[index]! * 1.1);
+    });
+    expect(periods).toHaveLength(4);
   });
 
   it('rejects bad outlier options with INVALID_OPTION', () => {

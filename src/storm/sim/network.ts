@@ -20,6 +20,7 @@ import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
+import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
@@ -88,6 +89,7 @@ const socketClosed = Object.assign(new Error('other side closed (simulated insta
 });
 const clientDestroyed = Object.assign(new Error('The client is destroyed'), { code: 'UND_ERR_DESTROYED' });
 const noTrailers = Object.freeze({});
+const callerWentAway = new TelescopeError(ErrorCode.ABORTED, 'the inbound request was abandoned by its client');
 
 /**
  * One HTTP exchange: the caller's end (a telescope `AttemptHandler` or a raw caller) and the
@@ -138,6 +140,27 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
 
   get aborted(): boolean {
     return this.gone;
+  }
+
+  // --- the inbound request's cancellation (as the deadline middleware's) -------------------
+
+  #cancel: AbortController | undefined = undefined;
+
+  /**
+   * Aborts when the caller closes this request's connection: the calls the instance makes
+   * for it are cancelled, as under `deadlineMiddleware`. Built only when a call asks.
+   */
+  get signal(): AbortSignal {
+    if (this.#cancel === undefined) {
+      this.#cancel = new AbortController();
+      if (this.gone) this.#cancel.abort(callerWentAway);
+    }
+    return this.#cancel.signal;
+  }
+
+  /** @internal the caller closed the connection: cancel what the instance started for it. */
+  cancelCalls(): void {
+    this.#cancel?.abort(callerWentAway);
   }
   get paused(): boolean {
     return false;
@@ -237,6 +260,9 @@ export class SimInstance {
   };
   fault: FaultStep['fault'] = 'none';
   slowFactor = 10;
+  /** fail: share of answers that are 503, spread evenly by a running credit (as the real tier). */
+  failRate = 0;
+  #failCredit = 0;
   /** The caller for the next tier (not for the backend). */
   caller: SimCaller | undefined = undefined;
   #active = 0;
@@ -294,7 +320,8 @@ export class SimInstance {
         }
         return;
       }
-      exchange.deadline = Deadline.after(budgetMs, network.clock);
+      // The deadline carries the request's cancellation, as deadlineMiddleware's does.
+      exchange.deadline = new Deadline(network.clock.now() + budgetMs, network.clock, exchange);
     }
     const capacity = this.tier.capacity;
     if (this.#active < capacity.maxConcurrent) {
@@ -372,7 +399,15 @@ export class SimInstance {
 
   /** @internal the backend's latency has passed. */
   backendAnswer(exchange: Exchange): void {
-    this.answer(exchange, 200, false);
+    let status = 200;
+    if (this.fault === 'fail') {
+      this.#failCredit += this.failRate;
+      if (this.#failCredit >= 1) {
+        this.#failCredit -= 1;
+        status = 503;
+      }
+    }
+    this.answer(exchange, status, false);
     this.release(exchange);
   }
 
@@ -412,15 +447,17 @@ export class SimInstance {
     if (exchange.gone) return;
     exchange.gone = true;
     this.#unlinkOpen(exchange);
+    exchange.cancelCalls();
     // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
     if (exchange.phase !== Phase.Refused) this.release(exchange);
   }
 
   /** Applies a fault, as the real tier does on the lab's message. */
-  setFault(fault: FaultStep['fault'], factor: number | undefined): void {
+  setFault(fault: FaultStep['fault'], factor: number | undefined, rate?: number): void {
     const previous = this.fault;
     this.fault = fault;
     this.slowFactor = factor ?? 10;
+    this.failRate = rate ?? 0.1;
     if (fault === 'down' && previous !== 'down') {
       // Every open connection breaks: callers see a reset, the server frees the slots.
       let exchange = this.#openHead;

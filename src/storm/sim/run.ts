@@ -288,7 +288,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
             if (tier.role !== step.tier) continue;
             for (const instance of tier.instances) {
               if (step.instances === undefined || step.instances.includes(instance.index)) {
-                instance.setFault(step.fault, step.factor);
+                instance.setFault(step.fault, step.factor, step.rate);
               }
             }
           }

@@ -48,7 +48,16 @@ export function telescopeClientOptions(tier: TierName): {
       // One retry on another instance, at most 10% of traffic (plus 1/s): when a whole tier
       // fails, retries at two tiers must not multiply each other.
       retry: { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 1 } },
-      outlier: { consecutiveFailures: 5, baseEjectionMs: 5000 },
+      // Slow and failing instances get less traffic (peak-EWMA cost), and an instance failing
+      // 5% or more of its calls over 2 s is ejected: a flaky instance stops costing retries.
+      balancer: 'p2c-ewma',
+      outlier: {
+        consecutiveFailures: 5,
+        baseEjectionMs: 5000,
+        failurePercentage: 5,
+        minRequests: 20,
+        intervalMs: 2000,
+      },
       bulkhead: { maxConcurrent: 256, maxQueue: 0 },
     },
   };
