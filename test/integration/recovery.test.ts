@@ -262,7 +262,7 @@ describe('throttle through createClient', () => {
     }
     // Healthy: 2,000 calls, 200 at a time, none throttled.
     const healthy = await startServer((_request, response) => sendJson(response, 200, { id: 1, title: 'Heat' }));
-    const defaults = createClient(movies, { instances: [healthy.url], bulkhead: false });
+    const defaults = createClient(movies, { instances: [healthy.url], bulkhead: false, timeoutMs: 10_000 });
     try {
       for (let round = 0; round < 10; round++) {
         await Promise.all(Array.from({ length: 200 }, (_, id) => defaults.getMovie({ id })));
