@@ -2,7 +2,7 @@
 /**
  * telescope-storm: shows what client settings do to a multi-tier system when something fails.
  *
- *   telescope-storm [--scenario hang-one|hang-tier|down-one|slow-tier|outage-recover|flaky-one|slow-one|FILE.json]
+ *   telescope-storm [--scenario hang-one|hang-tier|down-one|slow-tier|outage-recover|metastable|flaky-one|slow-one|FILE.json]
  *                   [--strategies naive,telescope,...] [--rate 200] [--duration 20]
  *                   [--out storm-report] [--json]
  *                   [--simulate [--tiers 3] [--instances K] [--seed 1]]
