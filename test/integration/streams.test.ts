@@ -256,3 +256,23 @@ describe('raw request bodies', () => {
     await client.close();
   });
 });
+
+describe('endpoint options of streams and raw bodies', () => {
+  it.each([
+    [{ method: 'GET', path: '/x', responseType: 'chunked' }, /endpoint responseType must be 'buffered' or 'stream'/],
+    [
+      { method: 'GET', path: '/x', responseType: 'stream', response: { '~standard': { validate: () => ({}) } } },
+      /endpoint response must be absent with responseType 'stream'/,
+    ],
+    [{ method: 'POST', path: '/x', body: 'text' }, /endpoint body must be a Standard Schema .* or 'raw'/],
+  ])('%o is INVALID_OPTION', (config, message) => {
+    let thrown: unknown;
+    try {
+      endpoint(config as never);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({ code: ErrorCode.INVALID_OPTION });
+    expect((thrown as Error).message).toMatch(message);
+  });
+});
