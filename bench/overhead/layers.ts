@@ -32,6 +32,15 @@ const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]>
     plain,
     { ...base, instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'] },
   ],
+  [
+    "3 instances, balancer 'p2c-ewma'",
+    plain,
+    {
+      ...base,
+      instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'],
+      balancer: 'p2c-ewma',
+    },
+  ],
   ['+ zod response schema', withSchema, base],
   ['- breaker', plain, { ...base, breaker: false }],
   ['- bulkhead', plain, { ...base, bulkhead: false }],
