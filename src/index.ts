@@ -29,10 +29,27 @@ export {
   breaker,
   breakerDefaults,
   breakerOutcome,
+  type CircuitCause,
+  type CircuitControl,
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
-export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadLayer,
+  type BulkheadOptions,
+  type BulkheadSnapshot,
+  bulkhead,
+  bulkheadDefaults,
+  isOverloadDrop,
+} from './bulkhead/index.js';
+export {
+  type Classifier,
+  type ClassifyInput,
+  classify,
+  defaultRetryableStatuses,
+} from './classify/index.js';
 export {
   type CallOptions,
   type Client,
@@ -46,6 +63,8 @@ export { channels } from './core/channels.js';
 export {
   type Call,
   CallContext,
+  type Cancellation,
+  ClassifiedFailureError,
   type Clock,
   compose,
   Deadline,
@@ -56,7 +75,9 @@ export {
   isTelescopeError,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
+  type ResponseClass,
   type RouteHints,
   type StandardSchemaV1,
   sleep,
@@ -73,6 +94,12 @@ export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from '.
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
 export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
 export {
+  AdaptiveLimit,
+  type AdaptiveLimitOptions,
+  type LimitAlgorithmName,
+  limitAlgorithms,
+} from './limit/index.js';
+export {
   type BreakerState,
   type ClientStats,
   EndpointStats,
@@ -84,6 +111,9 @@ export {
 } from './observe/index.js';
 export { type RedirectOptions, redirectDefaults, redirects } from './redirect/index.js';
 export {
+  type BackoffOptions,
+  backoffDefaults,
+  type EndpointRetryOptions,
   type HedgeOptions,
   RetryBudget,
   type RetryBudgetOptions,
@@ -99,13 +129,21 @@ export {
   type Endpoint,
   type EndpointConfig,
   type EndpointMethod,
+  type EndpointPolicy,
   endpoint,
   type HttpMethod,
+  type RawBody,
   type ResponseOf,
+  type ResponseType,
   type ServiceDefinition,
+  type StreamResponse,
 } from './service/index.js';
+export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
+  type Pem,
+  supportedCodings,
+  type TlsOptions,
   type Transport,
   type TransportOptions,
   transport,

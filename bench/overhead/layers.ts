@@ -6,8 +6,15 @@
  * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5]`
  */
 import { parseArgs } from 'node:util';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
-import { movies, moviesWithoutResponseSchema } from './movie-service.js';
+import { otelMetrics } from '../../src/otel/index.js';
+import {
+  movies,
+  moviesClassified,
+  moviesWithAnOverriddenEndpoint,
+  moviesWithoutResponseSchema,
+} from './movie-service.js';
 import { movieJson } from './shared.js';
 
 const { values } = parseArgs({
@@ -24,8 +31,45 @@ const instant: AttemptTransport = {
 const plain = moviesWithoutResponseSchema;
 const withSchema = movies;
 
+/** A reader collected by hand: the bench collects once per measured run, inside the measurement. */
+class ManualReader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+/**
+ * Around a measured run: starts what the row measures, and returns what to do at the end of
+ * the run (inside the measurement) and after it.
+ */
+type Around = () => { atEnd?: () => Promise<unknown>; stop: () => unknown };
+
+/**
+ * otelMetrics() on an SDK MeterProvider. `collect`: one collection at the end of the run,
+ * counted in the run's CPU (the SDK's histogram record() for every observation happens there).
+ */
+const withOtelMetrics =
+  (collect: boolean): Around =>
+  () => {
+    const reader = new ManualReader();
+    const provider = new MeterProvider({ readers: [reader] });
+    const integration = otelMetrics({ meterProvider: provider });
+    return {
+      atEnd: collect ? () => reader.collect() : undefined,
+      stop: () => {
+        integration.stop();
+        return provider.shutdown();
+      },
+    };
+  };
+/** otelMetrics() with no SDK registered (the API's no-op meter provider). */
+const withOtelMetricsNoSdk: Around = () => {
+  const integration = otelMetrics();
+  return { stop: () => integration.stop() };
+};
+
 const base: ClientOptions = { instances: ['http://127.0.0.1:1'], timeoutMs: 1000, transport: instant };
-const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]> = [
+type Movies = typeof plain | typeof withSchema | typeof moviesWithAnOverriddenEndpoint | typeof moviesClassified;
+const variants: Array<[string, Movies, ClientOptions, Around?]> = [
   ['all layers', plain, base],
   [
     'all layers, 3 instances',
@@ -42,16 +86,22 @@ const variants: Array<[string, typeof plain | typeof withSchema, ClientOptions]>
     },
   ],
   ['+ zod response schema', withSchema, base],
+  ['another endpoint has its own policy', moviesWithAnOverriddenEndpoint, base],
+  ['own policy: retry.statuses + classify', moviesClassified, base],
   ['- breaker', plain, { ...base, breaker: false }],
   ['- bulkhead', plain, { ...base, bulkhead: false }],
   ['- retry', plain, { ...base, retry: false }],
   ['- metrics', plain, { ...base, metrics: false }],
   ['- deadline header', plain, { ...base, deadlineHeader: false }],
   ['no optional layer', plain, { ...base, breaker: false, bulkhead: false, retry: false, metrics: false }],
+  ['+ otelMetrics(), SDK meter provider: call path', plain, base, withOtelMetrics(false)],
+  ['+ otelMetrics(), SDK meter provider: call path + collection', plain, base, withOtelMetrics(true)],
+  ['+ otelMetrics(), no SDK (no-op provider)', plain, base, withOtelMetricsNoSdk],
 ];
 
-async function measure(service: typeof plain, options: ClientOptions): Promise<number> {
+async function measure(service: Movies, options: ClientOptions, around?: Around): Promise<number> {
   const client = createClient(service, options);
+  const running = around?.();
   const inFlight = 64;
   const run = async (count: number) => {
     let next = 0;
@@ -63,15 +113,17 @@ async function measure(service: typeof plain, options: ClientOptions): Promise<n
   await run(20_000);
   const before = process.cpuUsage();
   await run(calls);
+  await running?.atEnd?.();
   const used = process.cpuUsage(before);
+  await running?.stop();
   await client.close();
   return (used.user + used.system) / calls;
 }
 
 const results = new Map<string, number[]>();
 for (let round = 0; round < rounds; round++) {
-  for (const [name, service, options] of variants) {
-    const micros = await measure(service, options);
+  for (const [name, service, options, around] of variants) {
+    const micros = await measure(service, options, around);
     results.set(name, [...(results.get(name) ?? []), micros]);
   }
 }

@@ -28,3 +28,32 @@ export const movies = defineService({
   name: 'movies',
   endpoints: { getMovie: endpoint({ method: 'GET', path: '/movies/:id', params, response: MovieSchema }) },
 });
+
+/** As {@link moviesWithoutResponseSchema}, plus an endpoint with its own policy (not the one called). */
+export const moviesWithAnOverriddenEndpoint = defineService({
+  name: 'movies',
+  endpoints: {
+    getMovie: endpoint({ method: 'GET', path: '/movies/:id', params }),
+    putMovie: endpoint({
+      method: 'PUT',
+      path: '/movies/:id',
+      params,
+      retry: { maxRetries: 2, statuses: [500, 503] },
+      breaker: { volumeThreshold: 5 },
+      attemptTimeoutMs: 200,
+    }),
+  },
+});
+
+/** getMovie with its own policy: retry statuses and a classifier, i.e. the classify layer. */
+export const moviesClassified = defineService({
+  name: 'movies',
+  endpoints: {
+    getMovie: endpoint({
+      method: 'GET',
+      path: '/movies/:id',
+      params,
+      retry: { statuses: [503], classify: (result) => (result.status === 200 ? undefined : 'failure') },
+    }),
+  },
+});

@@ -10,7 +10,7 @@
  * deadline header carries the attempt timeout minus the reserve once more, so the callee
  * gives up (and answers) before this hop stops waiting: budgets strictly shrink hop by hop.
  */
-import type { Layer } from '../core/call.js';
+import type { CallContext, IncomingResponse, Layer, OutgoingRequest } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 
@@ -24,13 +24,19 @@ export interface AttemptOptions {
   minAttemptMs?: number;
   /** Header that carries the callee's budget; `false` to not send one. @default 'x-request-timeout-ms' */
   deadlineHeader?: string | false;
+  /** Header that carries the 1-based attempt number, so servers can see retries; `false` for none. @default 'x-request-attempt' */
+  attemptHeader?: string | false;
 }
 
 export const attemptDefaults = {
   reserveMs: 10,
   minAttemptMs: 20,
   deadlineHeader: 'x-request-timeout-ms',
+  attemptHeader: 'x-request-attempt',
 } as const;
+
+/** Attempt numbers as header values, made once: the hot path writes a string it does not build. */
+const attemptNumbers: readonly string[] = Array.from({ length: 16 }, (_, index) => String(index));
 
 /**
  * The attempt layer.
@@ -50,6 +56,14 @@ export function attempt(options: AttemptOptions = {}): Layer {
   const header = options.deadlineHeader === undefined ? attemptDefaults.deadlineHeader : options.deadlineHeader;
   if (header !== false && (typeof header !== 'string' || !/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(header))) {
     invalidOption('deadlineHeader', 'a lower-case HTTP header name or false', header);
+  }
+
+  const numberHeader = options.attemptHeader === undefined ? attemptDefaults.attemptHeader : options.attemptHeader;
+  if (
+    numberHeader !== false &&
+    (typeof numberHeader !== 'string' || !/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(numberHeader))
+  ) {
+    invalidOption('attemptHeader', 'a lower-case HTTP header name or false', numberHeader);
   }
 
   return (next) => (request, context) => {
@@ -81,9 +95,37 @@ export function attempt(options: AttemptOptions = {}): Layer {
       const calleeMs = Math.floor(timeoutMs - reserveMs);
       request.headers[header] = calleeMs > 0 ? String(calleeMs) : '0';
     }
+    if (numberHeader !== false) {
+      const attemptNumber = context.attempt;
+      request.headers[numberHeader] = attemptNumbers[attemptNumber] ?? String(attemptNumber);
+    }
     if (channels.callAttempt.hasSubscribers) {
       channels.callAttempt.publish({ context, request, instance: context.instance?.url, attempt: context.attempt });
     }
-    return next(request, context);
+    if (!channels.attemptEnd.hasSubscribers) return next(request, context);
+    return observeAttempt(next(request, context), request, context, now);
   };
+}
+
+/** Publishes `telescope:attempt:end` when an attempt settles (only while it has subscribers). */
+function observeAttempt(
+  pending: Promise<IncomingResponse>,
+  request: OutgoingRequest,
+  context: CallContext,
+  startedAt: number,
+): Promise<IncomingResponse> {
+  const instance = context.instance?.url;
+  const attempt = context.attempt;
+  return pending.then(
+    (response) => {
+      const durationMs = context.clock.now() - startedAt;
+      channels.attemptEnd.publish({ context, request, instance, attempt, durationMs, response });
+      return response;
+    },
+    (error: unknown) => {
+      const durationMs = context.clock.now() - startedAt;
+      channels.attemptEnd.publish({ context, request, instance, attempt, durationMs, error });
+      throw error;
+    },
+  );
 }

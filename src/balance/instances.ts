@@ -88,6 +88,8 @@ export function isInstanceFailure(error: unknown): boolean {
     case ErrorCode.HTTP_STATUS:
       return ((error as unknown as { status?: number }).status ?? 0) >= 500;
     case ErrorCode.INVALID_RESPONSE:
+    case ErrorCode.TLS_FAILED:
+      // Broken HTTP, or a certificate this instance alone gets wrong (expired, wrong host).
       return error.retryable;
     default:
       return false;
@@ -100,6 +102,9 @@ export function isInstanceFailure(error: unknown): boolean {
  * cancelled or never judged the instance: caller abort, losing hedge, client closed).
  */
 export function outcomeOf(error: unknown): 'success' | 'failure' | 'neutral' {
+  // An answer the endpoint's classification (retry.classify) judged: its verdict counts.
+  const responseClass = isTelescopeError(error) && error.instance !== undefined ? error.responseClass : undefined;
+  if (responseClass !== undefined) return responseClass === 'success' ? 'success' : 'failure';
   if (isInstanceFailure(error)) return 'failure';
   if (isTelescopeError(error) && error.instance !== undefined) {
     if (error.code === ErrorCode.HTTP_STATUS || error.code === ErrorCode.INVALID_RESPONSE) return 'success';

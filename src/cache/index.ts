@@ -42,5 +42,5 @@ export {
   type LeaseOptions,
   type LocalTierOptions,
   type RemoteOperation,
-  withCache,
-} from './with-cache.js';
+} from './types.js';
+export { withCache } from './with-cache.js';

@@ -87,6 +87,10 @@ class OperationTimer implements WheelEntry {
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
   constructor(public onTimer: () => void) {}
+  /** Whether it is still scheduled (neither fired nor cancelled). */
+  get pending(): boolean {
+    return this.wheelSlot !== -1;
+  }
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -160,6 +164,21 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
     return connection;
   };
 
+  // Cold start: until the first connection is up (or has failed), operations wait for it, up
+  // to their own timeout, instead of failing at once; a new instance must not skip the shared
+  // tier just because its socket is still opening.
+  let connecting = true;
+  let settleFirstConnection: (error?: RemoteCacheError) => void = () => {};
+  const firstConnection = new Promise<void>((resolve, reject) => {
+    settleFirstConnection = (error) => {
+      if (!connecting) return;
+      connecting = false;
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+  });
+  firstConnection.catch(() => {});
+
   let mainStarted: Promise<RedisConnection> | undefined;
   const startMain = (): Promise<RedisConnection> => {
     mainStarted ??= createConnection('cache').then((connection) => {
@@ -168,30 +187,60 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
         connection.destroy();
         return connection;
       }
-      // Retries until connected or closed; operations fail fast meanwhile.
+      connection.on('ready', () => settleFirstConnection());
+      connection.on('error', (error) =>
+        settleFirstConnection(
+          new RemoteCacheError('REMOTE_UNAVAILABLE', `redis ${safeUrl}: ${(error as Error)?.message ?? error}`, {
+            cause: error,
+          }),
+        ),
+      );
+      // Retries until connected or closed; once the first connection settled, operations fail
+      // fast while disconnected.
       connection.connect().catch(() => {});
       return connection;
     });
     return mainStarted;
   };
-  void startMain().catch((error: unknown) =>
-    logger?.error({ err: (error as Error).message }, 'redisCache cannot start'),
-  );
+  void startMain().catch((error: unknown) => {
+    settleFirstConnection(
+      error instanceof RemoteCacheError
+        ? error
+        : new RemoteCacheError('REMOTE_UNAVAILABLE', String((error as Error)?.message ?? error)),
+    );
+    logger?.error({ err: (error as Error).message }, 'redisCache cannot start');
+  });
 
   /** Runs one command on the main connection, failing fast when not connected and after `limit` ms. */
   const run = <T>(op: RemoteOperationOptions | undefined, command: (connection: RedisConnection) => Promise<T>) => {
     if (closed) return Promise.reject(new RemoteCacheError('REMOTE_CLOSED', 'redisCache is closed'));
     const connection = main;
-    if (connection === undefined || !connection.isReady) {
+    const ready = connection?.isReady === true;
+    if (!ready && !connecting) {
       return Promise.reject(new RemoteCacheError('REMOTE_UNAVAILABLE', `redis ${safeUrl} is not connected`));
     }
     const limit = op?.timeoutMs !== undefined && op.timeoutMs < timeoutMs ? Math.max(1, op.timeoutMs) : timeoutMs;
     return new Promise<T>((resolve, reject) => {
       const timer = new OperationTimer(() =>
-        reject(new RemoteCacheError('REMOTE_TIMEOUT', `redis ${safeUrl} did not answer within ${limit} ms`)),
+        reject(
+          new RemoteCacheError(
+            'REMOTE_TIMEOUT',
+            ready
+              ? `redis ${safeUrl} did not answer within ${limit} ms`
+              : `redis ${safeUrl}: first connection not open within ${limit} ms`,
+          ),
+        ),
       );
       wheelOf(clock).schedule(timer, clock.now() + limit);
-      command(connection).then(
+      const sent = ready
+        ? command(connection as RedisConnection)
+        : firstConnection.then(() => {
+            if (closed) throw new RemoteCacheError('REMOTE_CLOSED', 'redisCache is closed');
+            // Timed out meanwhile: do not send a command nobody waits for.
+            if (!timer.pending) throw new RemoteCacheError('REMOTE_TIMEOUT', 'gave up waiting');
+            return command(main as RedisConnection);
+          });
+      sent.then(
         (value) => {
           wheelOf(clock).cancel(timer);
           resolve(value);
@@ -281,6 +330,9 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
     get ready() {
       return main?.isReady === true;
     },
+    get connecting() {
+      return connecting && !closed;
+    },
     async connect() {
       const connection = await startMain();
       if (connection.isReady) return;
@@ -315,6 +367,7 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
     async close() {
       if (closed) return;
       closed = true;
+      settleFirstConnection(new RemoteCacheError('REMOTE_CLOSED', 'redisCache is closed'));
       messageListeners.clear();
       gapListeners.clear();
       await Promise.allSettled([mainStarted, subscribed]);

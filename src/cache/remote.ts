@@ -37,6 +37,19 @@ export interface RemoteCache {
   acquireLease?(key: string, token: string, ttlMs: number, options?: RemoteOperationOptions): Promise<boolean>;
   /** Optional: gives a lease back early, only if `token` still holds it. */
   releaseLease?(key: string, token: string, options?: RemoteOperationOptions): Promise<void>;
+  /**
+   * Optional: true while the first connection is still being opened (a cold start). Operations
+   * then wait for it, up to their timeout, instead of failing at once; and `withCache` does not
+   * treat a failure during that time as a sick tier (it still writes the service's answer back).
+   * False once the first connection is up or has failed.
+   */
+  readonly connecting?: boolean;
+  /**
+   * Optional: resolves once the first connection is open (rejects when it cannot be, within the
+   * driver's connect timeout). During a cold start `withCache` waits for it before a write, which
+   * is behind the caller's back and so may wait longer than a read.
+   */
+  connect?(): Promise<void>;
   /** Optional: the invalidation bus that comes with this cache (Redis pub/sub). */
   readonly bus?: InvalidationBus;
   /** Closes connections and timers; later operations reject. */

@@ -17,15 +17,29 @@ import {
   parseInstances,
   startHealthChecks,
 } from '../balance/index.js';
-import { type BreakerOptions, breaker, type CircuitState } from '../breaker/index.js';
-import { type BulkheadOptions, bulkhead } from '../bulkhead/index.js';
+import {
+  type BreakerLayer,
+  type BreakerOptions,
+  breaker,
+  type CircuitCause,
+  type CircuitControl,
+  type CircuitState,
+} from '../breaker/index.js';
+import {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadOptions,
+  bulkhead,
+} from '../bulkhead/index.js';
 import {
   type Call,
   CallContext,
   compose,
   type IncomingResponse,
+  isOneShotBody,
   type Layer,
   type Logger,
+  type OutgoingRequest,
   type RouteHints,
 } from '../core/call.js';
 import { channels } from '../core/channels.js';
@@ -34,6 +48,7 @@ import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
 import type { StandardSchemaV1 } from '../core/standard-schema.js';
 import { currentDeadline, deadline } from '../deadline/index.js';
+import { ambientDeadline } from '../deadline/storage.js';
 import type { Discovery } from '../discovery/index.js';
 import { type FallbackEvent, fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
@@ -44,10 +59,20 @@ import {
   type Endpoint,
   type EndpointMethod,
   type ServiceDefinition,
+  type StreamResponse,
   serializeBody,
   validate,
 } from '../service/index.js';
-import { type AttemptTransport, transport, transportDefaults } from '../transport/index.js';
+import type { ThrottleOptions } from '../throttle/index.js';
+import { rawRequestBody } from '../transport/body.js';
+import {
+  type AttemptTransport,
+  acceptEncoding,
+  type TlsOptions,
+  transport,
+  transportDefaults,
+} from '../transport/index.js';
+import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
 
 /** Options of one call: always the last argument of a typed method. */
 export interface CallOptions {
@@ -107,6 +132,8 @@ export interface ClientOptions {
   minAttemptMs?: number;
   /** Header carrying the callee's budget, `false` to not send it. @default 'x-request-timeout-ms' */
   deadlineHeader?: string | false;
+  /** Header carrying each attempt's 1-based number (servers see retries and hedges), `false` to not send it. @default 'x-request-attempt' */
+  attemptHeader?: string | false;
   /** TCP connect timeout, per hop. @default 1000 */
   connectTimeoutMs?: number;
   /** Larger response bodies are aborted, not buffered. @default 10485760 */
@@ -115,14 +142,49 @@ export interface ClientOptions {
   connections?: number | null;
   /** Idle keep-alive socket lifetime. @default 4000 */
   keepAliveTimeoutMs?: number;
+  /**
+   * TLS for `https://` instances: `ca` (PEM) to trust, `cert` and `key` to present (mTLS),
+   * `servername`, `minVersion`. Certificates are always verified unless `insecureSkipVerify`.
+   * @default Node's root CAs, no client certificate, TLS 1.2 or later
+   */
+  tls?: TlsOptions;
+  /**
+   * HTTP/2: h2 over TLS by ALPN (an instance offering only HTTP/1.1 gets that), h2c with prior
+   * knowledge for `http://` instances; one connection per instance, attempts as streams.
+   * @default false
+   */
+  http2?: boolean;
+  /**
+   * Accept gzip, deflate, br (and zstd where Node has it) and decode them; `maxResponseBytes`
+   * bounds the decoded size. Off, the client asks for `identity` and a compressed body is an
+   * `INVALID_RESPONSE`. @default false
+   */
+  decompress?: boolean;
   /** Headers sent with every call. @default {} */
   headers?: Record<string, string>;
   /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */
   logger?: Logger;
-  /** Circuit breaker per endpoint (opossum's semantics, on the client's clock); `false` for none. @default { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10000 } */
+  /**
+   * Circuit breaker per endpoint (opossum's opening semantics, resilience4j's slow calls and
+   * half-open probes, on the client's clock); `false` for none. See docs/breakers-and-throttling.md.
+   * @default { volumeThreshold: 20, errorThresholdPercentage: 50, minResetTimeoutMs: 250, resetTimeoutMs: 1000, halfOpenProbes: 3, rampMs: 1000, rollingWindowMs: 10000 }
+   */
   breaker?: BreakerOptions | false;
-  /** Bound on calls in flight to the service; `false` for none. @default { maxConcurrent: 100, maxQueue: 0 } */
-  bulkhead?: BulkheadOptions | false;
+  /**
+   * Client-side adaptive throttling per endpoint (Google SRE book): calls are rejected locally
+   * with `THROTTLED` with probability max(0, (requests − k·accepts) / (requests + 1)) over the
+   * window, so a dependency that accepts too little gets a trickle, not the full load. `false`
+   * for none. See docs/breakers-and-throttling.md.
+   * @default { k: 2, windowMs: 120000, minRequests: 20 } (false when `breaker` is false)
+   */
+  throttle?: ThrottleOptions | false;
+  /**
+   * Bound on calls in flight to the service: adaptive (`{ adaptive: 'gradient2' | 'vegas' |
+   * 'aimd', minConcurrent, maxConcurrent, maxQueue }`, learned from latency and drops), static
+   * (`{ maxConcurrent, maxQueue }`), or `false` for none. See docs/overload.md.
+   * @default { adaptive: 'gradient2', minConcurrent: 20, maxConcurrent: 1000, maxQueue: 1000 }
+   */
+  bulkhead?: AdaptiveBulkheadOptions | BulkheadOptions | false;
   /** Keep per-endpoint counters and latency for `stats()`. @default true */
   metrics?: boolean;
   /** Rolling window of `stats()` rates and latency percentiles. @default 10000 */
@@ -132,8 +194,8 @@ export interface ClientOptions {
   /**
    * Replaces the undici transport: whatever performs one attempt against `context.instance`
    * (the storm simulator's virtual network, an in-process double). The connection options
-   * (`connectTimeoutMs`, `maxResponseBytes`, `connections`, `keepAliveTimeoutMs`) then do not
-   * apply. @default the undici transport
+   * (`connectTimeoutMs`, `maxResponseBytes`, `connections`, `keepAliveTimeoutMs`, `tls`,
+   * `http2`, `decompress`) then do not apply. @default the undici transport
    */
   transport?: AttemptTransport;
   /**
@@ -175,7 +237,22 @@ export type Client<S extends ServiceDefinition> = {
   retryTokens(): number;
   /** A snapshot of counters, latency, breaker states and instances, per endpoint. */
   stats(): ClientStats;
+  /**
+   * The circuit of one endpoint, for operators: `state()`, `forceOpen()`, `forceClosed()`,
+   * `reset()`; each change is a `breaker` event. Throws `INVALID_OPTION` for an unknown
+   * endpoint or a client made with `breaker: false`.
+   */
+  circuit(endpoint: keyof S['endpoints'] & string): CircuitControl;
 };
+
+/** Added to every instance event: the service, and the counts after the change. */
+export interface InstanceCounts {
+  service: string;
+  /** Instances ejected by outlier detection now. */
+  ejected: number;
+  /** Instances out of rotation on active health checks now. */
+  unhealthy: number;
+}
 
 /** Events of a client, by name. */
 export interface ClientEvents {
@@ -186,15 +263,15 @@ export interface ClientEvents {
   /** A retry was not made: the retry budget is spent. */
   'budget-exhausted': Extract<RetryEvent, { type: 'budget-exhausted' }>;
   /** An instance was ejected (consecutive failures, failure percentage or success rate). */
-  eject: Extract<InstanceEvent, { type: 'eject' }> & { service: string };
+  eject: Extract<InstanceEvent, { type: 'eject' }> & InstanceCounts;
   /** An ejected instance is back in rotation (at the end of its ejection, or early on health checks). */
-  return: Extract<InstanceEvent, { type: 'return' }> & { service: string };
+  return: Extract<InstanceEvent, { type: 'return' }> & InstanceCounts;
   /** Active health checks took an instance out of rotation (`healthy: false`) or brought it back. */
-  health: Extract<InstanceEvent, { type: 'health' }> & { service: string };
+  health: Extract<InstanceEvent, { type: 'health' }> & InstanceCounts;
   /** Discovery delivered a new instance set. */
   instances: { service: string; instances: string[]; removed: string[] };
-  /** An endpoint's circuit changed state. */
-  breaker: { service: string; endpoint: string; state: CircuitState };
+  /** An endpoint's circuit changed state, and why (thresholds, probes, or an operator). */
+  breaker: { service: string; endpoint: string; state: CircuitState; cause: CircuitCause };
   /** A fallback answered a failed call (or itself failed: `failed: true`). */
   fallback: FallbackEvent;
   /** The bulkhead shed a call: full, or no slot within the call's deadline. */
@@ -239,6 +316,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   }
   const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
   const emit = <E extends keyof ClientEvents>(event: E, payload: ClientEvents[E]) => {
+    if (channels.clientEvent.hasSubscribers) channels.clientEvent.publish({ service: service.name, event, payload });
     const set = listeners.get(event);
     if (set === undefined) return;
     for (const listener of set) (listener as (value: ClientEvents[E]) => void)(payload);
@@ -256,15 +334,11 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     slowStartMs: options.slowStartMs,
     healthThresholds: healthCheck,
     onEvent: (event) => {
-      const payload = { ...event, service: service.name };
-      emit(event.type, payload as never);
+      const ejected = instanceSet.ejectedCount;
+      const unhealthy = instanceSet.unhealthyCount;
+      emit(event.type, { ...event, service: service.name, ejected, unhealthy } as never);
       if (channels.instanceState.hasSubscribers) {
-        channels.instanceState.publish({
-          service: service.name,
-          event,
-          ejected: instanceSet.ejectedCount,
-          unhealthy: instanceSet.unhealthyCount,
-        });
+        channels.instanceState.publish({ service: service.name, event, ejected, unhealthy });
       }
     },
   });
@@ -278,6 +352,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       maxResponseBytes: options.maxResponseBytes,
       connections: options.connections,
       keepAliveTimeoutMs: options.keepAliveTimeoutMs,
+      tls: options.tls,
+      http2: options.http2,
+      decompress: options.decompress,
       clock,
     });
   if (options.redactHeaders !== undefined && !Array.isArray(options.redactHeaders)) {
@@ -317,23 +394,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const attemptNeedsMs =
     (options.minAttemptMs ?? clientDefaults.minAttemptMs) + (options.reserveMs ?? clientDefaults.reserveMs);
   const retryOptions = options.retry === false ? { maxRetries: 0, budget: false as const } : (options.retry ?? {});
-  const retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
-  const retryLayer =
-    options.retry === false && !options.hedge
+  // Client-wide: shared by every endpoint's retry layer. An endpoint that retries on its own
+  // (the client has retry: false) gets one with the defaults.
+  let retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
+  const onRetryEvent = (event: RetryEvent) => {
+    const stats = endpointStats.get(event.endpoint);
+    if (stats !== undefined && event.type === 'retry') stats.retries++;
+    if (stats !== undefined && event.type === 'hedge') stats.hedges++;
+    emit(event.type, event as never);
+  };
+  const retryLayerFor = (
+    own: RetryOptions | false,
+    hedge: HedgeOptions | false | undefined,
+    budget: RetryBudget | undefined,
+  ): Layer | undefined =>
+    own === false && !hedge
       ? undefined
       : retry({
-          ...retryOptions,
-          retryBudget,
+          ...(own === false ? { maxRetries: 0 } : own),
+          budget: false,
+          retryBudget: budget,
           clock,
           attemptNeedsMs,
-          hedge: options.hedge,
-          onEvent: (event) => {
-            const stats = endpointStats.get(event.endpoint);
-            if (stats !== undefined && event.type === 'retry') stats.retries++;
-            if (stats !== undefined && event.type === 'hedge') stats.hedges++;
-            emit(event.type, event as never);
-          },
+          hedge,
+          random: options.random,
+          onEvent: onRetryEvent,
         });
+  const retryLayer = retryLayerFor(options.retry === false ? false : retryOptions, options.hedge, retryBudget);
+  const classifyLayer = classifyLayerFor(options.retry);
   const metricsWindowMs = options.metricsWindowMs ?? 10_000;
   if (!(Number.isFinite(metricsWindowMs) && metricsWindowMs >= 100)) {
     invalidOption('metricsWindowMs', 'a finite number ≥ 100', metricsWindowMs);
@@ -343,24 +431,32 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
   const statsFor = (endpoint: string) => endpointStats.get(endpoint);
+  // Without a breaker (`breaker: false`: every call goes out), the throttle is off unless asked for.
+  const throttleOptions = options.throttle ?? (options.breaker === false ? false : {});
+  const breakerEnvironment = {
+    clock,
+    service: service.name,
+    random: options.random,
+    throttle: throttleOptions,
+    onState: (endpoint: string, state: CircuitState, cause: CircuitCause) => {
+      const stats = endpointStats.get(endpoint);
+      if (stats !== undefined) stats.breaker = state;
+      emit('breaker', { service: service.name, endpoint, state, cause });
+    },
+  };
   const breakerLayer =
-    options.breaker === false
+    options.breaker === false && throttleOptions === false
       ? undefined
-      : breaker(options.breaker ?? {}, {
-          clock,
-          service: service.name,
-          onState: (endpoint, state) => {
-            const stats = endpointStats.get(endpoint);
-            if (stats !== undefined) stats.breaker = state;
-            emit('breaker', { service: service.name, endpoint, state });
-          },
-        });
-  if (breakerLayer !== undefined) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+      : breaker(options.breaker ?? {}, breakerEnvironment);
+  if (options.breaker !== false) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+  /** Breakers of endpoints with their own breaker options, by endpoint (shut down with the client's). */
+  const endpointBreakers = new Map<string, BreakerLayer>();
   const bulkheadLayer =
     options.bulkhead === false
       ? undefined
-      : bulkhead(options.bulkhead ?? {}, {
+      : bulkhead(options.bulkhead ?? adaptiveBulkheadDefaults, {
           clock,
+          service: service.name,
           onShed: (context, reason) => {
             const stats = endpointStats.get(context.endpoint);
             if (stats !== undefined) stats.shed++;
@@ -386,35 +482,95 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   for (const [name, definition] of Object.entries(service.endpoints)) {
     if (definition.hasFallback) fallbacks.set(name, definition.fallback);
   }
-  const stack: Call = compose(
+  const fallbackLayer =
     fallbacks.size > 0 &&
-      fallback(fallbacks, {
-        onFallback: (event) => {
-          const stats = endpointStats.get(event.endpoint);
-          if (stats !== undefined && !event.failed) stats.fallbacks++;
-          emit('fallback', event);
-        },
+    fallback(fallbacks, {
+      onFallback: (event) => {
+        const stats = endpointStats.get(event.endpoint);
+        if (stats !== undefined && !event.failed) stats.fallbacks++;
+        emit('fallback', event);
+      },
+    });
+  // Always present: the diagnostics channels do not depend on `metrics`.
+  const observeLayer = observe(options.metrics === false ? () => undefined : statsFor, clock);
+  const deadlineLayer = deadline({ minAttemptMs: options.minAttemptMs });
+  const balanceLayer = balance(instanceSet);
+  const redirectLayer = options.redirects ? redirects(options.redirects) : undefined;
+  /** One stack; the client's, or an endpoint's with its own breaker, retry, classify and attempt layers. */
+  const buildStack = (policy: {
+    breaker: Layer | undefined;
+    retry: Layer | undefined;
+    classify: Layer | undefined;
+    attemptTimeoutMs: number | undefined;
+  }): Call =>
+    compose(
+      fallbackLayer,
+      observeLayer,
+      decodeLayer,
+      deadlineLayer,
+      discoveryLayer,
+      policy.breaker,
+      bulkheadLayer?.layer,
+      policy.retry,
+      balanceLayer,
+      policy.classify,
+      attempt({
+        attemptTimeoutMs: policy.attemptTimeoutMs,
+        reserveMs: options.reserveMs,
+        minAttemptMs: options.minAttemptMs,
+        deadlineHeader: options.deadlineHeader,
+        attemptHeader: options.attemptHeader,
       }),
-    // Always present: the diagnostics channels do not depend on `metrics`.
-    observe(options.metrics === false ? () => undefined : statsFor, clock),
-    decodeLayer,
-    deadline({ minAttemptMs: options.minAttemptMs }),
-    discoveryLayer,
-    breakerLayer?.layer,
-    bulkheadLayer?.layer,
-    retryLayer,
-    balance(instanceSet),
-    attempt({
-      attemptTimeoutMs: options.attemptTimeoutMs,
-      reserveMs: options.reserveMs,
-      minAttemptMs: options.minAttemptMs,
-      deadlineHeader: options.deadlineHeader,
-    }),
-    options.redirects ? redirects(options.redirects) : undefined,
-  )(wire.call);
-  // telescope does not decompress: ask for the identity encoding (a missing Accept-Encoding
-  // means "anything" to a server), unless the caller set one.
-  const baseHeaders = { 'accept-encoding': 'identity', ...lowerCaseHeaders(options.headers ?? {}, 'headers') };
+      redirectLayer,
+    )(wire.call);
+  const stack = buildStack({
+    breaker: breakerLayer?.layer,
+    retry: retryLayer,
+    classify: classifyLayer,
+    attemptTimeoutMs: options.attemptTimeoutMs,
+  });
+  // Endpoints with their own policy get their own stack; the others share the client's.
+  const stacks = new Map<string, Call>();
+  for (const [name, definition] of Object.entries(service.endpoints)) {
+    const policy = definition.policy;
+    if (policy === undefined) continue;
+    stacks.set(
+      name,
+      forEndpoint(name, () => {
+        const resolved = resolvePolicy(policy, {
+          retry: options.retry,
+          hedge: options.hedge,
+          attemptTimeoutMs: options.attemptTimeoutMs,
+        });
+        if (resolved.retriesOnItsOwn) retryBudget ??= new RetryBudget(clock);
+        let ownBreaker = breakerLayer?.layer;
+        if (resolved.breaker === false) ownBreaker = undefined;
+        else if (resolved.breaker !== undefined) {
+          const layer = breaker({ ...(options.breaker || {}), ...resolved.breaker }, breakerEnvironment);
+          endpointBreakers.set(name, layer);
+          ownBreaker = layer.layer;
+        }
+        const stats = endpointStats.get(name);
+        if (stats !== undefined) stats.breaker = ownBreaker === undefined ? 'disabled' : 'closed';
+        return buildStack({
+          breaker: ownBreaker,
+          retry: retryLayerFor(resolved.retry, resolved.hedge, retryBudget),
+          classify: classifyLayerFor(resolved.retry),
+          attemptTimeoutMs: resolved.attemptTimeoutMs,
+        });
+      }),
+    );
+  }
+  // Without decompress, ask for the identity encoding (a missing Accept-Encoding means
+  // "anything" to a server); with it, the codings the transport decodes. The caller's wins.
+  const baseHeaders: Record<string, string> = {
+    'accept-encoding': options.decompress === true && options.transport === undefined ? acceptEncoding : 'identity',
+    ...lowerCaseHeaders(options.headers ?? {}, 'headers'),
+  };
+  // The attempt layer writes each attempt's number; with the header already in every call's
+  // copy, that write replaces a value instead of adding a property (cheaper on V8).
+  const attemptHeader = options.attemptHeader ?? attemptDefaults.attemptHeader;
+  if (attemptHeader !== false) baseHeaders[attemptHeader] = '1';
   let closed = false;
   // Timers start last, once every option has been checked: bad input leaves none behind.
   instanceSet.start();
@@ -433,6 +589,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     async close() {
       closed = true;
       breakerLayer?.shutdown();
+      for (const endpointBreaker of endpointBreakers.values()) endpointBreaker.shutdown();
       instanceSet.close();
       stopHealthChecks?.();
       stopDiscovery?.();
@@ -452,9 +609,26 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       };
     },
     retryTokens: () => (retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens()),
+    circuit(endpoint: string): CircuitControl {
+      if (!Object.hasOwn(service.endpoints, endpoint)) {
+        invalidOption('circuit() endpoint', `one of ${Object.keys(service.endpoints).join(', ')}`, endpoint);
+      }
+      // An endpoint with breaker options of its own has its own circuit.
+      const own = endpointBreakers.get(endpoint);
+      if (own !== undefined) return own.control(endpoint);
+      if (
+        breakerLayer === undefined ||
+        options.breaker === false ||
+        endpointStats.get(endpoint)?.breaker === 'disabled'
+      ) {
+        invalidOption(`circuit('${endpoint}')`, 'called on an endpoint with a breaker (not breaker: false)', endpoint);
+      }
+      return breakerLayer.control(endpoint);
+    },
     stats: (): ClientStats => ({
       service: service.name,
       retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),
+      bulkhead: bulkheadLayer === undefined ? null : bulkheadLayer.snapshot(),
       instances: instanceSet.instances.map((state) => {
         const ejected = state.ejectedUntil > clock.now();
         return {
@@ -475,11 +649,14 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   return Object.freeze(client) as Client<S>;
 
   function typedMethod(name: string, definition: Endpoint) {
+    const call = stacks.get(name) ?? stack;
     const hasParams = definition.params !== undefined || definition.query !== undefined;
     const hasBody = definition.body !== undefined;
-    const endpointHeaders: Record<string, string> = hasBody
-      ? { ...baseHeaders, 'content-type': 'application/json' }
-      : baseHeaders;
+    const rawBody = definition.body === 'raw';
+    const streamed = definition.responseType === 'stream';
+    // A raw body's content type depends on the value (set per call, unless the caller sets one).
+    const endpointHeaders: Record<string, string> =
+      hasBody && !rawBody ? { ...baseHeaders, 'content-type': 'application/json' } : baseHeaders;
     const endpointTimeoutMs = definition.timeoutMs ?? timeoutMs;
     const failRequest =
       (part: ValidationError['part']) => (issues: readonly StandardSchemaV1.Issue[], cause?: unknown) => {
@@ -507,7 +684,13 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         return body instanceof Promise ? body.then((value) => ({ ...response, body: value })) : { ...response, body };
       });
     }
-    const decode = (response: IncomingResponse) => response.body;
+    const decode = streamed
+      ? (response: IncomingResponse): StreamResponse => ({
+          status: response.status,
+          headers: response.headers,
+          body: response.body as ReadableStream<Uint8Array>,
+        })
+      : (response: IncomingResponse) => response.body;
     const logFailure = (activeLogger: Logger, error: unknown, headers: Record<string, string>): never => {
       activeLogger.debug(
         isTelescopeError(error)
@@ -547,7 +730,11 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         }
         const checkedParams = validate(definition.params, params, failParams);
         const checkedQuery = definition.query === undefined ? undefined : validate(definition.query, params, failQuery);
-        const checkedBody = hasBody ? validate(definition.body, body, failBody) : undefined;
+        const checkedBody = rawBody
+          ? body
+          : hasBody
+            ? validate(definition.body as StandardSchemaV1, body, failBody)
+            : undefined;
         if (checkedParams instanceof Promise || checkedQuery instanceof Promise || checkedBody instanceof Promise) {
           return Promise.all([checkedParams, checkedQuery, checkedBody]).then(([p, q, b]) =>
             send(p, q, b, callOptions),
@@ -583,14 +770,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
             invalidOption('call timeoutMs', 'a positive finite number', callTimeoutMs);
           }
         }
-        if (callOptions.signal?.aborted) {
-          throw new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller before it started', {
+      }
+      // The ambient deadline (server middleware, withDeadline) is looked up once per call; its
+      // cancellation (the inbound request was abandoned) cancels the call like the caller's signal.
+      const ambient = ambientDeadline();
+      const inherited = callOptions?.deadline ?? ambient;
+      const cancellation = inherited?.cancellation ?? ambient?.cancellation;
+      let callerSignal = callOptions?.signal;
+      let unlink: (() => void) | undefined;
+      if (cancellation !== undefined) {
+        const inbound = cancellation.signal;
+        if (callerSignal === undefined || callerSignal === inbound) callerSignal = inbound;
+        else [callerSignal, unlink] = linkSignals(callerSignal, inbound);
+      }
+      if (callerSignal?.aborted) {
+        unlink?.();
+        const own = callOptions?.signal?.aborted === true;
+        throw new TelescopeError(
+          ErrorCode.ABORTED,
+          own
+            ? 'call aborted by the caller before it started'
+            : 'call not started: its caller went away (the inbound request was abandoned)',
+          {
             service: service.name,
             endpoint: name,
             requestSent: false,
-            cause: callOptions.signal.reason,
-          });
-        }
+            cause: own ? callOptions?.signal?.reason : callerSignal.reason,
+          },
+        );
       }
       const context = new CallContext({
         service: service.name,
@@ -598,12 +805,13 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         idempotent,
         clock,
         timeoutMs: callTimeoutMs,
-        callerSignal: callOptions?.signal,
-        deadline: callOptions?.deadline,
+        callerSignal,
+        deadline: inherited,
         route: callOptions?.route,
         logger,
       });
       context.params = params ?? query;
+      if (streamed) context.responseType = 'stream';
       const request = {
         method: definition.method,
         path,
@@ -611,9 +819,17 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         // Object.assign, not a spread: on Node 20 adding a property to a spread copy of a
         // non-empty object costs ~0.7 µs (measured), Object.assign's copy ~0.05 µs.
         headers: Object.assign({}, headers),
-        body: body === undefined ? undefined : serializeBody(body),
+        body: body === undefined || rawBody ? undefined : (serializeBody(body) as OutgoingRequest['body']),
       };
-      const pending = stack(request, context).then(decode);
+      if (rawBody && body !== undefined) {
+        const wire = rawRequestBody(body, service.name, name);
+        request.body = wire.body;
+        request.headers['content-type'] ??= wire.contentType;
+        // A stream is read once: never hedged, and retried only when it was certainly not sent.
+        if (isOneShotBody(wire.body)) context.idempotent = false;
+      }
+      let pending = call(request, context).then(decode);
+      if (unlink !== undefined) pending = settleThen(pending, unlink);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
   }
@@ -663,6 +879,48 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       });
     });
   }
+}
+
+/**
+ * One signal that aborts when either does (not AbortSignal.any: on Node 20 it keeps every
+ * combined signal attached to its sources). Returns the signal and the function that detaches
+ * it, called when the call settles. Only for a call with its own signal under a cancellable
+ * inbound request.
+ */
+function linkSignals(first: AbortSignal, second: AbortSignal): [AbortSignal, () => void] {
+  const controller = new AbortController();
+  const unlink = () => {
+    first.removeEventListener('abort', onFirst);
+    second.removeEventListener('abort', onSecond);
+  };
+  const onFirst = () => {
+    unlink();
+    controller.abort(first.reason);
+  };
+  const onSecond = () => {
+    unlink();
+    controller.abort(second.reason);
+  };
+  if (first.aborted) controller.abort(first.reason);
+  else if (second.aborted) controller.abort(second.reason);
+  else {
+    first.addEventListener('abort', onFirst, { once: true });
+    second.addEventListener('abort', onSecond, { once: true });
+  }
+  return [controller.signal, unlink];
+}
+
+function settleThen<T>(pending: Promise<T>, after: () => void): Promise<T> {
+  return pending.then(
+    (value) => {
+      after();
+      return value;
+    },
+    (error: unknown) => {
+      after();
+      throw error;
+    },
+  );
 }
 
 function describeArgs(hasParams: boolean, hasBody: boolean): string {

@@ -2,6 +2,15 @@ import { type Clock, systemClock, type WheelEntry, wheelOf } from './clock.js';
 import { ErrorCode, TelescopeError } from './errors.js';
 
 /**
+ * Tells the work under a deadline that its caller went away (the inbound request was closed
+ * before its answer). Read lazily: `signal` is only built when a downstream call asks for it,
+ * so a request that calls nothing pays nothing. An `AbortController` is one.
+ */
+export interface Cancellation {
+  readonly signal: AbortSignal;
+}
+
+/**
  * An absolute point in monotonic time by which a call (and everything it calls) must be done.
  *
  * Budgets shrink as they travel: {@link Deadline.min} combines an inbound budget with a local
@@ -17,15 +26,22 @@ export class Deadline implements WheelEntry {
   /** Absolute time on {@link Deadline.clock} (milliseconds). */
   readonly at: number;
   readonly clock: Clock;
+  /**
+   * Aborts when the caller of the work under this deadline goes away (the server middleware
+   * sets it from the inbound request); every telescope call started under the deadline is then
+   * cancelled with `ABORTED`. Undefined for a deadline nobody can abandon.
+   */
+  readonly cancellation: Cancellation | undefined;
   #controller: AbortController | undefined;
 
   /** @internal */ wheelSlot = -1;
   /** @internal */ wheelPrev: WheelEntry | null = null;
   /** @internal */ wheelNext: WheelEntry | null = null;
 
-  constructor(at: number, clock: Clock = systemClock) {
+  constructor(at: number, clock: Clock = systemClock, cancellation?: Cancellation) {
     this.at = at;
     this.clock = clock;
+    this.cancellation = cancellation;
   }
 
   /** A deadline `ms` milliseconds from now. Negative or NaN values give an expired deadline. */
@@ -33,14 +49,20 @@ export class Deadline implements WheelEntry {
     return new Deadline(clock.now() + (ms > 0 ? ms : 0), clock);
   }
 
-  /** The earlier of two deadlines (either may be undefined). */
+  /**
+   * The earlier of two deadlines (either may be undefined). The result keeps a cancellation
+   * from either side: a shorter local budget does not detach the work from its caller.
+   */
   static min(a: Deadline, b: Deadline | undefined): Deadline;
   static min(a: Deadline | undefined, b: Deadline): Deadline;
   static min(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined;
   static min(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined {
     if (a === undefined) return b;
     if (b === undefined) return a;
-    return b.at < a.at ? b : a;
+    const earlier = b.at < a.at ? b : a;
+    if (earlier.cancellation !== undefined) return earlier;
+    const cancellation = (earlier === a ? b : a).cancellation;
+    return cancellation === undefined ? earlier : new Deadline(earlier.at, earlier.clock, cancellation);
   }
 
   /** Milliseconds left, never negative. */

@@ -8,6 +8,12 @@
 export const ErrorCode = {
   /** The TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
   CONNECT_FAILED: 'CONNECT_FAILED',
+  /**
+   * The TLS handshake failed: the instance's certificate was not trusted (expired, unknown
+   * issuer, wrong host name) or the instance refused this client (its certificate, the TLS
+   * version). The message carries OpenSSL's reason.
+   */
+  TLS_FAILED: 'TLS_FAILED',
   /** The connection broke after it was established (reset, closed mid-response). */
   CONNECTION_RESET: 'CONNECTION_RESET',
   /** One attempt ran past its own timeout; the call's deadline may still allow another. */
@@ -32,12 +38,19 @@ export const ErrorCode = {
   BULKHEAD_FULL: 'BULKHEAD_FULL',
   /** No instance can take the call: none discovered, or none of the requested version. */
   NO_HEALTHY_INSTANCE: 'NO_HEALTHY_INSTANCE',
+  /**
+   * Client-side adaptive throttling rejected the call locally: the dependency accepted too
+   * little of what it was sent in the throttle's window. No request was sent; not retryable.
+   */
+  THROTTLED: 'THROTTLED',
   /** An option passed to a telescope factory is out of range or of the wrong type. */
   INVALID_OPTION: 'INVALID_OPTION',
   /** More redirects than `redirects.max` in one attempt (only with the `redirects` option). */
   TOO_MANY_REDIRECTS: 'TOO_MANY_REDIRECTS',
   /** A redirect to another origin not in `redirects.allowOrigins`, or from https to http. */
   REDIRECT_REFUSED: 'REDIRECT_REFUSED',
+  /** The endpoint's `retry.classify` judged a response a failure (e.g. a 200 carrying an error body). */
+  CLASSIFIED_FAILURE: 'CLASSIFIED_FAILURE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -80,6 +93,12 @@ export class TelescopeError extends Error {
   readonly requestSent: boolean | undefined;
   /** True when a retry would have been made but the client's retry budget was spent. */
   retryBudgetExhausted: boolean | undefined;
+  /**
+   * How the endpoint's response classification (`retry.classify`, `retry.statuses`) judged
+   * the answer behind this error, when it did: retry, breaker, outlier ejection and stats
+   * follow it (a `'success'` here is a healthy answer the caller still gets as an error).
+   */
+  responseClass: ResponseClass | undefined;
   declare readonly [brand]: true;
 
   constructor(code: ErrorCode, message: string, options: TelescopeErrorOptions = {}) {
@@ -92,6 +111,7 @@ export class TelescopeError extends Error {
     this.endpoint = options.endpoint;
     this.requestSent = options.requestSent;
     this.retryBudgetExhausted = undefined;
+    this.responseClass = undefined;
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
@@ -107,6 +127,12 @@ Object.defineProperty(TelescopeError.prototype, brand, { value: true });
 export function isTelescopeError(value: unknown): value is TelescopeError {
   return typeof value === 'object' && value !== null && (value as { [brand]?: unknown })[brand] === true;
 }
+
+/**
+ * What an answer means, as Finagle's ResponseClassifier says it: a success, a failure a retry
+ * cannot fix, or a failure another attempt (on another instance) may fix.
+ */
+export type ResponseClass = 'success' | 'failure' | 'retryable-failure';
 
 /** Longest body excerpt kept on an {@link HttpStatusError}. */
 export const BODY_EXCERPT_BYTES = 1024;
@@ -124,6 +150,8 @@ export class HttpStatusError extends TelescopeError {
   readonly retryAfterMs: number | undefined;
   /** The `Location` header of a 3xx answer. */
   readonly location: string | undefined;
+  /** The answer's headers (not enumerable: kept out of logs and JSON). */
+  declare readonly headers: Readonly<Record<string, string | string[] | undefined>> | undefined;
 
   constructor(
     status: number,
@@ -142,6 +170,27 @@ export class HttpStatusError extends TelescopeError {
     this.bodyExcerpt = bodyExcerpt;
     this.retryAfterMs = retryAfterMs;
     this.location = location;
+  }
+}
+
+/**
+ * A 2xx answer that the endpoint's `retry.classify` judged a failure (`CLASSIFIED_FAILURE`):
+ * a 200 carrying an error body, say. `retryable` when it was classified `'retryable-failure'`.
+ */
+export class ClassifiedFailureError extends TelescopeError {
+  override name = 'ClassifiedFailureError';
+  readonly status: number;
+  /** The decoded body the classifier judged. */
+  readonly body: unknown;
+
+  constructor(status: number, body: unknown, responseClass: ResponseClass, options: TelescopeErrorOptions = {}) {
+    super(ErrorCode.CLASSIFIED_FAILURE, `HTTP ${status} classified as ${responseClass} by retry.classify`, {
+      ...options,
+      retryable: responseClass === 'retryable-failure',
+    });
+    this.status = status;
+    this.body = body;
+    this.responseClass = responseClass;
   }
 }
 

@@ -21,6 +21,7 @@ export function fallbackApplies(error: unknown): error is TelescopeError {
   if (!isTelescopeError(error)) return false;
   switch (error.code) {
     case ErrorCode.CIRCUIT_OPEN:
+    case ErrorCode.THROTTLED:
     case ErrorCode.BULKHEAD_FULL:
     case ErrorCode.NO_HEALTHY_INSTANCE:
     case ErrorCode.DEADLINE_EXCEEDED:

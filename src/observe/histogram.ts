@@ -63,32 +63,32 @@ export class RollingHistogram {
 
   /** Percentiles over the window. */
   summary(): LatencySummary {
+    const { buckets, maxMs } = this.merged();
+    return summarizeBuckets(buckets, maxMs);
+  }
+
+  /**
+   * The window's counts, sparse: `[upper bound in µs, count]` for each non-empty bucket, in
+   * increasing order, and the window's maximum. Every process uses the same bounds, so windows
+   * of several processes merge by adding counts per bound ({@link mergeBuckets}).
+   */
+  merged(): { buckets: Array<[number, number]>; maxMs: number } {
     this.#rotate();
     const merged = new Float64Array(BUCKETS);
-    let count = 0;
     let maxMs = 0;
     for (let slice = 0; slice < this.#counts.length; slice++) {
       const counts = this.#counts[slice] as Uint32Array;
       for (let bucket = 0; bucket < BUCKETS; bucket++) {
         const value = counts[bucket] as number;
-        if (value !== 0) {
-          merged[bucket]! += value;
-          count += value;
-        }
+        if (value !== 0) merged[bucket]! += value;
       }
       if (this.#max[slice]! > maxMs) maxMs = this.#max[slice]!;
     }
-    const at = (quantile: number) => {
-      if (count === 0) return 0;
-      const rank = Math.ceil(quantile * count);
-      let seen = 0;
-      for (let bucket = 0; bucket < BUCKETS; bucket++) {
-        seen += merged[bucket]!;
-        if (seen >= rank) return Math.min(bucketUpperMicros(bucket) / 1000, maxMs);
-      }
-      return maxMs;
-    };
-    return { count, p50Ms: at(0.5), p90Ms: at(0.9), p99Ms: at(0.99), maxMs };
+    const buckets: Array<[number, number]> = [];
+    for (let bucket = 0; bucket < BUCKETS; bucket++) {
+      if (merged[bucket] !== 0) buckets.push([bucketUpperMicros(bucket), merged[bucket] as number]);
+    }
+    return { buckets, maxMs };
   }
 
   #rotate(): number {
@@ -105,4 +105,28 @@ export class RollingHistogram {
     }
     return slice % slices;
   }
+}
+
+/** Percentiles of sparse `[upper bound µs, count]` buckets in increasing order, capped at `maxMs`. */
+export function summarizeBuckets(buckets: ReadonlyArray<readonly [number, number]>, maxMs: number): LatencySummary {
+  let count = 0;
+  for (const [, value] of buckets) count += value;
+  const at = (quantile: number) => {
+    if (count === 0) return 0;
+    const rank = Math.ceil(quantile * count);
+    let seen = 0;
+    for (const [upperMicros, value] of buckets) {
+      seen += value;
+      if (seen >= rank) return Math.min(upperMicros / 1000, maxMs);
+    }
+    return maxMs;
+  };
+  return { count, p50Ms: at(0.5), p90Ms: at(0.9), p99Ms: at(0.99), maxMs };
+}
+
+/** Sums sparse bucket lists (from several processes) by bound, in increasing order. */
+export function mergeBuckets(lists: ReadonlyArray<ReadonlyArray<readonly [number, number]>>): Array<[number, number]> {
+  const byBound = new Map<number, number>();
+  for (const list of lists) for (const [bound, count] of list) byBound.set(bound, (byBound.get(bound) ?? 0) + count);
+  return [...byBound].sort((a, b) => a[0] - b[0]);
 }

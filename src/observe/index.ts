@@ -12,7 +12,7 @@ import type { Clock } from '../core/clock.js';
 import { isTelescopeError } from '../core/errors.js';
 import type { EndpointStats } from './stats.js';
 
-export { type LatencySummary, RollingHistogram } from './histogram.js';
+export { type LatencySummary, mergeBuckets, RollingHistogram, summarizeBuckets } from './histogram.js';
 export {
   type BreakerState,
   type ClientStats,
@@ -45,7 +45,13 @@ export function observe(statsFor: (endpoint: string) => EndpointStats | undefine
       (error: unknown) => {
         context.release();
         const durationMs = clock.now() - startedAt;
-        stats?.failed(isTelescopeError(error) ? error.code : 'UNKNOWN', durationMs);
+        if (isTelescopeError(error)) {
+          // An answer classified a success (retry.classify) counts as one, as for the breaker.
+          if (error.responseClass === 'success') stats?.succeeded(durationMs);
+          else stats?.failed(error.code, durationMs);
+        } else {
+          stats?.failed('UNKNOWN', durationMs);
+        }
         if (channels.callError.hasSubscribers) channels.callError.publish({ context, error, durationMs });
         throw error;
       },

@@ -1,5 +1,6 @@
+import type { BulkheadSnapshot } from '../bulkhead/index.js';
 import type { Clock } from '../core/clock.js';
-import { type LatencySummary, RollingHistogram } from './histogram.js';
+import { type LatencySummary, RollingHistogram, summarizeBuckets } from './histogram.js';
 
 /** Counts per slice of a rolling window (requests, failures): bounded, one add per event. */
 export class RollingCounter {
@@ -66,6 +67,12 @@ export interface EndpointStatsSnapshot {
     /** Failed share of requests in the window, 0 to 100. */
     errorPercentage: number;
     latency: LatencySummary;
+    /**
+     * The latency histogram behind `latency`, sparse and mergeable: `[upper bound in µs, count]`
+     * per non-empty bucket, in increasing order (the same bounds in every process, so the
+     * dashboard sums several processes' windows bound by bound).
+     */
+    latencyBuckets: Array<[number, number]>;
   };
 }
 
@@ -74,6 +81,8 @@ export interface ClientStats {
   service: string;
   /** Retry-budget tokens left (Infinity without a budget). */
   retryTokens: number;
+  /** The bulkhead's limit, calls in flight and queued (adaptive: the limit learned now); null without one. */
+  bulkhead?: BulkheadSnapshot | null;
   instances: Array<{
     url: string;
     outstanding: number;
@@ -136,6 +145,7 @@ export class EndpointStats {
   snapshot(): EndpointStatsSnapshot {
     const requests = this.#windowRequests.total();
     const failures = this.#windowFailures.total();
+    const { buckets, maxMs } = this.#latency.merged();
     return {
       service: this.service,
       endpoint: this.endpoint,
@@ -153,7 +163,8 @@ export class EndpointStats {
         requests,
         failures,
         errorPercentage: requests === 0 ? 0 : Math.round((1000 * failures) / requests) / 10,
-        latency: this.#latency.summary(),
+        latency: summarizeBuckets(buckets, maxMs),
+        latencyBuckets: buckets,
       },
     };
   }

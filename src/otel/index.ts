@@ -1,5 +1,6 @@
 /**
- * `telescope-http/otel`: OpenTelemetry tracing for every telescope client in the process, through
+ * `telescope-http/otel`: OpenTelemetry tracing (`openTelemetry()`) and metrics (`otelMetrics()`,
+ * in `./metrics.ts`) for every telescope client in the process, through
  * `@opentelemetry/api` only (an optional peer dependency; bring your own SDK).
  *
  * It subscribes to telescope's `node:diagnostics_channel` channels, so no client needs any
@@ -45,6 +46,13 @@ import {
 import type { CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { invalidOption, isTelescopeError } from '../core/errors.js';
+
+export {
+  type OtelMetricsIntegration,
+  type OtelMetricsOptions,
+  otelMetrics,
+  otelMetricsDefaults,
+} from './metrics.js';
 
 /** Options of {@link openTelemetry}. */
 export interface OpenTelemetryOptions {

@@ -11,11 +11,22 @@
  * | `telescope_call_duration_seconds` | histogram | `service`, `endpoint`, `outcome` |
  * | `telescope_attempts_total` | counter | `service`, `endpoint` |
  * | `telescope_retries_total` | counter | `service`, `endpoint` |
+ * | `telescope_hedges_total` | counter | `service`, `endpoint` |
+ * | `telescope_retry_budget_exhausted_total` | counter | `service`, `endpoint` |
+ * | `telescope_shed_total` | counter | `service`, `endpoint`, `reason` |
+ * | `telescope_fallbacks_total` | counter | `service`, `endpoint`, `outcome` |
  * | `telescope_breaker_state` | gauge | `service`, `endpoint` (0 closed, 1 half-open, 2 open) |
- * | `telescope_instance_ejections_total` | counter | `service`, `reason` (`consecutive-failures`, `failure-percentage`, `success-rate`) |
+ * | `telescope_breaker_transitions_total` | counter | `service`, `endpoint`, `state` |
+ * | `telescope_ejections_total` | counter | `service`, `reason` (`consecutive-failures`, `failure-percentage`, `success-rate`) |
  * | `telescope_instance_returns_total` | counter | `service`, `reason` (`expired`, `health-check`) |
  * | `telescope_instances_ejected` | gauge | `service` |
  * | `telescope_instances_unhealthy` | gauge | `service` (out of rotation on active health checks) |
+ * | `telescope_cache_lookups_total` | counter | `service`, `endpoint`, `status` |
+ *
+ * The metrics from `telescope_retries_total` down are counted from client events
+ * (`src/observe/metric-catalog.ts`, shared with the OpenTelemetry metrics: the same metrics
+ * under the names OpenTelemetry's Prometheus conversion gives, `telescope.retries` →
+ * `telescope_retries_total`).
  *
  * Label values are bounded by construction: `service` and `endpoint` are the names in the
  * service definitions, `code` is one of the {@link ErrorCode} values (`OK` for a success,
@@ -32,6 +43,15 @@ import { Counter, Gauge, Histogram, type Registry, register } from 'prom-client'
 import type { CallContext } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, isTelescopeError } from '../core/errors.js';
+import {
+  callDurationBuckets,
+  type EventMetric,
+  type EventPayload,
+  eventMetrics,
+  eventMetricsByEvent,
+} from '../observe/metric-catalog.js';
+
+export { breakerStateValue } from '../observe/metric-catalog.js';
 
 /** Options of {@link prometheusMetrics}. */
 export interface PrometheusMetricsOptions {
@@ -54,11 +74,8 @@ export interface PrometheusMetrics {
 export const prometheusDefaults = {
   prefix: 'telescope_',
   /** 1 ms to 10 s: service calls, not page loads. */
-  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  buckets: callDurationBuckets,
 } as const;
-
-/** Value of `telescope_breaker_state` per circuit state. */
-export const breakerStateValue = { closed: 0, 'half-open': 1, open: 2 } as const;
 
 const errorCodes: ReadonlySet<string> = new Set(Object.values(ErrorCode));
 
@@ -78,16 +95,10 @@ interface CallAttemptMessage {
   context: CallContext;
   attempt: number;
 }
-interface InstanceStateMessage {
+interface ClientEventMessage {
   service: string;
-  event: { type: string; reason?: string };
-  ejected: number;
-  unhealthy: number;
-}
-interface BreakerStateMessage {
-  service: string;
-  endpoint: string;
-  state: string;
+  event: string;
+  payload: EventPayload;
 }
 
 /**
@@ -134,12 +145,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   let calls: Counter<'service' | 'endpoint' | 'outcome' | 'code'>;
   let duration: Histogram<'service' | 'endpoint' | 'outcome'>;
   let attempts: Counter<'service' | 'endpoint'>;
-  let retries: Counter<'service' | 'endpoint'>;
-  let breakerState: Gauge<'service' | 'endpoint'>;
-  let ejections: Counter<'service' | 'reason'>;
-  let returns: Counter<'service' | 'reason'>;
-  let ejected: Gauge<'service'>;
-  let unhealthy: Gauge<'service'>;
+  const fromEvents = new Map<EventMetric, Counter<string> | Gauge<string>>();
   try {
     calls = track(
       `${prefix}calls_total`,
@@ -169,60 +175,14 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         registers,
       }),
     );
-    retries = track(
-      `${prefix}retries_total`,
-      new Counter({
-        name: `${prefix}retries_total`,
-        help: 'Attempts after the first one of a call (retries and hedges).',
-        labelNames: ['service', 'endpoint'] as const,
-        registers,
-      }),
-    );
-    breakerState = track(
-      `${prefix}breaker_state`,
-      new Gauge({
-        name: `${prefix}breaker_state`,
-        help: 'Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open.',
-        labelNames: ['service', 'endpoint'] as const,
-        registers,
-      }),
-    );
-    ejections = track(
-      `${prefix}instance_ejections_total`,
-      new Counter({
-        name: `${prefix}instance_ejections_total`,
-        help: 'Instances ejected by outlier detection, by reason.',
-        labelNames: ['service', 'reason'] as const,
-        registers,
-      }),
-    );
-    returns = track(
-      `${prefix}instance_returns_total`,
-      new Counter({
-        name: `${prefix}instance_returns_total`,
-        help: 'Ejected instances back in rotation: ejection over (expired) or health checks passed (health-check).',
-        labelNames: ['service', 'reason'] as const,
-        registers,
-      }),
-    );
-    ejected = track(
-      `${prefix}instances_ejected`,
-      new Gauge({
-        name: `${prefix}instances_ejected`,
-        help: 'Instances currently ejected by outlier detection.',
-        labelNames: ['service'] as const,
-        registers,
-      }),
-    );
-    unhealthy = track(
-      `${prefix}instances_unhealthy`,
-      new Gauge({
-        name: `${prefix}instances_unhealthy`,
-        help: 'Instances currently out of rotation for failing active health checks.',
-        labelNames: ['service'] as const,
-        registers,
-      }),
-    );
+    for (const metric of eventMetrics) {
+      const name = `${prefix}${metric.prometheus}`;
+      const configuration = { name, help: metric.description, labelNames: metric.labels, registers };
+      fromEvents.set(
+        metric,
+        track(name, metric.kind === 'counter' ? new Counter(configuration) : new Gauge(configuration)),
+      );
+    }
   } catch (error) {
     // Leave the registry as it was: no half-registered set of metrics.
     for (const name of created) registry.removeSingleMetric(name);
@@ -242,28 +202,33 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   const onAttempt = guard((message: CallAttemptMessage) => {
     const { service, endpoint } = message.context;
     attempts.inc({ service, endpoint });
-    if (message.attempt > 1) retries.inc({ service, endpoint });
   });
-  const onBreaker = guard((message: BreakerStateMessage) => {
-    const value = breakerStateValue[message.state as keyof typeof breakerStateValue];
-    if (value === undefined) return;
-    breakerState.set({ service: message.service, endpoint: message.endpoint }, value);
-  });
-
-  const onInstance = guard((message: InstanceStateMessage) => {
-    const { service, event } = message;
-    if (event.type === 'eject' && typeof event.reason === 'string') ejections.inc({ service, reason: event.reason });
-    if (event.type === 'return' && typeof event.reason === 'string') returns.inc({ service, reason: event.reason });
-    ejected.set({ service }, message.ejected);
-    unhealthy.set({ service }, message.unhealthy);
+  const metricsByEvent = eventMetricsByEvent(eventMetrics);
+  const onClientEvent = guard((message: ClientEventMessage) => {
+    const list = metricsByEvent.get(message.event);
+    if (list === undefined || typeof message.payload !== 'object' || message.payload === null) return;
+    for (const metric of list) {
+      const values = metric.labelValues(message.payload);
+      const instrument = fromEvents.get(metric);
+      if (values === undefined || instrument === undefined) continue;
+      const labels: Record<string, string> = {};
+      metric.labels.forEach((label, index) => {
+        labels[label] = values[index] as string;
+      });
+      if (instrument instanceof Counter) {
+        instrument.inc(labels);
+      } else {
+        const value = metric.value?.(message.payload);
+        if (value !== undefined) instrument.set(labels, value);
+      }
+    }
   });
 
   const subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]> = [
     [channels.callEnd.name as string, onEnd],
     [channels.callError.name as string, onError],
     [channels.callAttempt.name as string, onAttempt],
-    [channels.breakerState.name as string, onBreaker],
-    [channels.instanceState.name as string, onInstance],
+    [channels.clientEvent.name as string, onClientEvent],
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

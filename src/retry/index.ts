@@ -13,6 +13,8 @@
  * and wait (for Retry-After) on the injected clock that tests and the storm simulator drive.
  * It would also cost ~20 µs per call on the success path; this layer costs one `.catch`.
  */
+
+import type { Classifier } from '../classify/index.js';
 import type { Call, CallContext, IncomingResponse, Layer, OutgoingRequest } from '../core/call.js';
 import { type Clock, sleep, type WheelEntry, wheelOf } from '../core/clock.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
@@ -20,10 +22,44 @@ import { RetryBudget, type RetryBudgetOptions } from './budget.js';
 
 export { RetryBudget, type RetryBudgetOptions, retryBudgetDefaults } from './budget.js';
 
-/** `retry` option of `createClient`. */
-export interface RetryOptions {
+/** `retry.backoff`: full-jitter exponential backoff between attempts (Envoy's defaults). */
+export interface BackoffOptions {
+  /** Base interval: the n-th retry waits a random time in [0, min(maxMs, baseMs × 2^(n−1))). @default 25 */
+  baseMs?: number;
+  /** Upper bound of one wait. @default 10 × baseMs (250 with the default base) */
+  maxMs?: number;
+}
+
+/** Retry options of one endpoint (`endpoint({ retry })`): the budget stays client-wide. */
+export interface EndpointRetryOptions {
   /** Extra attempts after the first. @default 1 */
   maxRetries?: number;
+  /**
+   * HTTP statuses another attempt may fix; any other non-2xx is not retried.
+   * @default [429, 502, 503, 504]
+   */
+  statuses?: readonly number[];
+  /**
+   * Wait between attempts (full jitter), always inside the call's deadline: a wait that would
+   * leave less than an attempt needs is shortened. Off by default: the retry already goes to
+   * another instance, and the retry budget already bounds the load retries add; a wait only
+   * spends the caller's budget. `{}` turns it on with Envoy's 25 ms / 250 ms.
+   * @default false
+   */
+  backoff?: BackoffOptions | false;
+  /**
+   * Judges each attempt's answer (Finagle's ResponseClassifier): return `'success'`,
+   * `'failure'` (not retried), `'retryable-failure'` (retried on another instance if the call
+   * is idempotent), or `undefined` for the default (`statuses`). A 2xx judged a failure fails
+   * with `CLASSIFIED_FAILURE`. Retry, breaker, outlier ejection and `stats()` all follow it.
+   * Must be synchronous; a classifier that throws fails the call with `INVALID_RESPONSE`.
+   * @default undefined
+   */
+  classify?: Classifier;
+}
+
+/** `retry` option of `createClient`. */
+export interface RetryOptions extends EndpointRetryOptions {
   /** The client-wide retry budget, or `false` for none (not recommended). @default { ratio: 0.1, minPerSecond: 10 } */
   budget?: RetryBudgetOptions | false;
 }
@@ -35,6 +71,9 @@ export interface HedgeOptions {
 }
 
 export const retryDefaults = { maxRetries: 1 } as const;
+
+/** Envoy's retry back-off: 25 ms base interval, at most 10× the base. */
+export const backoffDefaults = { baseMs: 25, maxMs: 250 } as const;
 
 /** What the retry layer tells its listener. */
 export type RetryEvent =
@@ -59,6 +98,27 @@ export interface RetryLayerOptions extends RetryOptions {
   retryBudget?: RetryBudget | undefined;
   hedge?: HedgeOptions | false | undefined;
   onEvent?: ((event: RetryEvent) => void) | undefined;
+  /** Random source of the backoff's jitter. @default Math.random */
+  random?: (() => number) | undefined;
+}
+
+/** Checks `backoff`; the resolved base and cap, or undefined when off. */
+export function parseBackoff(name: string, value: unknown): { baseMs: number; maxMs: number } | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (typeof value !== 'object' || value === null) invalidOption(name, 'an object { baseMs, maxMs } or false', value);
+  for (const key of Object.keys(value)) {
+    if (key !== 'baseMs' && key !== 'maxMs') invalidOption(`${name}.${key}`, 'one of baseMs, maxMs', key);
+  }
+  const { baseMs: base, maxMs: max } = value as BackoffOptions;
+  const baseMs = base ?? backoffDefaults.baseMs;
+  if (!(typeof baseMs === 'number' && Number.isFinite(baseMs) && baseMs > 0)) {
+    invalidOption(`${name}.baseMs`, 'a positive finite number', baseMs);
+  }
+  const maxMs = max ?? (base === undefined ? backoffDefaults.maxMs : baseMs * 10);
+  if (!(typeof maxMs === 'number' && Number.isFinite(maxMs) && maxMs >= baseMs)) {
+    invalidOption(`${name}.maxMs`, `a finite number ≥ baseMs (${baseMs})`, maxMs);
+  }
+  return { baseMs, maxMs };
 }
 
 /** Errors a retry on another instance can fix. */
@@ -84,19 +144,26 @@ export function retry(options: RetryLayerOptions): Layer {
     invalidOption('hedge.delayMs', 'a finite number ≥ 0', hedgeDelayMs);
   }
   const { clock, attemptNeedsMs, onEvent } = options;
+  const backoff = parseBackoff('retry.backoff', options.backoff);
+  const random = options.random ?? Math.random;
 
   /** Whether another attempt may start, and after how long; undefined when not. */
   function nextDelay(error: unknown, context: CallContext): number | undefined {
     if (!retryableError(error)) return undefined;
-    if (context.attempt > maxRetries) return undefined;
+    if (context.attempt > maxRetries || context.probe) return undefined;
     // A write is repeated only when it certainly never reached the server.
     if (!context.idempotent && error.requestSent !== false) return undefined;
     if (context.callerSignal?.aborted) return undefined;
-    const delayMs = (error as { retryAfterMs?: number }).retryAfterMs ?? 0;
+    const retryAfterMs = (error as { retryAfterMs?: number }).retryAfterMs ?? 0;
     const remainingMs = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.remainingMs();
     // Retry-After beyond the budget: fail fast instead of waiting for a sure timeout.
-    if (remainingMs - delayMs < attemptNeedsMs) return undefined;
-    return delayMs;
+    if (remainingMs - retryAfterMs < attemptNeedsMs) return undefined;
+    if (backoff === undefined) return retryAfterMs;
+    // Full jitter (AWS, Envoy): a random wait below the exponential cap, on the client clock,
+    // shortened so that the attempt after it still fits in the deadline.
+    const capMs = Math.min(backoff.maxMs, backoff.baseMs * 2 ** (context.attempt - 1));
+    const jitterMs = Math.min(random() * capMs, remainingMs - attemptNeedsMs);
+    return jitterMs > retryAfterMs ? jitterMs : retryAfterMs;
   }
 
   async function retryAfter(
@@ -181,7 +248,7 @@ function hedged(
 ): Call {
   const wheel = wheelOf(clock);
   return (request, context) => {
-    if (!context.idempotent) return next(request, context);
+    if (!context.idempotent || context.probe) return next(request, context);
     return new Promise<IncomingResponse>((resolve, reject) => {
       const attempts: Array<{ controller: AbortController; context: CallContext; done: boolean }> = [];
       let settled = false;

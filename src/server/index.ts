@@ -4,15 +4,18 @@
  * Reads the caller's budget from the deadline header, caps it at `maxMs` (a caller cannot
  * grant itself unlimited time), runs the handler inside that deadline (AsyncLocalStorage, so
  * telescope calls made by the handler inherit it), and answers 504 without calling the
- * handler when the budget is already gone on arrival.
+ * handler when the budget is already gone on arrival. When the client goes away before the
+ * answer (its connection closes), every telescope call made for the request is cancelled
+ * (`ABORTED`, its socket closed), so the hops below stop working for nobody.
  *
  * @module telescope-http/server
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Clock, systemClock } from '../core/clock.js';
-import { Deadline } from '../core/deadline.js';
-import { invalidOption } from '../core/errors.js';
+import { type Cancellation, Deadline } from '../core/deadline.js';
+import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 import { deadlineStorage, markAmbientDeadlinesUsed } from '../deadline/storage.js';
+import { deadlineServerDefaults, parseBudgetHeader } from './budget.js';
 
 export { Deadline } from '../core/deadline.js';
 
@@ -30,38 +33,7 @@ export interface DeadlineServerOptions {
   clock?: Clock;
 }
 
-export const deadlineServerDefaults = {
-  maxMs: 30_000,
-  headerName: 'x-request-timeout-ms',
-} as const;
-
-/** Digits only: anything else (sign, fraction, exponent, list) is not a budget. */
-// Digits, with the optional whitespace HTTP allows around a field value (SP, HTAB) and nothing else.
-const budgetPattern = /^[ \t]*([0-9]+)[ \t]*$/;
-
-/**
- * Reads a budget header value. Returns the budget in milliseconds, capped at `maxMs`, or
- * `undefined` when the value is missing or malformed (then the default applies). Never throws.
- *
- * | value | result |
- * |---|---|
- * | absent, empty, `-5`, `1.5`, `NaN`, `1e309`, `5, 10` | undefined (default) |
- * | `0` | 0 (gone: answered 504) |
- * | `250` | 250 |
- * | `99999999…` (any length), over `maxMs` | maxMs |
- */
-export function parseBudgetHeader(value: string | string[] | undefined, maxMs: number): number | undefined {
-  if (typeof value !== 'string') return undefined;
-  const match = budgetPattern.exec(value);
-  if (match === null) return undefined;
-  // Leading zeros carry no value: '0000000000000000' is 0 (gone), not a 16-digit budget.
-  const digits = (match[1] as string).replace(/^0+(?=\d)/, '');
-  // Long digit strings are over any cap a server can have (maxMs ≤ 2^31 − 1 in the middleware);
-  // Number() would lose them to Infinity or precision.
-  if (digits.length > 15 && maxMs < 1e15) return maxMs;
-  const budget = Number(digits);
-  return budget > maxMs ? maxMs : budget;
-}
+export { deadlineServerDefaults, parseBudgetHeader } from './budget.js';
 
 /** A request the middleware has seen: its deadline is on `req.deadline`. */
 export interface DeadlineRequest extends IncomingMessage {
@@ -94,16 +66,56 @@ function resolve(options: DeadlineServerOptions): ResolvedOptions {
   return { maxMs, defaultMs, headerName, onShed: options.onShed, clock: options.clock ?? systemClock };
 }
 
-/** The deadline of an inbound request, or `undefined` when the budget is already gone. */
-function admit(request: DeadlineRequest, options: ResolvedOptions): Deadline | undefined {
+/**
+ * The deadline of an inbound request, or `undefined` when the budget is already gone. The
+ * deadline carries the request's cancellation: calls started under it are cancelled when the
+ * client goes away before the answer.
+ */
+function admit(request: DeadlineRequest, response: ServerResponse, options: ResolvedOptions): Deadline | undefined {
   const budgetMs = parseBudgetHeader(request.headers[options.headerName], options.maxMs) ?? options.defaultMs;
   if (budgetMs <= 0) {
     options.onShed?.(request, budgetMs);
     return undefined;
   }
-  const deadline = Deadline.after(budgetMs, options.clock);
+  const clock = options.clock;
+  const deadline = new Deadline(clock.now() + budgetMs, clock, new InboundCancellation(response));
   request.deadline = deadline;
   return deadline;
+}
+
+/** Why the calls of an abandoned inbound request were cancelled (their `cause`). */
+const abandonedReason = (): TelescopeError =>
+  new TelescopeError(ErrorCode.ABORTED, 'the inbound request was abandoned by its client before the answer');
+
+/**
+ * The cancellation of one inbound request: aborts when the response closes before it was
+ * finished (the client closed the connection or reset the stream). Costs one small object per
+ * request; the controller and the one 'close' listener exist only once a call made while
+ * handling the request reads `signal`, and the listener goes with the response (it fires,
+ * once, when the response finishes too), so keep-alive connections accumulate nothing.
+ */
+class InboundCancellation implements Cancellation {
+  #controller: AbortController | undefined;
+
+  constructor(readonly response: ServerResponse) {}
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      const controller = new AbortController();
+      this.#controller = controller;
+      const response = this.response;
+      if (response.writableFinished) {
+        // Answered already: work that goes on after the answer is not cancelled by the client.
+      } else if (response.destroyed || response.socket?.destroyed === true) {
+        controller.abort(abandonedReason());
+      } else {
+        response.once('close', () => {
+          if (!response.writableFinished) controller.abort(abandonedReason());
+        });
+      }
+    }
+    return this.#controller.signal;
+  }
 }
 
 /** The JSON body of the 504 answered when a request's budget is gone on arrival. */
@@ -132,7 +144,7 @@ export function deadlineMiddleware(
 ): (request: IncomingMessage, response: ServerResponse, next: Next) => void {
   const resolved = resolve(options);
   return (request, response, next) => {
-    const deadline = admit(request as DeadlineRequest, resolved);
+    const deadline = admit(request as DeadlineRequest, response, resolved);
     if (deadline === undefined) {
       answerShed(response);
       return;
@@ -147,7 +159,10 @@ interface FastifyLike {
     name: 'onRequest',
     hook: (
       request: { raw: IncomingMessage; deadline?: Deadline },
-      reply: { code(status: number): { header(name: string, value: string): { send(body: string): unknown } } },
+      reply: {
+        raw: ServerResponse;
+        code(status: number): { header(name: string, value: string): { send(body: string): unknown } };
+      },
       done: () => void,
     ) => void,
   ): unknown;
@@ -172,7 +187,7 @@ export function fastifyDeadline(
   }
   fastify.decorateRequest?.('deadline', undefined);
   fastify.addHook('onRequest', (request, reply, next) => {
-    const deadline = admit(request.raw as DeadlineRequest, resolved);
+    const deadline = admit(request.raw as DeadlineRequest, reply.raw, resolved);
     if (deadline === undefined) {
       reply.code(504).header('content-type', 'application/json').send(shedBody);
       return;
@@ -190,3 +205,14 @@ Object.assign(fastifyDeadline, {
 });
 
 export { currentDeadline, withDeadline } from '../deadline/index.js';
+export {
+  type ConcurrencyLimiter,
+  type ConcurrencyLimitOptions,
+  type ConcurrencyLimitStats,
+  concurrencyLimit,
+  concurrencyLimitDefaults,
+  type LimiterTicket,
+  overloadShedBody,
+  ServerLimiter,
+  type ShedReason,
+} from './limit.js';

@@ -7,6 +7,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { callerOf, faultWindow, type OutageSummary, recoverySeconds, summarizeOutage } from './outage.js';
 import type {
   EdgeSample,
   FaultStep,
@@ -78,10 +79,18 @@ export interface RunResult {
   peakInFlight: Record<TierName, number>;
   shed: Record<TierName, number>;
   received: Record<TierName, number>;
-  /** outage-recover: seconds from the backend's recovery until edge success is back above 99%. */
+  /**
+   * outage-recover and metastable: seconds from the end of the fault until edge success is
+   * back at or above 99% for the rest of the run; undefined if it never was.
+   */
   recoveryS: number | undefined;
+  /** What the strategy sent to the failing tier during the scenario's fault window. */
+  outage?: OutageSummary;
   timeline: TimePoint[];
 }
+
+/** Scenarios whose result has a `recoveryS`: the fault ends and the question is how fast the edge is back. */
+export const recoveryScenarios: ReadonlySet<string> = new Set(['outage-recover', 'metastable']);
 
 export const defaultCapacity: Record<TierName, TierCapacity> = {
   // The front door takes what the load offers; the tiers behind it are what runs out.
@@ -278,6 +287,12 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
     const allSamples: EdgeSample[] = [];
     let previousEdge = 0;
     let previousBackend = 0;
+    // Attempts sent to the failing tier, by the tier that calls it (a tier that is down
+    // receives nothing), per second.
+    const window = faultWindow(scenario, durationS);
+    const attemptingTier = window === undefined ? undefined : callerOf(window.tier);
+    const attemptsBySecond: number[] = [];
+    let previousAttempts = 0;
     const collect = async (second: number) => {
       const polled = await Promise.all(tiers.map(async (tier) => ({ tier, ...(await poll(tier)) })));
       const edgeReceived = polled.filter((p) => p.tier.tier === 'edge').reduce((n, p) => n + p.counters.received, 0);
@@ -289,6 +304,13 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       amplificationBySecond[second] = edgeDelta === 0 ? 0 : (backendReceived - previousBackend) / edgeDelta;
       previousEdge = edgeReceived;
       previousBackend = backendReceived;
+      if (attemptingTier !== undefined) {
+        const attempts = polled
+          .filter((p) => p.tier.tier === attemptingTier)
+          .reduce((n, p) => n + p.counters.downstreamAttempts, 0);
+        attemptsBySecond[second] = attempts - previousAttempts;
+        previousAttempts = attempts;
+      }
       return polled;
     };
 
@@ -367,12 +389,17 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       });
     }
 
-    let recoveryS: number | undefined;
-    const recovery = scenario.faults.find((step) => step.tier === 'backend' && step.fault === 'none' && step.atS > 0);
-    if (scenario.name === 'outage-recover' && recovery !== undefined) {
-      const back = timeline.find((point) => point.second > recovery.atS && point.edgeSuccessRate >= 0.99);
-      recoveryS = back === undefined ? undefined : back.second - recovery.atS;
-    }
+    const recoveryS =
+      window !== undefined && recoveryScenarios.has(scenario.name) ? recoverySeconds(window, timeline) : undefined;
+    // Per-second deltas are collected at the end of each second: second s is in slot s + 1.
+    const outage =
+      window === undefined || attemptingTier === undefined
+        ? undefined
+        : summarizeOutage(
+            window,
+            sentBySecond,
+            Array.from({ length: seconds }, (_, second) => attemptsBySecond[second + 1] ?? 0),
+          );
 
     return {
       strategy: options.strategy,
@@ -394,6 +421,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       shed: perTier((c) => c.shed),
       received,
       recoveryS,
+      ...(outage === undefined ? {} : { outage }),
       timeline,
     };
   } finally {

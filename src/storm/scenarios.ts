@@ -8,6 +8,7 @@ export const builtInScenarios = [
   'down-one',
   'slow-tier',
   'outage-recover',
+  'metastable',
   'flaky-one',
   'slow-one',
 ] as const;
@@ -81,6 +82,19 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: Math.round((at(0.2) + Math.min(10, durationS * 0.5)) * 10) / 10, tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'metastable': {
+      // A trigger (2 s of added latency on every backend answer) that ends: a stable system
+      // is back at once; a metastable one stays down, held there by its own retries.
+      const start = at(0.2);
+      return {
+        name,
+        description: 'the backend tier answers 400× slower (2 s) for 5 s, then the trigger is removed',
+        faults: faults([
+          { atS: start, tier: 'backend', fault: 'slow', factor: 400 },
+          { atS: Math.round((start + Math.min(5, durationS * 0.25)) * 10) / 10, tier: 'backend', fault: 'none' },
+        ]),
+      };
+    }
   }
 }
 

@@ -332,7 +332,9 @@ export async function startMemcached(): Promise<MemcachedServer> {
  * The child of the two-process test: a cached movies client on the shared Redis, driven over
  * IPC. Messages in: `{ type: 'round', ids: number[], perId: number }` (calls for each id, all at
  * once) and `{ type: 'close' }`. Out: `{ type: 'ready' }`, `{ type: 'done', statuses }`,
- * `{ type: 'closed' }`. Configuration comes from env: REDIS_URL, MOVIES_URL, CACHE_LEASE.
+ * `{ type: 'closed' }`. Configuration comes from env: REDIS_URL, MOVIES_URL, CACHE_LEASE,
+ * CACHE_TTL_MS, CACHE_REMOTE_TIMEOUT_MS; with CACHE_COLD=1 it does not wait for Redis, calls getMovie({ id: CACHE_FIRST_ID }) at once, and
+ * sends that call's status (and the remote errors) in `ready`.
  */
 export async function runCacheWorker(): Promise<void> {
   const { createClient } = await import('../../src/index.js');
@@ -340,8 +342,14 @@ export async function runCacheWorker(): Promise<void> {
   const { movies } = await import('./movies.js');
   const send = (message: unknown) => process.send?.(message);
   const client = createClient(movies, { instances: [process.env.MOVIES_URL as string], timeoutMs: 3000 });
-  const remote = redisCache({ url: process.env.REDIS_URL as string, timeoutMs: 200 });
-  await remote.connect();
+  const cold = process.env.CACHE_COLD === '1';
+  // A service loads its modules at start: a cold start is about the connection, not the import.
+  if (cold) await import('redis');
+  const remote = redisCache({
+    url: process.env.REDIS_URL as string,
+    timeoutMs: Number(process.env.CACHE_REMOTE_TIMEOUT_MS ?? 200),
+  });
+  if (!cold) await remote.connect();
   const cached = withCache(client, {
     remote,
     local: { maxEntries: 100, ttlMs: 50 },
@@ -365,6 +373,16 @@ export async function runCacheWorker(): Promise<void> {
       process.disconnect?.();
     }
   });
+  if (cold) {
+    // A cold start: the first call is made while the Redis connection is still opening.
+    const first = await cached.withMetadata.getMovie({ id: Number(process.env.CACHE_FIRST_ID ?? 1) });
+    const until = Date.now() + 5000;
+    while (cached.stats().cache.remote?.pendingWrites !== 0 && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    send({ type: 'ready', statuses: [first.cacheStatus], remote: cached.stats().cache.remote });
+    return;
+  }
   send({ type: 'ready' });
 }
 

@@ -490,6 +490,7 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
               failures: 2,
               errorPercentage: 66.7,
               latency: { count: 3, p50Ms: 1, p90Ms: 2, p99Ms: 3, maxMs: 3 },
+              latencyBuckets: [],
             },
           },
         },

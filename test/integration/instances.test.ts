@@ -342,9 +342,7 @@ describe('the numbers, bounded (bench/instances/run.ts runs them at full length)
       expect(ejections[0]).toMatchObject({ instance: flaky.url, reason: 'failure-percentage' });
       // The decision is a metric too (no instance URL in the labels).
       const exposition = await metrics.registry.metrics();
-      expect(exposition).toMatch(
-        /telescope_instance_ejections_total\{service="movies",reason="failure-percentage"\} [1-9]/,
-      );
+      expect(exposition).toMatch(/telescope_ejections_total\{service="movies",reason="failure-percentage"\} [1-9]/);
       expect(exposition).not.toContain(flaky.url);
       expect(flakyAfter / (flakyAfter + othersAfter)).toBeLessThanOrEqual(0.05);
       const errors = results.filter((result) => !result.ok).length;

@@ -10,6 +10,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { z } from 'zod';
 import { type Client, createClient, defineService, ErrorCode, endpoint } from '../../src/index.js';
+import { eventMetrics } from '../../src/observe/metric-catalog.js';
 import { type PrometheusMetrics, prometheusMetrics } from '../../src/prometheus/index.js';
 import { failure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
@@ -102,6 +103,8 @@ const telescopeChannels = [
   'telescope:call:end',
   'telescope:call:error',
   'telescope:breaker:state',
+  'telescope:attempt:end',
+  'telescope:client:event',
 ];
 
 // --- tests -----------------------------------------------------------------------------------
@@ -130,6 +133,12 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     expect(text).toContain('# TYPE telescope_attempts_total counter');
     expect(text).toContain('# TYPE telescope_retries_total counter');
     expect(text).toContain('# TYPE telescope_breaker_state gauge');
+    // The event-driven metrics: the same catalog as the OpenTelemetry instruments.
+    for (const metric of eventMetrics) {
+      expect(text).toContain(`# TYPE telescope_${metric.prometheus} ${metric.kind}`);
+      const converted = `${metric.name.replaceAll('.', '_')}${metric.kind === 'counter' ? '_total' : ''}`;
+      expect(converted, 'the OpenTelemetry name converted the Prometheus way').toBe(`telescope_${metric.prometheus}`);
+    }
 
     const getMovie = { service: 'movies', endpoint: 'getMovie' };
     expect(sampleValue(samples, 'telescope_calls_total', { ...getMovie, outcome: 'success', code: 'OK' })).toBe(4);
@@ -248,7 +257,7 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(9);
+    expect(registry.getMetricsAsArray()).toHaveLength(15);
   });
 });
 
@@ -296,7 +305,11 @@ describe('prometheusMetrics: breaker state', () => {
 
     await waitFor('the half-open state', async () => (await gauge()) === 1);
     healthy = true;
+    // halfOpenProbes (3 by default) must pass: the gauge stays at 1 until the third.
     await moviesClient.getMovie({ id: 1 });
+    await moviesClient.getMovie({ id: 2 });
+    expect(await gauge()).toBe(1);
+    await moviesClient.getMovie({ id: 3 });
     expect(await gauge()).toBe(0);
   });
 });

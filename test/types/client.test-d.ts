@@ -101,12 +101,14 @@ describe('typed methods', () => {
   it('errors carry a typed code', () => {
     expectTypeOf<TelescopeError['code']>().toEqualTypeOf<
       | 'CONNECT_FAILED'
+      | 'TLS_FAILED'
       | 'CONNECTION_RESET'
       | 'ATTEMPT_TIMEOUT'
       | 'DEADLINE_EXCEEDED'
       | 'HTTP_STATUS'
       | 'INVALID_RESPONSE'
       | 'RESPONSE_TOO_LARGE'
+      | 'THROTTLED'
       | 'INVALID_REQUEST'
       | 'ABORTED'
       | 'CLIENT_CLOSED'
@@ -116,6 +118,7 @@ describe('typed methods', () => {
       | 'INVALID_OPTION'
       | 'TOO_MANY_REDIRECTS'
       | 'REDIRECT_REFUSED'
+      | 'CLASSIFIED_FAILURE'
     >();
   });
 

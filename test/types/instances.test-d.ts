@@ -42,9 +42,8 @@ describe('instance health types', () => {
     expectTypeOf<ClientEvents['eject']['reason']>().toEqualTypeOf<EjectionReason>();
     expectTypeOf<ClientEvents['eject']['rate']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<ClientEvents['return']['reason']>().toEqualTypeOf<'expired' | 'health-check'>();
-    expectTypeOf<ClientEvents['health']>().toEqualTypeOf<
-      Extract<InstanceEvent, { type: 'health' }> & { service: string }
-    >();
+    expectTypeOf<ClientEvents['health']>().toMatchTypeOf<Extract<InstanceEvent, { type: 'health' }>>();
+    expectTypeOf<ClientEvents['health']['service']>().toEqualTypeOf<string>();
     expectTypeOf<ClientEvents['health']['healthy']>().toEqualTypeOf<boolean>();
   });
 });

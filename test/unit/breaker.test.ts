@@ -8,10 +8,18 @@ import {
   type BreakerOptions,
   breaker,
   breakerOutcome,
+  type CircuitCause,
   type CircuitState,
   countsForBreaker,
 } from '../../src/breaker/index.js';
-import { CallContext, ErrorCode, HttpStatusError, type IncomingResponse, TelescopeError } from '../../src/index.js';
+import {
+  CallContext,
+  ErrorCode,
+  HttpStatusError,
+  type IncomingResponse,
+  TelescopeError,
+  type ThrottleOptions,
+} from '../../src/index.js';
 import { type ManualClock, manualClock } from '../helpers/clock.js';
 
 const ok: IncomingResponse = { status: 200, headers: {}, body: 'ok', instance: 'http://a:1' };
@@ -23,12 +31,41 @@ type Outcome = 'ok' | Error | (() => Promise<IncomingResponse>);
 /** Every breaker made by a test, shut down after it. */
 const made: Array<{ shutdown(): void }> = [];
 
-/** A breaker over an inner call whose next outcome is set by the test (default: success). */
-function setup(options: BreakerOptions = {}, clock: ManualClock = manualClock(0)) {
+/**
+ * A breaker over an inner call whose next outcome is set by the test (default: success). By
+ * default it is opossum's (the window alone opens it; one probe after a fixed resetTimeoutMs,
+ * no ramp, no jitter: random() is 0), so each test sets the newer features it is about.
+ */
+function setup(
+  options: BreakerOptions = {},
+  clock: ManualClock = manualClock(0),
+  extra: { random?: () => number; throttle?: ThrottleOptions } = {},
+) {
   const states: Array<{ endpoint: string; state: CircuitState }> = [];
+  const causes: CircuitCause[] = [];
+  const resetTimeoutMs = options.resetTimeoutMs ?? 5000;
   const layer = breaker(
-    { volumeThreshold: 20, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingWindowMs: 10_000, ...options },
-    { clock, service: 'movies', onState: (endpoint, state) => states.push({ endpoint, state }) },
+    {
+      volumeThreshold: 20,
+      errorThresholdPercentage: 50,
+      consecutiveFailures: 0,
+      resetTimeoutMs,
+      minResetTimeoutMs: resetTimeoutMs,
+      halfOpenProbes: 1,
+      rampMs: 0,
+      rollingWindowMs: 10_000,
+      ...options,
+    },
+    {
+      clock,
+      service: 'movies',
+      random: extra.random ?? (() => 0),
+      throttle: extra.throttle,
+      onState: (endpoint, state, cause) => {
+        states.push({ endpoint, state });
+        causes.push(cause);
+      },
+    },
   );
   made.push(layer);
   const inner = { calls: 0, next: 'ok' as Outcome };
@@ -47,7 +84,7 @@ function setup(options: BreakerOptions = {}, clock: ManualClock = manualClock(0)
       (error: unknown) => error as Error,
     );
   };
-  return { layer, states, inner, run, clock };
+  return { layer, states, causes, inner, run, clock };
 }
 
 /** Runs a pattern of outcomes ('S' success, 'F' 503) in order; returns the 1-based call after which the circuit opened. */
@@ -262,27 +299,18 @@ describe('breaker: half-open and closing', () => {
     expect(harness.layer.state('getMovie')).toBe('closed');
   });
 
-  it('closing does not clear the window: while the failures that opened it are in it, one failure reopens it', async () => {
-    // Defaults have resetTimeoutMs (5 s) < rollingWindowMs (10 s): the probe meets the old failures.
+  it('closing clears the window: the failures that opened it do not reopen it (resilience4j, not opossum)', async () => {
+    // resetTimeoutMs (5 s) < rollingWindowMs (10 s): the old failures would still be in the window.
     const harness = await opened({ rollingWindowMs: 10_000 });
     harness.clock.advance(5000);
     expect(await harness.run('ok')).toBe('ok');
     expect(harness.layer.state('getMovie')).toBe('closed');
-    await harness.run(unavailable());
-    expect(harness.layer.state('getMovie')).toBe('open');
-    expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open', 'closed', 'open']);
-  });
-
-  it('once the old failures left the window, volumeThreshold calls are needed to open it again', async () => {
-    const harness = await opened({ rollingWindowMs: 1000 });
-    // The reset timeout (5 s) is longer than the window (1 s): the failures that opened it are gone.
-    harness.clock.advance(5000);
-    expect(await harness.run('ok')).toBe('ok');
-    // The probe is in the window: four failures make five calls, 80% failed.
-    for (let call = 0; call < 3; call++) await harness.run(unavailable());
+    // volumeThreshold (5) fresh calls are needed again: four failures are not enough.
+    for (let call = 0; call < 4; call++) await harness.run(unavailable());
     expect(harness.layer.state('getMovie')).toBe('closed');
     await harness.run(unavailable());
     expect(harness.layer.state('getMovie')).toBe('open');
+    expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'half-open', 'closed', 'open']);
   });
 });
 
@@ -362,9 +390,9 @@ describe('breaker: reporting and lifecycle', () => {
       harness.clock.advance(100);
       await harness.run('ok');
       expect(seen).toEqual([
-        { service: 'movies', endpoint: 'getMovie', state: 'open' },
-        { service: 'movies', endpoint: 'getMovie', state: 'half-open' },
-        { service: 'movies', endpoint: 'getMovie', state: 'closed' },
+        { service: 'movies', endpoint: 'getMovie', state: 'open', cause: 'failures' },
+        { service: 'movies', endpoint: 'getMovie', state: 'half-open', cause: 'probe-due' },
+        { service: 'movies', endpoint: 'getMovie', state: 'closed', cause: 'probes-passed' },
       ]);
       harness.layer.shutdown();
     } finally {
@@ -400,5 +428,381 @@ describe('breaker: reporting and lifecycle', () => {
         expect.objectContaining({ code: ErrorCode.INVALID_OPTION }),
       );
     }
+  });
+});
+
+// --- recovery: probe backoff, half-open probes, ramp -------------------------------------------
+
+/** Opens the circuit of `getMovie` with `volumeThreshold` 503s. */
+async function open(harness: ReturnType<typeof setup>, calls = 5): Promise<void> {
+  for (let call = 0; call < calls; call++) await harness.run(unavailable());
+  expect(harness.layer.state('getMovie')).toBe('open');
+}
+
+/** An inner outcome the test settles by hand. */
+function pending() {
+  let settle!: (outcome: 'ok' | Error) => void;
+  const outcome = () =>
+    new Promise<IncomingResponse>((resolve, reject) => {
+      settle = (value) => (value === 'ok' ? resolve(ok) : reject(value));
+    });
+  return { outcome, settle: (value: 'ok' | Error) => settle(value) };
+}
+
+/** Milliseconds until the open circuit half-opens (advancing 1 ms at a time, at most `limit`). */
+function msUntilHalfOpen(harness: ReturnType<typeof setup>, limit = 100_000): number {
+  for (let waited = 1; waited <= limit; waited++) {
+    harness.clock.advance(1);
+    if (harness.layer.state('getMovie') === 'half-open') return waited;
+  }
+  throw new Error('never half-opened');
+}
+
+describe('breaker: probe backoff', () => {
+  it('waits minResetTimeoutMs, then twice as long after each failed probe, up to resetTimeoutMs', async () => {
+    const harness = setup({ volumeThreshold: 5, minResetTimeoutMs: 250, resetTimeoutMs: 1000 });
+    await open(harness);
+    const waits: number[] = [];
+    for (let round = 0; round < 5; round++) {
+      waits.push(msUntilHalfOpen(harness));
+      // The probe fails: open again, one step further.
+      expect(await harness.run(unavailable())).toMatchObject({ code: ErrorCode.HTTP_STATUS });
+      expect(harness.causes.at(-1)).toBe('probe-failed');
+    }
+    // random() is 0: no jitter.
+    expect(waits).toEqual([250, 500, 1000, 1000, 1000]);
+    // Closing starts over at the minimum.
+    msUntilHalfOpen(harness);
+    expect(await harness.run('ok')).toBe('ok');
+    await open(harness);
+    expect(msUntilHalfOpen(harness)).toBe(250);
+  });
+
+  it('jitters each wait down by at most half: in [wait / 2, wait]', async () => {
+    for (const draw of [0, 0.25, 0.5, 0.999]) {
+      const harness = setup({ volumeThreshold: 5, minResetTimeoutMs: 400, resetTimeoutMs: 1600 }, manualClock(0), {
+        random: () => draw,
+      });
+      await open(harness);
+      const first = msUntilHalfOpen(harness);
+      await harness.run(unavailable());
+      const second = msUntilHalfOpen(harness);
+      expect(first).toBe(Math.ceil(400 * (1 - 0.5 * draw)));
+      expect(second).toBe(Math.ceil(800 * (1 - 0.5 * draw)));
+      expect(first).toBeGreaterThanOrEqual(200);
+      expect(first).toBeLessThanOrEqual(400);
+    }
+  });
+
+  it('a probe is one attempt: the layers below see context.probe', async () => {
+    const harness = setup({ volumeThreshold: 5 });
+    const seen: boolean[] = [];
+    const layer = harness.layer.layer(async (_request, context) => {
+      seen.push(context.probe);
+      throw unavailable();
+    });
+    const call = () =>
+      layer(
+        request(),
+        new CallContext({
+          service: 'movies',
+          endpoint: 'getMovie',
+          idempotent: true,
+          clock: harness.clock,
+          timeoutMs: 1000,
+        }),
+      ).catch(() => undefined);
+    for (let index = 0; index < 5; index++) await call();
+    harness.clock.advance(5000);
+    await call();
+    expect(seen).toEqual([false, false, false, false, false, true]);
+  });
+});
+
+describe('breaker: halfOpenProbes', () => {
+  it('the first probe goes alone; once it passed, the others go together; all must pass to close', async () => {
+    const harness = setup({ volumeThreshold: 5, halfOpenProbes: 3 });
+    await open(harness);
+    harness.clock.advance(5000);
+    const first = pending();
+    const probe1 = harness.run(first.outcome);
+    // While the first probe is out, everything else fails fast.
+    expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
+    first.settle('ok');
+    expect(await probe1).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    // Two more may go at once; a third waits.
+    const second = pending();
+    const third = pending();
+    const probe2 = harness.run(second.outcome);
+    const probe3 = harness.run(third.outcome);
+    expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
+    expect(harness.inner.calls).toBe(8);
+    second.settle('ok');
+    expect(await probe2).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    third.settle('ok');
+    expect(await probe3).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    expect(harness.causes).toEqual(['failures', 'probe-due', 'probes-passed']);
+  });
+
+  it('one failed probe among them opens the circuit again; the late answer of another changes nothing', async () => {
+    const harness = setup({ volumeThreshold: 5, halfOpenProbes: 3, minResetTimeoutMs: 100, resetTimeoutMs: 1000 });
+    await open(harness);
+    harness.clock.advance(100);
+    expect(await harness.run('ok')).toBe('ok');
+    const late = pending();
+    const probe2 = harness.run(late.outcome);
+    expect(await harness.run(unavailable())).toMatchObject({ code: ErrorCode.HTTP_STATUS });
+    expect(harness.layer.state('getMovie')).toBe('open');
+    // The next wait is the second step of the backoff.
+    expect(msUntilHalfOpen(harness)).toBe(200);
+    late.settle('ok');
+    expect(await probe2).toBe('ok');
+    // It belonged to the previous half-open episode: it is not a probe of this one.
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    expect(await harness.run('ok')).toBe('ok');
+    expect(await harness.run('ok')).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('half-open');
+    expect(await harness.run('ok')).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('closed');
+  });
+});
+
+describe('breaker: ramp after closing', () => {
+  it('caps calls in flight at halfOpenProbes, doubling every rampMs / 10, then no cap', async () => {
+    const harness = setup({ volumeThreshold: 5, halfOpenProbes: 2, rampMs: 1000 });
+    await open(harness);
+    harness.clock.advance(5000);
+    expect(await harness.run('ok')).toBe('ok');
+    expect(await harness.run('ok')).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    const inFlight = (count: number) => Array.from({ length: count }, () => pending());
+    // Right after closing: 2 in flight, the third fails fast (the fallback answers it).
+    const first = inFlight(2);
+    const running = first.map((call) => harness.run(call.outcome));
+    const rejected = await harness.run('ok');
+    expect(rejected).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN, requestSent: false });
+    expect((rejected as Error).message).toContain('ramping up');
+    // 100 ms later the cap is 4: two more go.
+    harness.clock.advance(100);
+    const second = inFlight(2);
+    running.push(...second.map((call) => harness.run(call.outcome)));
+    expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
+    for (const call of [...first, ...second]) call.settle('ok');
+    expect(await Promise.all(running)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    // After rampMs there is no cap at all.
+    harness.clock.advance(900);
+    const many = inFlight(5000);
+    const all = many.map((call) => harness.run(call.outcome));
+    for (const call of many) call.settle('ok');
+    expect((await Promise.all(all)).every((outcome) => outcome === 'ok')).toBe(true);
+    expect(harness.layer.state('getMovie')).toBe('closed');
+  });
+
+  it('rampMs: 0 lets everything through at once', async () => {
+    const harness = setup({ volumeThreshold: 5, halfOpenProbes: 1, rampMs: 0 });
+    await open(harness);
+    harness.clock.advance(5000);
+    expect(await harness.run('ok')).toBe('ok');
+    const many = Array.from({ length: 100 }, () => pending());
+    const all = many.map((call) => harness.run(call.outcome));
+    for (const call of many) call.settle('ok');
+    expect((await Promise.all(all)).every((outcome) => outcome === 'ok')).toBe(true);
+  });
+});
+
+describe('breaker: slow calls and consecutive failures', () => {
+  it('slow calls open it: slowCallMs, slowCallRatePercent, over the volume threshold', async () => {
+    const harness = setup({ volumeThreshold: 10, slowCallMs: 100, slowCallRatePercent: 50 });
+    const slowCall = async (ms: number) => {
+      const call = pending();
+      const running = harness.run(call.outcome);
+      harness.clock.advance(ms);
+      call.settle('ok');
+      return running;
+    };
+    // Exactly at slowCallMs is not slow; 40% slow is under the rate.
+    for (let call = 0; call < 6; call++) expect(await slowCall(100)).toBe('ok');
+    for (let call = 0; call < 4; call++) expect(await slowCall(101)).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    // 6 slow of 11: 54% ≥ 50%.
+    for (let call = 0; call < 2; call++) await slowCall(500);
+    expect(harness.layer.state('getMovie')).toBe('open');
+    expect(harness.causes).toEqual(['slow-calls']);
+  });
+
+  it('a slow probe is a failed probe', async () => {
+    const harness = setup({ volumeThreshold: 5, slowCallMs: 100 });
+    await open(harness);
+    harness.clock.advance(5000);
+    const call = pending();
+    const running = harness.run(call.outcome);
+    harness.clock.advance(150);
+    call.settle('ok');
+    expect(await running).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('open');
+    expect(harness.causes).toEqual(['failures', 'probe-due', 'probe-failed']);
+  });
+
+  it('consecutiveFailures opens it after a healthy stretch the window still holds', async () => {
+    const harness = setup({ volumeThreshold: 20, consecutiveFailures: 20 });
+    for (let call = 0; call < 200; call++) await harness.run('ok');
+    // 19 failures in a row, then a success: the count starts over.
+    for (let call = 0; call < 19; call++) await harness.run(unavailable());
+    await harness.run('ok');
+    for (let call = 0; call < 19; call++) await harness.run(unavailable());
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    await harness.run(unavailable());
+    expect(harness.layer.state('getMovie')).toBe('open');
+    // The window alone (consecutiveFailures: 0) would have needed more than 200 failures.
+    const windowOnly = setup({ volumeThreshold: 20, consecutiveFailures: 0 });
+    for (let call = 0; call < 200; call++) await windowOnly.run('ok');
+    for (let call = 0; call < 200; call++) await windowOnly.run(unavailable());
+    expect(windowOnly.layer.state('getMovie')).toBe('closed');
+  });
+});
+
+describe('breaker: operators (forceOpen, forceClosed, reset)', () => {
+  it('forceOpen holds it open with no probes; forceClosed lets everything through and counts nothing; reset starts over', async () => {
+    const harness = setup({ volumeThreshold: 5 });
+    const circuit = harness.layer.control('getMovie');
+    expect(circuit.state()).toBe('closed');
+    expect(circuit.forced()).toBeUndefined();
+
+    circuit.forceOpen();
+    expect(circuit.state()).toBe('open');
+    expect(circuit.forced()).toBe('open');
+    harness.clock.advance(60_000);
+    const error = await harness.run('ok');
+    expect(error).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN, requestSent: false });
+    expect((error as Error).message).toContain('forced open');
+    expect(harness.inner.calls).toBe(0);
+    expect(harness.clock.pending()).toBeLessThanOrEqual(1); // the window's rotation only
+
+    circuit.forceClosed();
+    expect(circuit.forced()).toBe('closed');
+    for (let call = 0; call < 50; call++) await harness.run(unavailable());
+    expect(circuit.state()).toBe('closed');
+    expect(harness.inner.calls).toBe(50);
+
+    circuit.reset();
+    expect(circuit.forced()).toBeUndefined();
+    // The 50 failures while forced closed were not counted: five fresh ones are needed.
+    for (let call = 0; call < 4; call++) await harness.run(unavailable());
+    expect(circuit.state()).toBe('closed');
+    await harness.run(unavailable());
+    expect(circuit.state()).toBe('open');
+    circuit.reset();
+    expect(circuit.state()).toBe('closed');
+    expect(await harness.run('ok')).toBe('ok');
+    expect(harness.causes).toEqual(['force-open', 'force-closed', 'reset', 'failures', 'reset']);
+    expect(harness.states.map((entry) => entry.state)).toEqual(['open', 'closed', 'closed', 'open', 'closed']);
+  });
+
+  it('reset() of an open circuit cancels its probe timer', async () => {
+    const harness = setup({ volumeThreshold: 5 });
+    await open(harness);
+    harness.layer.control('getMovie').reset();
+    harness.clock.advance(60_000);
+    expect(harness.causes).toEqual(['failures', 'reset']);
+  });
+});
+
+describe('breaker + throttle', () => {
+  /** A random source the test steers: `draw.value` is what it returns. */
+  const steered = () => {
+    const draw = { value: 0.999 };
+    return { draw, random: () => draw.value };
+  };
+
+  it('throttles an endpoint that fails more than 1 − 1/k of its calls while the circuit stays closed', async () => {
+    // Draws cycle through 0.05 … 0.95: about a p share of calls is rejected.
+    let index = 0;
+    const random = () => ((index++ % 10) + 0.5) / 10;
+    const harness = setup(
+      // The circuit stays closed at 60% failures (threshold 70%): the throttle alone acts.
+      { volumeThreshold: 20, errorThresholdPercentage: 70 },
+      manualClock(0),
+      { random, throttle: { k: 2, windowMs: 10_000, minRequests: 10 } },
+    );
+    let throttled = 0;
+    for (let call = 0; call < 500; call++) {
+      // 2 successes and 3 failures in each 5 sent: accepts are 40% of what is sent, under 1/k.
+      const outcome = await harness.run(() =>
+        (harness.inner.calls - 1) % 5 < 2 ? Promise.resolve(ok) : Promise.reject(unavailable()),
+      );
+      if (outcome instanceof TelescopeError && outcome.code === ErrorCode.THROTTLED) {
+        throttled++;
+        expect(outcome).toMatchObject({ requestSent: false, retryable: false, endpoint: 'getMovie' });
+      }
+    }
+    // A share of the calls, not all of them: the dependency keeps getting real traffic.
+    expect(throttled).toBeGreaterThan(25);
+    expect(500 - throttled).toBeGreaterThan(100);
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    expect(harness.inner.calls).toBe(500 - throttled);
+    expect(harness.layer.control('getMovie').throttleProbability()).toBeGreaterThan(0);
+  });
+
+  it('a half-open probe is never throttled, and closing clears the throttle', async () => {
+    const { draw, random } = steered();
+    const harness = setup({ volumeThreshold: 5 }, manualClock(0), {
+      random,
+      throttle: { k: 2, windowMs: 60_000, minRequests: 0 },
+    });
+    await open(harness);
+    const circuit = harness.layer.control('getMovie');
+    expect(circuit.throttleProbability()).toBeCloseTo(5 / 6, 12);
+    // From now on every draw is 0: any probability above 0 rejects.
+    draw.value = 0;
+    harness.clock.advance(5000);
+    expect(await harness.run('ok')).toBe('ok');
+    expect(harness.layer.state('getMovie')).toBe('closed');
+    expect(circuit.throttleProbability()).toBe(0);
+    for (let call = 0; call < 20; call++) expect(await harness.run('ok')).toBe('ok');
+  });
+
+  it('calls the open circuit fails fast are not counted by the throttle', async () => {
+    const { random } = steered();
+    const harness = setup({ volumeThreshold: 5 }, manualClock(0), {
+      random,
+      throttle: { k: 2, windowMs: 60_000, minRequests: 0 },
+    });
+    for (let call = 0; call < 10; call++) await harness.run('ok');
+    while (harness.layer.state('getMovie') === 'closed') await harness.run(unavailable());
+    const circuit = harness.layer.control('getMovie');
+    const before = circuit.throttleProbability();
+    for (let call = 0; call < 1000; call++) {
+      expect(await harness.run('ok')).toMatchObject({ code: ErrorCode.CIRCUIT_OPEN });
+    }
+    expect(circuit.throttleProbability()).toBe(before);
+  });
+});
+
+describe('breaker: recovery options', () => {
+  it.each([
+    [{ halfOpenProbes: 0 }, 'breaker.halfOpenProbes'],
+    [{ halfOpenProbes: 1.5 }, 'breaker.halfOpenProbes'],
+    [{ minResetTimeoutMs: 0 }, 'breaker.minResetTimeoutMs'],
+    [{ minResetTimeoutMs: 2000, resetTimeoutMs: 1000 }, 'breaker.minResetTimeoutMs'],
+    [{ rampMs: -1 }, 'breaker.rampMs'],
+    [{ slowCallMs: -1 }, 'breaker.slowCallMs'],
+    [{ slowCallMs: Number.NaN }, 'breaker.slowCallMs'],
+    [{ slowCallRatePercent: 0 }, 'breaker.slowCallRatePercent'],
+    [{ slowCallRatePercent: 101 }, 'breaker.slowCallRatePercent'],
+    [{ consecutiveFailures: -1 }, 'breaker.consecutiveFailures'],
+    [{ consecutiveFailures: 2.5 }, 'breaker.consecutiveFailures'],
+  ] as Array<[BreakerOptions, string]>)('%o → INVALID_OPTION naming %s', (options, name) => {
+    expect(() => breaker(options, { clock: manualClock(0), service: 's' })).toThrow(
+      expect.objectContaining({ code: ErrorCode.INVALID_OPTION, message: expect.stringContaining(name) }),
+    );
+  });
+
+  it('a resetTimeoutMs below the default minimum lowers the minimum with it', async () => {
+    const harness = setup({ volumeThreshold: 5, resetTimeoutMs: 100, minResetTimeoutMs: undefined });
+    await open(harness);
+    expect(msUntilHalfOpen(harness)).toBe(100);
   });
 });

@@ -180,9 +180,13 @@ describe('memoryCache', () => {
 });
 
 describe('drivers with no server', () => {
-  it('redisCache fails fast (no offline queue) and closes cleanly', async () => {
+  it('redisCache waits for its first connection only until it fails, then fails fast (no offline queue), and closes cleanly', async () => {
     const port = await closedPort();
-    const cache = redisCache({ url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 200 });
+    const cache = redisCache({ url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 200, timeoutMs: 5000 });
+    expect(cache.connecting).toBe(true);
+    // The first operation waits for the first connection, which is refused: it fails with why.
+    await expect(cache.get('k')).rejects.toMatchObject({ code: 'REMOTE_UNAVAILABLE', message: /ECONNREFUSED/ });
+    expect(cache.connecting).toBe(false);
     const started = performance.now();
     const error = await cache.get('k').catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(RemoteCacheError);

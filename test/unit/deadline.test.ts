@@ -65,6 +65,28 @@ describe('Deadline', () => {
     expect(Deadline.min(long, undefined)).toBe(long);
   });
 
+  it('min() and a nested withDeadline keep the caller cancellation of either side', () => {
+    const clock = manualClock();
+    const inbound = new AbortController();
+    const outer = new Deadline(clock.now() + 3000, clock, inbound);
+    const shorter = Deadline.after(100, clock);
+    const combined = Deadline.min(outer, shorter);
+    expect(combined.at).toBe(shorter.at);
+    expect(combined.cancellation).toBe(inbound);
+    expect(Deadline.min(shorter, outer).cancellation).toBe(inbound);
+    expect(Deadline.min(shorter, Deadline.after(200, clock))).toBe(shorter);
+    withDeadline(outer, () =>
+      withDeadline(
+        50,
+        () => {
+          expect(currentDeadline()?.at).toBe(clock.now() + 50);
+          expect(currentDeadline()?.cancellation).toBe(inbound);
+        },
+        clock,
+      ),
+    );
+  });
+
   it('signal is created lazily and aborts at the deadline with DEADLINE_EXCEEDED', () => {
     const clock = manualClock();
     const budget = Deadline.after(100, clock);

@@ -6,7 +6,14 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { describe, expect, it } from 'vitest';
 import { CallContext, ErrorCode, HttpStatusError, type IncomingResponse, TelescopeError } from '../../src/index.js';
-import { EndpointStats, observe, RollingCounter, RollingHistogram } from '../../src/observe/index.js';
+import {
+  EndpointStats,
+  mergeBuckets,
+  observe,
+  RollingCounter,
+  RollingHistogram,
+  summarizeBuckets,
+} from '../../src/observe/index.js';
 import { manualClock } from '../helpers/clock.js';
 import { seededRandom } from '../helpers/random.js';
 
@@ -198,8 +205,21 @@ describe('EndpointStats', () => {
         failures: 2,
         errorPercentage: 66.7,
         latency: { count: 3, p50Ms: expect.closeTo(20, 0) as number, p90Ms: 30, p99Ms: 30, maxMs: 30 },
+        latencyBuckets: [
+          [10239, 1],
+          [20479, 1],
+          [30719, 1],
+        ],
       },
     });
+    // The histogram behind the percentiles: sparse [upper bound µs, count], mergeable by bound.
+    const { latencyBuckets } = stats.snapshot().window;
+    expect(latencyBuckets.reduce((sum, [, count]) => sum + count, 0)).toBe(3);
+    expect(latencyBuckets.map(([bound]) => bound)).toEqual(
+      [...latencyBuckets.map(([bound]) => bound)].sort((a, b) => a - b),
+    );
+    const merged = mergeBuckets([latencyBuckets, latencyBuckets]);
+    expect(summarizeBuckets(merged, 30)).toEqual({ ...stats.snapshot().window.latency, count: 6 });
     // Totals stay; the window moves on.
     clock.advance(1000);
     const later = stats.snapshot();
@@ -210,6 +230,7 @@ describe('EndpointStats', () => {
       failures: 0,
       errorPercentage: 0,
       latency: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 },
+      latencyBuckets: [],
     });
   });
 

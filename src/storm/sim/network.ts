@@ -20,9 +20,14 @@ import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
+import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
+
+/** The virtual network's answers are buffered and never compressed, as the undici transport's by default. */
+const simulatedHandlerSettings = { maxResponseBytes: transportDefaults.maxResponseBytes, decompress: false } as const;
+
 import type { FaultStep, TierCapacity, TierName } from '../types.js';
 import type { SimEvent, VirtualClock } from './clock.js';
 
@@ -88,6 +93,7 @@ const socketClosed = Object.assign(new Error('other side closed (simulated insta
 });
 const clientDestroyed = Object.assign(new Error('The client is destroyed'), { code: 'UND_ERR_DESTROYED' });
 const noTrailers = Object.freeze({});
+const callerWentAway = new TelescopeError(ErrorCode.ABORTED, 'the inbound request was abandoned by its client');
 
 /**
  * One HTTP exchange: the caller's end (a telescope `AttemptHandler` or a raw caller) and the
@@ -138,6 +144,27 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
 
   get aborted(): boolean {
     return this.gone;
+  }
+
+  // --- the inbound request's cancellation (as the deadline middleware's) -------------------
+
+  #cancel: AbortController | undefined = undefined;
+
+  /**
+   * Aborts when the caller closes this request's connection: the calls the instance makes
+   * for it are cancelled, as under `deadlineMiddleware`. Built only when a call asks.
+   */
+  get signal(): AbortSignal {
+    if (this.#cancel === undefined) {
+      this.#cancel = new AbortController();
+      if (this.gone) this.#cancel.abort(callerWentAway);
+    }
+    return this.#cancel.signal;
+  }
+
+  /** @internal the caller closed the connection: cancel what the instance started for it. */
+  cancelCalls(): void {
+    this.#cancel?.abort(callerWentAway);
   }
   get paused(): boolean {
     return false;
@@ -297,7 +324,8 @@ export class SimInstance {
         }
         return;
       }
-      exchange.deadline = Deadline.after(budgetMs, network.clock);
+      // The deadline carries the request's cancellation, as deadlineMiddleware's does.
+      exchange.deadline = new Deadline(network.clock.now() + budgetMs, network.clock, exchange);
     }
     const capacity = this.tier.capacity;
     if (this.#active < capacity.maxConcurrent) {
@@ -423,6 +451,7 @@ export class SimInstance {
     if (exchange.gone) return;
     exchange.gone = true;
     this.#unlinkOpen(exchange);
+    exchange.cancelCalls();
     // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
     if (exchange.phase !== Phase.Refused) this.release(exchange);
   }
@@ -576,7 +605,7 @@ export class SimTransport implements AttemptTransport {
   readonly call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
     if (this.#closed || instance === undefined) return Promise.reject(cannotSend(this.#closed, context));
-    const handler = new AttemptHandler(request, context, instance.url, transportDefaults.maxResponseBytes, this.#wheel);
+    const handler = new AttemptHandler(request, context, instance.url, simulatedHandlerSettings, this.#wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
       return handler.promise;

@@ -6,7 +6,8 @@
  */
 
 import { seededRandom } from '../../testing/random.js';
-import { defaultCapacity, type RunOptions, type RunResult, type TimePoint } from '../lab.js';
+import { defaultCapacity, type RunOptions, type RunResult, recoveryScenarios, type TimePoint } from '../lab.js';
+import { callerOf, faultWindow, recoverySeconds, summarizeOutage } from '../outage.js';
 import type { Scenario, SimulationInfo, SimulationTier, TierCapacity, TierName } from '../types.js';
 import { VirtualClock } from './clock.js';
 import { LatencyHistogram } from './histogram.js';
@@ -118,6 +119,8 @@ class Metrics implements SimObserver {
   readonly edgeReceived: Float64Array;
   readonly backendReceived: Float64Array;
   readonly sentBySecond: Float64Array;
+  /** Attempts sent to the failing tier (by the tier that calls it), per second. */
+  readonly attemptsBySecond: Float64Array;
   readonly okBySecond: Float64Array;
   readonly samplesBySecond: Float64Array;
   readonly histBySecond: Array<LatencyHistogram | undefined>;
@@ -132,6 +135,7 @@ class Metrics implements SimObserver {
     this.edgeReceived = new Float64Array(seconds);
     this.backendReceived = new Float64Array(seconds);
     this.sentBySecond = new Float64Array(seconds);
+    this.attemptsBySecond = new Float64Array(seconds);
     this.okBySecond = new Float64Array(seconds);
     this.samplesBySecond = new Float64Array(seconds);
     this.histBySecond = new Array(seconds).fill(undefined);
@@ -222,9 +226,13 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
     }
   }
   const callers: Array<{ close(): Promise<void> }> = [];
+  const window = faultWindow(scenario, durationS);
+  const attemptingRole = window === undefined ? undefined : callerOf(window.tier);
   for (const tier of tiers) {
     const next = tiers[tier.depth + 1];
     if (next === undefined) continue;
+    // With several middle tiers, the one right before the failing role attempts it.
+    const attemptsFailing = attemptingRole !== undefined && next.role === window?.tier && tier.role === attemptingRole;
     for (const instance of tier.instances) {
       const counters = instance.counters;
       instance.caller = strategy.createCaller({
@@ -234,9 +242,14 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
         network,
         clock,
         random: seededRandom(Math.floor(master() * 2 ** 32)),
-        onAttempt: () => {
-          counters.downstreamAttempts++;
-        },
+        onAttempt: attemptsFailing
+          ? () => {
+              counters.downstreamAttempts++;
+              if (metrics.active) metrics.attemptsBySecond[metrics.second(clock.now())]! += 1;
+            }
+          : () => {
+              counters.downstreamAttempts++;
+            },
       });
       callers.push(instance.caller);
     }
@@ -374,12 +387,12 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
         amplification: edgeThen === 0 ? 0 : (metrics.backendReceived[second] as number) / edgeThen,
       });
     }
-    let recoveryS: number | undefined;
-    const recovery = scenario.faults.find((step) => step.tier === 'backend' && step.fault === 'none' && step.atS > 0);
-    if (scenario.name === 'outage-recover' && recovery !== undefined) {
-      const back = timeline.find((point) => point.second > recovery.atS && point.edgeSuccessRate >= 0.99);
-      recoveryS = back === undefined ? undefined : back.second - recovery.atS;
-    }
+    const recoveryS =
+      window !== undefined && recoveryScenarios.has(scenario.name) ? recoverySeconds(window, timeline) : undefined;
+    const outage =
+      window === undefined || attemptingRole === undefined
+        ? undefined
+        : summarizeOutage(window, metrics.sentBySecond, metrics.attemptsBySecond);
     const perTierInfo: SimulationTier[] = tiers.map((tier) => ({
       name: tier.name,
       instances: tier.instances.length,
@@ -414,6 +427,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
       shed,
       received,
       recoveryS,
+      ...(outage === undefined ? {} : { outage }),
       timeline,
       simulation: {
         simulated: true,

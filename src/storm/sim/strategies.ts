@@ -10,6 +10,7 @@ import { createClient } from '../../client/index.js';
 import type { TimerHandle } from '../../core/clock.js';
 import { deadlineServerDefaults } from '../../server/index.js';
 import telescopeStrategy, {
+  countingTransport,
   telescopeClientOptions,
   telescopeFailure,
   telescopeServerOptions,
@@ -52,15 +53,12 @@ const telescope: SimStrategy = {
     const client = createClient(service, {
       ...options,
       instances: targets.map((target) => target.url),
-      transport: network.transport(),
+      transport: countingTransport(network.transport(), onAttempt),
       clock,
       random,
     });
-    client.on('retry', onAttempt);
-    client.on('hedge', onAttempt);
     return {
       call(inbound, done) {
-        onAttempt();
         // The inbound request's deadline (the middleware's, real mode's ambient one) as the call's.
         const pending = inbound.deadline === undefined ? client.work() : client.work({ deadline: inbound.deadline });
         pending.then(

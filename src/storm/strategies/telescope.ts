@@ -4,6 +4,7 @@ import { isTelescopeError } from '../../core/errors.js';
 import type { DeadlineRequest, DeadlineServerOptions } from '../../server/index.js';
 import { deadlineMiddleware } from '../../server/index.js';
 import { defineService, endpoint } from '../../service/index.js';
+import { type AttemptTransport, transport } from '../../transport/index.js';
 import type { CallOutcome, StormStrategy } from '../strategy.js';
 import type { TierName } from '../types.js';
 
@@ -62,6 +63,21 @@ export function telescopeClientOptions(tier: TierName): {
   };
 }
 
+/**
+ * A transport that counts every attempt it sends (retries, hedges and probes included; calls
+ * the breaker, the throttle or the bulkhead fail fast send none), for the lab's attempt counts.
+ */
+export function countingTransport(inner: AttemptTransport, onAttempt: () => void): AttemptTransport {
+  return {
+    call(request, context) {
+      onAttempt();
+      return inner.call(request, context);
+    },
+    close: () => inner.close(),
+    ...(inner.drop === undefined ? {} : { drop: (url: string) => inner.drop?.(url) ?? Promise.resolve() }),
+  };
+}
+
 /** The status a tier answers with when its call to the next tier returned `body`. */
 export function telescopeSuccess(body: unknown): CallOutcome {
   return body === degradedAnswer ? { status: 200, fallback: true } : { status: 200 };
@@ -75,6 +91,7 @@ export function telescopeFailure(error: unknown): CallOutcome {
     case 'ATTEMPT_TIMEOUT':
       return { status: 504 };
     case 'CIRCUIT_OPEN':
+    case 'THROTTLED':
     case 'BULKHEAD_FULL':
     case 'NO_HEALTHY_INSTANCE':
       return { status: 503 };
@@ -99,13 +116,13 @@ const telescope: StormStrategy = {
     '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
   createCaller({ tier, targets, onAttempt }) {
     const { service, options } = telescopeClientOptions(tier);
-    const client = createClient(service, { ...options, instances: targets });
-    const attempts = (): void => onAttempt();
-    client.on('retry', attempts);
-    client.on('hedge', attempts);
+    const client = createClient(service, {
+      ...options,
+      instances: targets,
+      transport: countingTransport(transport({}), onAttempt),
+    });
     return {
       async call() {
-        onAttempt();
         try {
           return telescopeSuccess(await client.work());
         } catch (error) {
