@@ -76,6 +76,15 @@ const variants: Array<[string, Movies, ClientOptions, Around?]> = [
     plain,
     { ...base, instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'] },
   ],
+  [
+    "3 instances, balancer 'p2c-ewma'",
+    plain,
+    {
+      ...base,
+      instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'],
+      balancer: 'p2c-ewma',
+    },
+  ],
   ['+ zod response schema', withSchema, base],
   ['another endpoint has its own policy', moviesWithAnOverriddenEndpoint, base],
   ['own policy: retry.statuses + classify', moviesClassified, base],
