@@ -34,7 +34,16 @@ export {
   type CircuitState,
   countsForBreaker,
 } from './breaker/index.js';
-export { type BulkheadLayer, type BulkheadOptions, bulkhead, bulkheadDefaults } from './bulkhead/index.js';
+export {
+  type AdaptiveBulkheadOptions,
+  adaptiveBulkheadDefaults,
+  type BulkheadLayer,
+  type BulkheadOptions,
+  type BulkheadSnapshot,
+  bulkhead,
+  bulkheadDefaults,
+  isOverloadDrop,
+} from './bulkhead/index.js';
 export {
   type Classifier,
   type ClassifyInput,
@@ -44,10 +53,13 @@ export {
 export {
   type CallOptions,
   type Client,
+  type ClientConfiguration,
   type ClientEvents,
   type ClientOptions,
   clientDefaults,
+  configurableKeys,
   createClient,
+  type InstanceCounts,
   redactHeaders,
 } from './client/index.js';
 export { channels } from './core/channels.js';
@@ -66,6 +78,7 @@ export {
   isTelescopeError,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
   type ResponseClass,
   type RouteHints,
@@ -83,6 +96,12 @@ export {
 export { currentDeadline, type DeadlineOptions, deadline, withDeadline } from './deadline/index.js';
 export { type Discovery, type DnsDiscoveryOptions, type DnsResolver, dnsDiscovery } from './discovery/index.js';
 export { type Fallback, type FallbackEvent, fallback, fallbackApplies } from './fallback/index.js';
+export {
+  AdaptiveLimit,
+  type AdaptiveLimitOptions,
+  type LimitAlgorithmName,
+  limitAlgorithms,
+} from './limit/index.js';
 export {
   type BreakerState,
   type ClientStats,
@@ -116,12 +135,18 @@ export {
   type EndpointPolicy,
   endpoint,
   type HttpMethod,
+  type RawBody,
   type ResponseOf,
+  type ResponseType,
   type ServiceDefinition,
+  type StreamResponse,
 } from './service/index.js';
 export { Throttle, type ThrottleOptions, throttleDefaults } from './throttle/index.js';
 export {
   type AttemptTransport,
+  type Pem,
+  supportedCodings,
+  type TlsOptions,
   type Transport,
   type TransportOptions,
   transport,

@@ -4,21 +4,54 @@
  * in a bounded queue (at most its own deadline), or is shed at once with `BULKHEAD_FULL`:
  * never an unbounded queue.
  *
+ * The bound is static (`{ maxConcurrent, maxQueue }`) or adaptive (`{ adaptive: 'gradient2' }`):
+ * learned from the calls' latency and drops (src/limit). Adaptive is the default, because a
+ * fixed number is wrong both ways: 100 sheds an ordinary day of 1,000 calls/s at 100 ms, and
+ * a number high enough for that day lets an overloaded dependency take everything.
+ *
  * Order: below breaker, above retry (a call and its retry hold one slot).
  */
 import type { CallContext, IncomingResponse, Layer } from '../core/call.js';
+import { channels } from '../core/channels.js';
 import { type Clock, type WheelEntry, wheelOf } from '../core/clock.js';
-import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
+import { ErrorCode, type HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
+import { AdaptiveLimit, checkLimitOptions, type LimitAlgorithmName } from '../limit/index.js';
 
-/** `bulkhead` option of `createClient`. */
+/** Static `bulkhead` option of `createClient`: a fixed bound. */
 export interface BulkheadOptions {
+  /** Not set: the bound is fixed. */
+  adaptive?: undefined;
   /** Calls in flight at once, per client (service). @default 100 */
   maxConcurrent?: number;
   /** Calls that may wait for a slot (each at most its deadline); 0 sheds at once. @default 0 */
   maxQueue?: number;
 }
 
+/** Adaptive `bulkhead` option of `createClient`: a bound learned from latency and drops. */
+export interface AdaptiveBulkheadOptions {
+  /** The algorithm: `gradient2` (latency against its long-term average), `vegas` (estimated queue at the dependency), `aimd` (drops only). */
+  adaptive: LimitAlgorithmName;
+  /** The limit never falls below this. @default 20 */
+  minConcurrent?: number;
+  /** The limit never rises above this. @default 1000 */
+  maxConcurrent?: number;
+  /** Calls that may wait for a slot (each at most its deadline); 0 sheds at once. @default 1000 */
+  maxQueue?: number;
+}
+
+/** Defaults of the static form. */
 export const bulkheadDefaults = { maxConcurrent: 100, maxQueue: 0 } as const;
+
+/** Defaults of the adaptive form; `createClient` uses them when `bulkhead` is not given. */
+export const adaptiveBulkheadDefaults = {
+  adaptive: 'gradient2',
+  minConcurrent: 20,
+  maxConcurrent: 1000,
+  maxQueue: 1000,
+} as const satisfies Required<AdaptiveBulkheadOptions>;
+
+/** Where the adaptive limit starts (clamped to [minConcurrent, maxConcurrent]): the old static default. */
+const initialAdaptiveLimit = 100;
 
 class Waiter implements WheelEntry {
   wheelSlot = -1;
@@ -34,12 +67,54 @@ class Waiter implements WheelEntry {
   }
 }
 
+/** What `client.stats().bulkhead` shows. */
+export interface BulkheadSnapshot {
+  /** `static`, or the adaptive algorithm. */
+  mode: 'static' | LimitAlgorithmName;
+  /** Calls allowed in flight now. */
+  limit: number;
+  /** Calls holding a slot now. */
+  inflight: number;
+  /** Calls waiting for a slot now. */
+  queued: number;
+  /** Mean round-trip time of the last sample window (adaptive only; 0 before the first). */
+  rttMs: number;
+}
+
 export interface BulkheadLayer {
   layer: Layer;
   /** Calls holding a slot now. */
   readonly active: number;
   /** Calls waiting for a slot now. */
   readonly queued: number;
+  /** Calls allowed in flight now. */
+  readonly limit: number;
+  snapshot(): BulkheadSnapshot;
+  /**
+   * Checks new options (throws `INVALID_OPTION`, changing nothing) and returns what puts them
+   * in force for the next call (`client.configure()`): calls in flight and queued are kept.
+   */
+  prepare(options: BulkheadOptions | AdaptiveBulkheadOptions): () => void;
+}
+
+/**
+ * Whether a failure says the dependency is overloaded: a timeout, 503/429/504, a reset. Not a
+ * caller's abort, not the caller's own bad request, not a 4xx or a refused connection.
+ */
+export function isOverloadDrop(error: unknown): boolean {
+  if (!isTelescopeError(error)) return false;
+  switch (error.code) {
+    case ErrorCode.ATTEMPT_TIMEOUT:
+    case ErrorCode.DEADLINE_EXCEEDED:
+    case ErrorCode.CONNECTION_RESET:
+      return true;
+    case ErrorCode.HTTP_STATUS: {
+      const status = (error as HttpStatusError).status;
+      return status === 503 || status === 429 || status === 504;
+    }
+    default:
+      return false;
+  }
 }
 
 /**
@@ -47,28 +122,86 @@ export interface BulkheadLayer {
  *
  * @example
  * const { layer } = bulkhead({ maxConcurrent: 50, maxQueue: 10 }, { clock, onShed });
+ * const adaptive = bulkhead({ adaptive: 'gradient2' }, { clock, service: 'movies' });
  */
 export function bulkhead(
-  options: BulkheadOptions,
-  environment: { clock: Clock; onShed?: (context: CallContext, reason: 'full' | 'queue-timeout') => void },
+  options: BulkheadOptions | AdaptiveBulkheadOptions,
+  environment: {
+    clock: Clock;
+    /** Names the client in the `telescope:limit:change` channel. */
+    service?: string;
+    onShed?: (context: CallContext, reason: 'full' | 'queue-timeout') => void;
+  },
 ): BulkheadLayer {
-  const maxConcurrent = options.maxConcurrent ?? bulkheadDefaults.maxConcurrent;
-  const maxQueue = options.maxQueue ?? bulkheadDefaults.maxQueue;
-  if (!(Number.isInteger(maxConcurrent) && maxConcurrent >= 1)) {
-    invalidOption('bulkhead.maxConcurrent', 'an integer ≥ 1', maxConcurrent);
-  }
-  if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) invalidOption('bulkhead.maxQueue', 'an integer ≥ 0', maxQueue);
   const { clock, onShed } = environment;
+  let maxQueue = 0;
+  let limiter: AdaptiveLimit | undefined;
+  let staticLimit = 0;
+  let mode: BulkheadSnapshot['mode'] = 'static';
+  /** Checks options (throws INVALID_OPTION) and returns what puts them in force. */
+  const prepare = (next: BulkheadOptions | AdaptiveBulkheadOptions): (() => void) => {
+    if (typeof next !== 'object' || next === null) invalidOption('bulkhead', 'an object or false', next);
+    if (next.adaptive === undefined) {
+      const nextLimit = next.maxConcurrent ?? bulkheadDefaults.maxConcurrent;
+      const nextQueue = next.maxQueue ?? bulkheadDefaults.maxQueue;
+      if (!(Number.isInteger(nextLimit) && nextLimit >= 1)) {
+        invalidOption('bulkhead.maxConcurrent', 'an integer ≥ 1', nextLimit);
+      }
+      if (!(Number.isInteger(nextQueue) && nextQueue >= 0)) {
+        invalidOption('bulkhead.maxQueue', 'an integer ≥ 0', nextQueue);
+      }
+      return () => {
+        mode = 'static';
+        limiter = undefined;
+        staticLimit = nextLimit;
+        maxQueue = nextQueue;
+      };
+    }
+    const checked = checkLimitOptions('bulkhead.', next, adaptiveBulkheadDefaults);
+    return () => {
+      // A running bulkhead keeps its calls in flight and starts the new limit where the old one was.
+      const running = limiter !== undefined || staticLimit > 0;
+      const from = running ? currentLimit() : initialAdaptiveLimit;
+      mode = checked.algorithm;
+      maxQueue = checked.maxQueue;
+      limiter = new AdaptiveLimit({
+        algorithm: checked.algorithm,
+        minConcurrent: checked.minConcurrent,
+        maxConcurrent: checked.maxConcurrent,
+        initialConcurrent: Math.min(checked.maxConcurrent, Math.max(checked.minConcurrent, from)),
+        clock,
+        onChange,
+      });
+      limiter.inflight = active;
+    };
+  };
+  const service = environment.service ?? '';
+  function onChange(limit: number): void {
+    // A window ended: the limit may have grown, so waiters may go now.
+    admitWaiters();
+    if (channels.limitChange.hasSubscribers) {
+      channels.limitChange.publish({
+        side: 'client',
+        name: service,
+        algorithm: mode,
+        limit,
+        inflight: active,
+        queued: queue.length,
+      });
+    }
+  }
   const wheel = wheelOf(clock);
   const queue: Waiter[] = [];
   let active = 0;
+  const currentLimit = (): number => (limiter === undefined ? staticLimit : limiter.limit);
+  prepare(options)();
 
   const shed = (context: CallContext, reason: 'full' | 'queue-timeout') => {
     onShed?.(context, reason);
     return new TelescopeError(
       ErrorCode.BULKHEAD_FULL,
       reason === 'full'
-        ? `${context.service}: bulkhead full (${maxConcurrent} in flight, ${queue.length} of ${maxQueue} queued)`
+        ? `${context.service}: bulkhead full (${active} in flight of ${currentLimit()}, ${queue.length} of ${maxQueue} queued)`
         : `${context.service}: no bulkhead slot within the call's deadline`,
       { service: context.service, endpoint: context.endpoint, requestSent: false },
     );
@@ -82,30 +215,43 @@ export function bulkhead(
       cause: context.callerSignal?.reason,
     });
 
-  // Shared, not per call: releasing needs no call state.
-  const release = () => {
-    const waiter = queue.shift();
-    if (waiter === undefined) {
-      active--;
-      return;
+  const take = (): void => {
+    active++;
+    limiter?.acquire();
+  };
+  function admitWaiters(): void {
+    while (queue.length > 0 && active < currentLimit()) {
+      const waiter = queue.shift() as Waiter;
+      wheel.cancel(waiter);
+      take();
+      waiter.admit();
     }
-    wheel.cancel(waiter);
-    waiter.admit(); // the slot passes straight to the waiter
+  }
+  // Shared, not per call: releasing needs no call state.
+  const release = (dropped: boolean) => {
+    active--;
+    limiter?.release(dropped);
+    if (queue.length > 0) {
+      admitWaiters();
+      // Calls still waiting: demand is above the limit in this window too.
+      if (queue.length > 0) limiter?.blocked();
+    }
   };
   const releaseAfterSuccess = (response: IncomingResponse) => {
-    release();
+    release(false);
     return response;
   };
   const releaseAfterFailure = (error: unknown): never => {
-    release();
+    release(limiter !== undefined && isOverloadDrop(error));
     throw error;
   };
 
   const layer: Layer = (next) => (request, context) => {
-    if (active < maxConcurrent) {
-      active++;
+    if (active < currentLimit()) {
+      take();
       return next(request, context).then(releaseAfterSuccess, releaseAfterFailure);
     }
+    limiter?.blocked();
     if (queue.length >= maxQueue) return Promise.reject(shed(context, 'full'));
     const signal = context.callerSignal;
     if (signal?.aborted) return Promise.reject(aborted(context));
@@ -145,5 +291,22 @@ export function bulkhead(
     get queued() {
       return queue.length;
     },
+    get limit() {
+      return currentLimit();
+    },
+    prepare: (next) => {
+      const apply = prepare(next);
+      return () => {
+        apply();
+        admitWaiters();
+      };
+    },
+    snapshot: () => ({
+      mode,
+      limit: currentLimit(),
+      inflight: active,
+      queued: queue.length,
+      rttMs: limiter === undefined ? 0 : Math.round(limiter.rttMs * 100) / 100,
+    }),
   };
 }

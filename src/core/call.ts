@@ -56,7 +56,21 @@ export interface OutgoingRequest {
   readonly path: string;
   /** Outgoing headers (lower-case names). Layers add to it, e.g. the deadline header. */
   readonly headers: Record<string, string>;
-  readonly body: string | Buffer | undefined;
+  /** JSON or raw bytes, or a raw body read once as it is sent (see {@link OneShotBody}). */
+  readonly body: string | Uint8Array | OneShotBody | undefined;
+}
+
+/**
+ * A request body that can be sent only once (a caller's `ReadableStream`): `started` turns
+ * true when its first byte is read, after which the request cannot be repeated.
+ */
+export interface OneShotBody extends AsyncIterable<Uint8Array> {
+  readonly started: boolean;
+}
+
+/** Whether a request body is a {@link OneShotBody}. */
+export function isOneShotBody(body: OutgoingRequest['body']): body is OneShotBody {
+  return typeof body === 'object' && body !== null && !(body instanceof Uint8Array);
 }
 
 /** A decoded response. */
@@ -114,6 +128,11 @@ export class CallContext {
    * probing a dependency that is still down costs one request.
    */
   probe = false;
+  /**
+   * `'stream'`: the transport answers once the headers arrive, with the body as a web
+   * `ReadableStream` that the deadline and the caller's signal keep guarding. @default 'buffered'
+   */
+  responseType: 'buffered' | 'stream' = 'buffered';
   readonly route: RouteHints | undefined;
   readonly logger: Logger | undefined;
   /** The call's validated params (what a fallback is given). */
@@ -162,6 +181,7 @@ export class CallContext {
     child.attempt = this.attempt;
     child.tried = this.tried;
     child.probe = this.probe;
+    child.responseType = this.responseType;
     return child;
   }
 

@@ -15,6 +15,8 @@ import { channel } from 'node:diagnostics_channel';
  * | `telescope:breaker:state` | `{ service, endpoint, state }` |
  * | `telescope:instance:state` | `{ service, event, ejected, unhealthy }`: an ejection, a return or a health change, and the counts after it |
  * | `telescope:client:event` | `{ service, event, payload }`: every event a client (or the cache extension) emits |
+ * | `telescope:limit:change` | `{ side: 'client' \| 'server', name, algorithm, limit, inflight, queued }` |
+ * | `telescope:limit:shed` | `{ side: 'server', name, reason: 'limit' \| 'deadline' \| 'queue-timeout' }` |
  *
  * `telescope:client:event` carries every `client.on()` event by name (`retry`, `hedge`, `shed`,
  * `eject`, `breaker`, `fallback`, `cache`, ...), whether or not the client has listeners: the
@@ -29,4 +31,6 @@ export const channels = {
   breakerState: channel('telescope:breaker:state'),
   instanceState: channel('telescope:instance:state'),
   clientEvent: channel('telescope:client:event'),
+  limitChange: channel('telescope:limit:change'),
+  limitShed: channel('telescope:limit:shed'),
 } as const;

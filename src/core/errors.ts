@@ -8,6 +8,12 @@
 export const ErrorCode = {
   /** The TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
   CONNECT_FAILED: 'CONNECT_FAILED',
+  /**
+   * The TLS handshake failed: the instance's certificate was not trusted (expired, unknown
+   * issuer, wrong host name) or the instance refused this client (its certificate, the TLS
+   * version). The message carries OpenSSL's reason.
+   */
+  TLS_FAILED: 'TLS_FAILED',
   /** The connection broke after it was established (reset, closed mid-response). */
   CONNECTION_RESET: 'CONNECTION_RESET',
   /** One attempt ran past its own timeout; the call's deadline may still allow another. */

@@ -6,6 +6,7 @@ export {
   type Instance,
   type Layer,
   type Logger,
+  type OneShotBody,
   type OutgoingRequest,
   type RouteHints,
 } from './call.js';

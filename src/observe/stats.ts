@@ -1,3 +1,4 @@
+import type { BulkheadSnapshot } from '../bulkhead/index.js';
 import type { Clock } from '../core/clock.js';
 import { type LatencySummary, RollingHistogram, summarizeBuckets } from './histogram.js';
 
@@ -80,6 +81,8 @@ export interface ClientStats {
   service: string;
   /** Retry-budget tokens left (Infinity without a budget). */
   retryTokens: number;
+  /** The bulkhead's limit, calls in flight and queued (adaptive: the limit learned now); null without one. */
+  bulkhead?: BulkheadSnapshot | null;
   instances: Array<{
     url: string;
     outstanding: number;

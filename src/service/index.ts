@@ -13,6 +13,31 @@ export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 
 
 type Schema = StandardSchemaV1;
 type MaybeSchema = Schema | undefined;
+/** A request body schema, or `'raw'` for a body sent as given (see {@link RawBody}). */
+type BodySpec = Schema | 'raw' | undefined;
+
+/**
+ * The body of an endpoint declared with `body: 'raw'`: sent as given, never validated or
+ * serialized. A `ReadableStream` is read as it is sent, so a call with one is never retried
+ * or hedged once its first byte was read. Content type unless the call's headers set one:
+ * `text/plain;charset=utf-8` for a string, `application/x-www-form-urlencoded;charset=UTF-8`
+ * for URLSearchParams, `application/octet-stream` for bytes and streams.
+ */
+export type RawBody = string | Uint8Array | URLSearchParams | ReadableStream<Uint8Array>;
+
+/** How an endpoint's response body is handed over. */
+export type ResponseType = 'buffered' | 'stream';
+
+/**
+ * What a `responseType: 'stream'` method resolves to, once the response headers arrive. The
+ * call's deadline and signal keep guarding `body` (a stalled body errors with
+ * `DEADLINE_EXCEEDED`); `body.cancel()` frees the connection; nothing is retried from here on.
+ */
+export interface StreamResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: ReadableStream<Uint8Array>;
+}
 type Input<S> = S extends Schema ? StandardSchemaV1.InferInput<S> : never;
 type Output<S> = S extends Schema ? StandardSchemaV1.InferOutput<S> : unknown;
 type ParamsOutput<P> = P extends Schema ? StandardSchemaV1.InferOutput<P> : undefined;
@@ -21,8 +46,9 @@ type ParamsOutput<P> = P extends Schema ? StandardSchemaV1.InferOutput<P> : unde
 export interface EndpointConfig<
   P extends MaybeSchema = undefined,
   Q extends MaybeSchema = undefined,
-  B extends MaybeSchema = undefined,
+  B extends BodySpec = undefined,
   R extends MaybeSchema = undefined,
+  T extends ResponseType = 'buffered',
 > {
   method: HttpMethod;
   /** Path template; `:name` segments are filled from `params`, URL-encoded. */
@@ -31,10 +57,19 @@ export interface EndpointConfig<
   params?: P;
   /** Schema of the query string; its keys come from the same first argument as `params`. */
   query?: Q;
-  /** Schema of the JSON request body (the argument after params). */
+  /**
+   * Schema of the JSON request body (the argument after params), or `'raw'` for a
+   * {@link RawBody} sent as given (string, bytes, URLSearchParams or a ReadableStream).
+   */
   body?: B;
   /** Schema of the decoded response body. Without one, the method returns the decoded body as `unknown`. */
   response?: R;
+  /**
+   * `'stream'`: the method resolves once the headers arrive, to a {@link StreamResponse} whose
+   * body is a web `ReadableStream` (not buffered, not bounded by `maxResponseBytes`, decoded
+   * when `decompress` is on). No `response` schema then. @default 'buffered'
+   */
+  responseType?: T;
   /** Whether repeating the call is safe. @default true for GET, HEAD, PUT, DELETE, OPTIONS */
   idempotent?: boolean;
   /** This endpoint's default call budget; overrides the client's `timeoutMs`. */
@@ -76,8 +111,9 @@ export interface EndpointPolicy {
 export interface Endpoint<
   P extends MaybeSchema = MaybeSchema,
   Q extends MaybeSchema = MaybeSchema,
-  B extends MaybeSchema = MaybeSchema,
+  B extends BodySpec = BodySpec,
   R extends MaybeSchema = MaybeSchema,
+  T extends ResponseType = ResponseType,
 > {
   readonly method: HttpMethod;
   readonly path: string;
@@ -85,6 +121,7 @@ export interface Endpoint<
   readonly query: Q;
   readonly body: B;
   readonly response: R;
+  readonly responseType: T;
   readonly idempotent: boolean;
   readonly timeoutMs: number | undefined;
   /** Whether a fallback is declared (`fallback` itself may be any value, even undefined). */
@@ -108,9 +145,10 @@ const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 export function endpoint<
   P extends MaybeSchema = undefined,
   Q extends MaybeSchema = undefined,
-  B extends MaybeSchema = undefined,
+  B extends BodySpec = undefined,
   R extends MaybeSchema = undefined,
->(config: EndpointConfig<P, Q, B, R>): Endpoint<P, Q, B, R> {
+  T extends ResponseType = 'buffered',
+>(config: EndpointConfig<P, Q, B, R, T>): Endpoint<P, Q, B, R, T> {
   if (typeof config !== 'object' || config === null) invalidOption('endpoint config', 'an object', config);
   if (!methods.has(config.method)) invalidOption('endpoint method', [...methods].join(', '), config.method);
   if (typeof config.path !== 'string' || !config.path.startsWith('/')) {
@@ -118,9 +156,20 @@ export function endpoint<
   }
   for (const part of ['params', 'query', 'body', 'response'] as const) {
     const schema = config[part];
-    if (schema !== undefined && !isStandardSchema(schema)) {
-      invalidOption(`endpoint ${part}`, 'a Standard Schema (zod, valibot, arktype…)', schema);
+    if (schema !== undefined && !isStandardSchema(schema) && !(part === 'body' && schema === 'raw')) {
+      invalidOption(
+        `endpoint ${part}`,
+        `a Standard Schema (zod, valibot, arktype…)${part === 'body' ? " or 'raw'" : ''}`,
+        schema,
+      );
     }
+  }
+  const responseType = config.responseType ?? 'buffered';
+  if (responseType !== 'buffered' && responseType !== 'stream') {
+    invalidOption('endpoint responseType', "'buffered' or 'stream'", responseType);
+  }
+  if (responseType === 'stream' && config.response !== undefined) {
+    invalidOption('endpoint response', "absent with responseType 'stream' (the body is a stream)", 'a schema');
   }
   if (config.body !== undefined && (config.method === 'GET' || config.method === 'HEAD')) {
     invalidOption('endpoint body', `absent for ${config.method}`, 'a schema');
@@ -139,6 +188,7 @@ export function endpoint<
     query: config.query as Q,
     body: config.body as B,
     response: config.response as R,
+    responseType: responseType as T,
     idempotent: config.idempotent ?? idempotentMethods.has(config.method),
     timeoutMs: config.timeoutMs,
     hasFallback: 'fallback' in config,
@@ -228,11 +278,17 @@ export type ParamsArgs<E extends Endpoint> = E['params'] extends Schema
     ? [query: Input<E['query']>]
     : [];
 
-/** The body argument, when the endpoint declares a body schema. */
-export type BodyArgs<E extends Endpoint> = E['body'] extends Schema ? [body: Input<E['body']>] : [];
+/** The body argument, when the endpoint declares a body schema or a raw body. */
+export type BodyArgs<E extends Endpoint> = E['body'] extends Schema
+  ? [body: Input<E['body']>]
+  : E['body'] extends 'raw'
+    ? [body: RawBody]
+    : [];
 
-/** The response type of an endpoint: its schema's output, or `unknown`. */
-export type ResponseOf<E extends Endpoint> = Output<E['response']>;
+/** The response type of an endpoint: its schema's output, `unknown`, or a {@link StreamResponse}. */
+export type ResponseOf<E extends Endpoint> = E['responseType'] extends 'stream'
+  ? StreamResponse
+  : Output<E['response']>;
 
 /** A typed method: (params?, body?, options?) with only the parts the endpoint declares. */
 export type EndpointMethod<E extends Endpoint, O> = (

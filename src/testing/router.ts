@@ -359,7 +359,10 @@ export async function answer(router: Router, request: RouterRequest, context: An
           ? query
           : { ...(params as object), ...(query as object) };
   let body: unknown;
-  if (definition.body !== undefined) {
+  if (definition.body === 'raw') {
+    // A raw body reaches the handler as the bytes that were sent.
+    body = request.body;
+  } else if (definition.body !== undefined) {
     let decoded: unknown;
     if (request.body.length > 0) {
       try {

@@ -1,20 +1,26 @@
 /**
  * Transport: the innermost call. Sends one attempt to `context.instance` over an undici
- * `Pool` kept per instance (keep-alive), buffers the body up to `maxResponseBytes`, decodes it
- * by content type and maps every failure to a {@link TelescopeError}.
+ * `Pool` kept per instance (keep-alive), or one HTTP/2 connection per instance with `http2`;
+ * buffers the body up to `maxResponseBytes` (after decompression, when `decompress` is on) and
+ * decodes it by content type, or hands it over as a web stream for `responseType: 'stream'`;
+ * maps every failure to a {@link TelescopeError}.
  *
  * Timeouts: the connect timeout is undici's, per hop and short; the attempt's own deadline
  * (`context.attemptExpiresAt`, set by the attempt layer) is enforced through the clock's
  * shared timer wheel, so no timer or AbortSignal is created per call.
  */
-import { Client, Pool } from 'undici';
+import type { Client, Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
 import { type Clock, systemClock, wheelOf } from '../core/clock.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
-import { AttemptHandler } from './handler.js';
+import { AttemptHandler, type HandlerSettings } from './handler.js';
+import { type ConnectionSettings, freshClient, type OriginDispatcher, originDispatcher } from './origin.js';
+import { type TlsOptions, tlsConnectOptions } from './tls.js';
 
+export { acceptEncoding, supportedCodings } from './decode.js';
 export { mapTransportError } from './errors.js';
 export { decodeBody, parseRetryAfter } from './handler.js';
+export type { Pem, TlsOptions } from './tls.js';
 
 /** Options of the undici transport. */
 export interface TransportOptions {
@@ -26,6 +32,20 @@ export interface TransportOptions {
   connections?: number | null;
   /** How long an idle keep-alive socket is kept. @default 4000 */
   keepAliveTimeoutMs?: number;
+  /** CA, client certificate (mTLS), server name and TLS version for `https://` instances. @default Node's root CAs, no client certificate */
+  tls?: TlsOptions;
+  /**
+   * HTTP/2: over TLS negotiated by ALPN (an instance that offers only HTTP/1.1 gets it), and
+   * h2c with prior knowledge for `http://` instances. One connection per instance carries
+   * every attempt as a stream (`connections` does not apply). @default false
+   */
+  http2?: boolean;
+  /**
+   * Ask for compressed responses (`accept-encoding: gzip, deflate, br`, and `zstd` where this
+   * Node has it) and decode them; `maxResponseBytes` bounds the decoded size. Off, the client
+   * asks for `identity` and a compressed body is an `INVALID_RESPONSE`. @default false
+   */
+  decompress?: boolean;
   /** @default systemClock */
   clock?: Clock;
 }
@@ -36,6 +56,8 @@ export const transportDefaults = {
   maxResponseBytes: 10 * 1024 * 1024,
   connections: null as number | null,
   keepAliveTimeoutMs: 4000,
+  http2: false,
+  decompress: false,
 } as const;
 
 /**
@@ -88,21 +110,31 @@ export function transport(options: TransportOptions = {}): Transport {
   if (connections !== null && !(Number.isInteger(connections) && connections > 0)) {
     invalidOption('connections', 'a positive integer or null', connections);
   }
+  for (const name of ['http2', 'decompress'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'boolean')
+      invalidOption(name, 'a boolean', options[name]);
+  }
+  const settings: ConnectionSettings = {
+    connectTimeoutMs,
+    connections,
+    keepAliveTimeoutMs,
+    tls: tlsConnectOptions(options.tls),
+    http2: options.http2 ?? transportDefaults.http2,
+  };
+  const handlerSettings: HandlerSettings = {
+    maxResponseBytes,
+    decompress: options.decompress ?? transportDefaults.decompress,
+  };
   const clock = options.clock ?? systemClock;
   const wheel = wheelOf(clock);
-  const pools = new Map<string, Pool>();
+  const pools = new Map<string, OriginDispatcher>();
   const freshClients = new Set<Client>();
   let closed = false;
 
-  function poolFor(url: string): Pool {
+  function poolFor(url: string): OriginDispatcher {
     let pool = pools.get(url);
     if (pool === undefined) {
-      pool = new Pool(url, {
-        connections,
-        connect: { timeout: connectTimeoutMs },
-        keepAliveTimeout: keepAliveTimeoutMs,
-        // undici's own timers are coarse backstops; the attempt deadline is the real limit.
-      });
+      pool = originDispatcher(url, settings);
       pools.set(url, pool);
     }
     return pool;
@@ -111,7 +143,7 @@ export function transport(options: TransportOptions = {}): Transport {
   const call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
     if (closed || instance === undefined) return Promise.reject(cannotSend(closed, context));
-    const handler = new AttemptHandler(request, context, instance.url, maxResponseBytes, wheel);
+    const handler = new AttemptHandler(request, context, instance.url, handlerSettings, wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
       return handler.promise;
@@ -122,7 +154,7 @@ export function transport(options: TransportOptions = {}): Transport {
       return handler.promise;
     }
     poolFor(instance.url).dispatch(
-      { path: request.path, method: request.method, headers: request.headers, body: request.body ?? null },
+      { path: request.path, method: request.method, headers: request.headers, body: wireBody(request) },
       handler,
     );
     return handler.promise;
@@ -133,15 +165,16 @@ export function transport(options: TransportOptions = {}): Transport {
    * connection: the pooled one may be the broken part. Failure path only.
    */
   function dispatchOnFreshConnection(url: string, request: OutgoingRequest, handler: AttemptHandler): void {
-    const client = new Client(url, { connect: { timeout: connectTimeoutMs }, pipelining: 1 });
+    const client = freshClient(url, settings);
     freshClients.add(client);
     const release = () => {
       freshClients.delete(client);
       void client.destroy();
     };
-    handler.promise.then(release, release);
+    // After the body too: a streamed response still reads from this connection.
+    handler.onFinished = release;
     client.dispatch(
-      { path: request.path, method: request.method, headers: request.headers, body: request.body ?? null },
+      { path: request.path, method: request.method, headers: request.headers, body: wireBody(request) },
       handler,
     );
   }
@@ -154,7 +187,7 @@ export function transport(options: TransportOptions = {}): Transport {
     async close() {
       if (closed) return;
       closed = true;
-      const all: Array<Pool | Client> = [...pools.values(), ...freshClients];
+      const all: Array<OriginDispatcher | Client> = [...pools.values(), ...freshClients];
       pools.clear();
       freshClients.clear();
       // undici fails each pending request with UND_ERR_DESTROYED, mapped per call to CLIENT_CLOSED.
@@ -184,6 +217,11 @@ export function cannotSend(closed: boolean, context: CallContext): TelescopeErro
         service: context.service,
         endpoint: context.endpoint,
       });
+}
+
+/** undici sends async iterables (a one-shot body) as they are read; its types do not say so. */
+function wireBody(request: OutgoingRequest): Dispatcher.DispatchOptions['body'] {
+  return (request.body ?? null) as Dispatcher.DispatchOptions['body'];
 }
 
 function positiveOption(name: string, value: number | undefined, fallback: number): number {

@@ -101,6 +101,7 @@ describe('typed methods', () => {
   it('errors carry a typed code', () => {
     expectTypeOf<TelescopeError['code']>().toEqualTypeOf<
       | 'CONNECT_FAILED'
+      | 'TLS_FAILED'
       | 'CONNECTION_RESET'
       | 'ATTEMPT_TIMEOUT'
       | 'DEADLINE_EXCEEDED'

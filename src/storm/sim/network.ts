@@ -24,6 +24,10 @@ import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
+
+/** The virtual network's answers are buffered and never compressed, as the undici transport's by default. */
+const simulatedHandlerSettings = { maxResponseBytes: transportDefaults.maxResponseBytes, decompress: false } as const;
+
 import type { FaultStep, TierCapacity, TierName } from '../types.js';
 import type { SimEvent, VirtualClock } from './clock.js';
 
@@ -601,7 +605,7 @@ export class SimTransport implements AttemptTransport {
   readonly call: Call = (request: OutgoingRequest, context: CallContext): Promise<IncomingResponse> => {
     const instance = context.instance;
     if (this.#closed || instance === undefined) return Promise.reject(cannotSend(this.#closed, context));
-    const handler = new AttemptHandler(request, context, instance.url, transportDefaults.maxResponseBytes, this.#wheel);
+    const handler = new AttemptHandler(request, context, instance.url, simulatedHandlerSettings, this.#wheel);
     if (context.callerSignal?.aborted) {
       handler.handleEvent();
       return handler.promise;
