@@ -1006,8 +1006,14 @@ const PAGE_JS = String.raw`
     var instances = client.instances || [];
     for (var i = 0; i < instances.length; i++) {
       var instance = instances[i];
-      var item = el('span', 'chip' + (instance.ejected ? ' ejected' : ''), instance.url + ' ');
-      item.appendChild(el('b', '', instance.ejected ? 'ejected' : instance.outstanding + ' in flight'));
+      var out = instance.ejected || instance.healthy === false;
+      var item = el('span', 'chip' + (out ? ' ejected' : ''), instance.url + ' ');
+      var label = instance.ejected
+        ? 'ejected' + (instance.ejectionReason ? ' (' + instance.ejectionReason + ')' : '')
+        : instance.healthy === false
+          ? 'failing health checks'
+          : instance.outstanding + ' in flight';
+      item.appendChild(el('b', '', label));
       section.chips.appendChild(item);
     }
   }

@@ -197,3 +197,46 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard fleet: three proce
     expect(problems).toEqual([]);
   });
 });
+
+describe('telescope-dashboard CLI', () => {
+  it('aggregates --source dashboards, tokens from the environment', { timeout: 60_000 }, async () => {
+    const upstream = await startServer((_request, response) => sendJson(response, 200, { id: 7, title: 'Heat' }));
+    const remote = createClient(movies, { instances: [upstream.url] });
+    onTestFinished(() => remote.close());
+    await remote.getMovie({ id: 7 });
+    const source = await dashboard([remote], { token: TOKEN });
+    onTestFinished(() => source.close());
+    const cli = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'src/dashboard/cli.ts', '--source', source.url, '--source-timeout-ms', '1000'],
+      { env: { ...process.env, TELESCOPE_DASHBOARD_SOURCE_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise<number | null>((resolve) => cli.once('exit', (code) => resolve(code)));
+    onTestFinished(() => {
+      if (cli.exitCode === null && cli.signalCode === null) cli.kill('SIGKILL');
+    });
+    const line = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: cli.stdout as NodeJS.ReadableStream }).once('line', resolve);
+      cli.once('exit', (code) => reject(new Error(`telescope-dashboard exited (${code})`)));
+    });
+    const { url } = JSON.parse(line) as { url: string };
+    const snapshot = (await (await fetch(new URL('stats.json', url))).json()) as DashboardSnapshot;
+    expect(snapshot.sources?.[0]).toMatchObject({ up: true });
+    expect(moviesOf(snapshot)?.endpoints.getMovie?.requests).toBe(1);
+    cli.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it('refuses to start without a source', async () => {
+    const cli = spawn(process.execPath, ['--import', 'tsx', 'src/dashboard/cli.ts'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    cli.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => cli.once('exit', resolve));
+    expect(code).toBe(2);
+    expect(stderr).toContain('at least one --source');
+  });
+});

@@ -284,10 +284,25 @@ describe('dashboard actions', () => {
     expect((await post('breaker.reset')).status).toBe(200);
     expect(client.circuit('getMovie').forced()).toBeUndefined();
     expect(client.circuit('getMovie').state()).toBe('closed');
+    // configure(): applied to the live client, or refused whole with INVALID_OPTION.
+    const configure = (options: Record<string, unknown>) =>
+      call(
+        new URL('actions', board.url).href,
+        'POST',
+        { ...bearer, ...json },
+        JSON.stringify({ service: 'movies', operation: 'configure', options }),
+      );
+    expect((await configure({ timeoutMs: 250 })).status).toBe(200);
+    const refused = await configure({ timeoutMs: -1 });
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(refused.body).code).toBe('INVALID_OPTION');
+    expect(await client.getMovie({ id: 7 })).toEqual({ id: 7, title: 'Heat' });
     expect(logged.map((entry) => (entry.action as { operation: string }).operation)).toEqual([
       'breaker.forceOpen',
       'breaker.forceClosed',
       'breaker.reset',
+      'configure',
+      'configure',
     ]);
   });
 

@@ -218,7 +218,12 @@ describe('otelMetrics: telescope instruments', () => {
       createClient(movies, {
         instances: [server.url],
         retry: false,
-        breaker: { volumeThreshold: 3, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+        breaker: {
+          volumeThreshold: 3,
+          errorThresholdPercentage: 50,
+          minResetTimeoutMs: 60_000,
+          resetTimeoutMs: 60_000,
+        },
       }),
     );
     for (let index = 0; index < 3; index++) await failure(moviesClient.getMovie({ id: 503 }));

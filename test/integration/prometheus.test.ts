@@ -342,7 +342,12 @@ describe('prometheusMetrics: stop()', () => {
       createClient(movies, {
         instances: [server.url],
         retry: { maxRetries: 1, budget: false },
-        breaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+        breaker: {
+          volumeThreshold: 4,
+          errorThresholdPercentage: 50,
+          minResetTimeoutMs: 60_000,
+          resetTimeoutMs: 60_000,
+        },
       }),
     );
     await moviesClient.getMovie({ id: 1 });

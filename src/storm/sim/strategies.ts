@@ -12,12 +12,14 @@ import type { ServerLimiter } from '../../server/index.js';
 import { deadlineServerDefaults } from '../../server/index.js';
 import telescopeStrategy, {
   countingTransport,
+  type TelescopeTierClientOptions,
   telescopeClientOptions,
   telescopeFailure,
   telescopeServerLimiter,
   telescopeServerOptions,
   telescopeSuccess,
 } from '../strategies/telescope.js';
+import type { TopologyClientSettings } from '../topology.js';
 import type { VirtualClock } from './clock.js';
 import type { Exchange, RawCaller, SimCaller, SimInstance, SimNetwork, SimServe, SimTier } from './network.js';
 
@@ -33,6 +35,13 @@ export interface SimCallerContext {
   random: () => number;
   /** Counts every attempt the caller sends. */
   onAttempt(): void;
+  /**
+   * A failed call answers with a fallback (a topology's `fallback`).
+   * @default the strategy's choice (telescope: at the edge; the others: never)
+   */
+  fallback?: boolean;
+  /** telescope client settings over the strategy's (a topology's `client`). */
+  client?: TopologyClientSettings;
 }
 
 export interface SimStrategy {
@@ -53,11 +62,18 @@ const telescope: SimStrategy = {
   description: telescopeStrategy.description,
   serve: { ...telescopeServerOptions, headerName: deadlineServerDefaults.headerName },
   limiter: (instance, clock) => telescopeServerLimiter(instance.tier.role, clock),
-  createCaller({ tier, targets, network, clock, random, onAttempt }) {
-    const { service, options } = telescopeClientOptions(tier.role === 'edge' ? 'edge' : 'middle');
+  createCaller({ tier, instance, targets, network, clock, random, onAttempt, fallback, client: settings }) {
+    const role = tier.role === 'edge' ? 'edge' : 'middle';
+    const { options } = telescopeClientOptions(role);
+    // The edge's client falls back to a degraded answer unless the topology says otherwise.
+    const { service } = telescopeClientOptions((fallback ?? role === 'edge') ? 'edge' : 'middle');
     const client = createClient(service, {
       ...options,
-      instances: targets.map((target) => target.url),
+      ...(settings as Partial<TelescopeTierClientOptions> | undefined),
+      instances: targets.map((target) =>
+        target.zone === undefined ? target.url : { url: target.url, zone: target.zone },
+      ),
+      ...(instance.zone === undefined ? {} : { zone: instance.zone }),
       transport: countingTransport(network.transport(), onAttempt),
       clock,
       random,
