@@ -53,10 +53,13 @@ export {
 export {
   type CallOptions,
   type Client,
+  type ClientConfiguration,
   type ClientEvents,
   type ClientOptions,
   clientDefaults,
+  configurableKeys,
   createClient,
+  type InstanceCounts,
   redactHeaders,
 } from './client/index.js';
 export { channels } from './core/channels.js';

@@ -130,7 +130,7 @@ async function processMicros(pid: number | undefined): Promise<number | undefine
 }
 
 async function run(job: ClientJob): Promise<ClientResult> {
-  const driver = await variantNamed(job.variant).create(job.urls);
+  const driver = await variantNamed(job.variant).create(job.urls, { ca: job.ca });
   try {
     // Warm-up: connections opened, code optimised, before anything is measured.
     // Timed rather than counted, so a fast client warms up as long as a slow one.

@@ -104,8 +104,10 @@ function parseOptions(argv: string[]): RunOptions {
     .map((name) => name.trim())
     .filter((name) => name !== '');
   for (const name of requested) variantNamed(name);
-  // Ratios need the floor measured in the same round, so it always runs.
-  const variantNames = requested.includes(baselineName) ? requested : [baselineName, ...requested];
+  // Ratios need the floor measured in the same round, so it always runs; an HTTP/2 variant's
+  // floor is raw undici over the same protocol.
+  const floors = [baselineName, ...requested.map((name) => variantNamed(name).baseline ?? baselineName)];
+  const variantNames = [...new Set([...floors.filter((name) => !requested.includes(name)), ...requested])];
   if (values.profile !== undefined) variantNamed(values.profile);
   return {
     rounds: positiveInteger('rounds', values.rounds),
@@ -212,11 +214,17 @@ function pinning(enabled: boolean): { target: number | undefined; client: number
 async function startTarget(
   instances: number,
   cpu: number | undefined,
-): Promise<{ urls: string[]; pid: number | undefined; stop: () => void }> {
+): Promise<TargetReady & { pid: number | undefined; stop: () => void }> {
   const child = launch('target.ts', ['--instances', String(instances)], cpu);
   const ready = await firstMessage<TargetReady>(child, 'target', 15_000);
   // Disconnecting is the target's signal to close its servers and exit.
-  return { urls: ready.urls, pid: child.pid, stop: () => child.connected && child.disconnect() };
+  return { ...ready, pid: child.pid, stop: () => child.connected && child.disconnect() };
+}
+
+/** The target's origins of a variant's protocol. */
+function urlsFor(variant: string, target: TargetReady): string[] {
+  const protocol = variantNamed(variant).protocol;
+  return protocol === 'h2c' ? target.h2cUrls : protocol === 'h2' ? target.h2Urls : target.urls;
 }
 
 async function runClient(job: ClientJob, timeoutMs: number, cpu: number | undefined): Promise<ClientResult> {
@@ -254,7 +262,8 @@ interface VariantSummary {
 function summarise(rounds: readonly Round[], names: readonly string[]): VariantSummary[] {
   return names.map((name) => {
     const results = rounds.map((round) => round.results.get(name) as ClientResult);
-    const baselines = rounds.map((round) => round.results.get(baselineName) as ClientResult);
+    const floor = variantNamed(name).baseline ?? baselineName;
+    const baselines = rounds.map((round) => round.results.get(floor) as ClientResult);
     const throughputRatios = results.map(
       (result, index) => requestsPerSecond(result) / requestsPerSecond(baselines[index] as ClientResult),
     );
@@ -369,7 +378,8 @@ async function main(): Promise<void> {
     for (const variant of order) {
       const job: ClientJob = {
         variant,
-        urls: target.urls,
+        urls: urlsFor(variant, target),
+        ca: target.ca,
         measure: options.measure,
         warmupSeconds: options.warmupSeconds,
         concurrency: options.concurrency,
@@ -414,7 +424,8 @@ async function main(): Promise<void> {
     const profiled = await runClient(
       {
         variant: options.profile,
-        urls: target.urls,
+        urls: urlsFor(options.profile, target),
+        ca: target.ca,
         measure: { seconds: options.profileSeconds },
         warmupSeconds: options.warmupSeconds,
         concurrency: options.concurrency,

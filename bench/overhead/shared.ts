@@ -36,7 +36,13 @@ export function checkMovie(body: unknown, id: number, variant: string): void {
 /** Target → runner: the servers are listening. */
 export interface TargetReady {
   kind: 'ready';
+  /** HTTP/1.1 origins. */
   urls: string[];
+  /** h2c (HTTP/2 with prior knowledge) origins, one per instance. */
+  h2cUrls: string[];
+  /** h2 over TLS origins, one per instance; their certificate is signed by `ca`. */
+  h2Urls: string[];
+  ca: string;
 }
 
 /** How long the measured phase lasts: a fixed number of requests, or a fixed time. */
@@ -45,7 +51,10 @@ export type MeasuredPhase = { requests: number } | { seconds: number };
 /** Runner → client child: what to run. Passed as one JSON argv entry. */
 export interface ClientJob {
   variant: string;
+  /** The origins of the variant's protocol. */
   urls: string[];
+  /** CA of the h2-over-TLS origins. */
+  ca: string;
   measure: MeasuredPhase;
   /** Seconds of requests before measuring (connections opened, code optimised); 0 for none. */
   warmupSeconds: number;

@@ -8,14 +8,23 @@
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer as createH2cServer,
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+} from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { testPki } from '../../test/helpers/pki.js';
 import { movieJson, type TargetReady } from './shared.js';
 
 const moviePrefix = '/movies/';
 
-function handle(request: IncomingMessage, response: ServerResponse): void {
+function handle(request: IncomingMessage | Http2ServerRequest, response: ServerResponse | Http2ServerResponse): void {
   const url = request.url ?? '';
   const id = url.startsWith(moviePrefix) ? Number(url.slice(moviePrefix.length)) : Number.NaN;
   if (request.method !== 'GET' || !Number.isInteger(id)) {
@@ -28,9 +37,24 @@ function handle(request: IncomingMessage, response: ServerResponse): void {
   response.end(body);
 }
 
-/** Starts `count` servers on ephemeral ports; resolves with their origins. */
-export async function startTargets(count: number): Promise<{ urls: string[]; close: () => Promise<void> }> {
+/** What the target serves: HTTP/1.1, h2c and h2 over TLS origins, and the CA of the TLS ones. */
+export interface Targets {
+  urls: string[];
+  h2cUrls: string[];
+  h2Urls: string[];
+  ca: string;
+  close: () => Promise<void>;
+}
+
+/**
+ * Starts `count` servers of each protocol on ephemeral ports (node:http; node:http2 for h2c
+ * and for h2 over TLS, with a certificate made by openssl now); resolves with their origins.
+ */
+export async function startTargets(count: number): Promise<Targets> {
   const servers: Server[] = [];
+  const h2Servers: Array<Http2Server | Http2SecureServer> = [];
+  const pki = testPki();
+  const port = (server: { address(): unknown }) => (server.address() as AddressInfo).port;
   for (let index = 0; index < count; index++) {
     const server = createServer(handle);
     // Longer than any round, so a socket is never closed under a client mid-run.
@@ -39,20 +63,37 @@ export async function startTargets(count: number): Promise<{ urls: string[]; clo
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     servers.push(server);
+    for (const h2 of [createH2cServer(handle), createSecureServer({ ...pki.server }, handle)]) {
+      h2.on('session', (session) => session.on('error', () => {}));
+      h2.listen(0, '127.0.0.1');
+      await once(h2, 'listening');
+      h2Servers.push(h2);
+    }
   }
-  const urls = servers.map((server) => `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const urls = servers.map((server) => `http://127.0.0.1:${port(server)}`);
+  const h2cUrls = h2Servers.filter((_, index) => index % 2 === 0).map((server) => `http://127.0.0.1:${port(server)}`);
+  const h2Urls = h2Servers.filter((_, index) => index % 2 === 1).map((server) => `https://127.0.0.1:${port(server)}`);
+  const sessions = new Set<{ destroy(): void }>();
+  for (const server of h2Servers) {
+    server.on('session', (session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+    });
+  }
   const close = async () => {
-    await Promise.all(
-      servers.map(
+    for (const session of sessions) session.destroy();
+    await Promise.all([
+      ...servers.map(
         (server) =>
           new Promise<void>((resolve) => {
             server.closeAllConnections();
             server.close(() => resolve());
           }),
       ),
-    );
+      ...h2Servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
+    ]);
   };
-  return { urls, close };
+  return { urls, h2cUrls, h2Urls, ca: pki.ca, close };
 }
 
 async function main(): Promise<void> {
@@ -65,7 +106,13 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', exit);
   process.once('SIGTERM', exit);
-  const ready: TargetReady = { kind: 'ready', urls: targets.urls };
+  const ready: TargetReady = {
+    kind: 'ready',
+    urls: targets.urls,
+    h2cUrls: targets.h2cUrls,
+    h2Urls: targets.h2Urls,
+    ca: targets.ca,
+  };
   if (process.send !== undefined) {
     // A target must never outlive its runner, even when the runner is killed with SIGKILL.
     process.once('disconnect', exit);

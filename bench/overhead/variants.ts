@@ -20,7 +20,11 @@ export interface Variant {
   readonly name: string;
   /** One line for the results table's legend. */
   readonly description: string;
-  create(urls: readonly string[]): Promise<Driver>;
+  /** The target's origins it talks to: HTTP/1.1 unless `h2c` or `h2` (over TLS). */
+  readonly protocol?: 'h2c' | 'h2';
+  /** The variant its ratios are computed against (raw undici over the same protocol). @default 'undici' */
+  readonly baseline?: string;
+  create(urls: readonly string[], target: { ca: string }): Promise<Driver>;
 }
 
 /** Round-robin over `items`: the same cheap picker for every variant. */
@@ -361,6 +365,64 @@ const telescopeCache: Variant = {
   },
 };
 
+/**
+ * Raw undici over HTTP/2: one `Client` per origin (one connection, streams multiplexed up to
+ * 100 in flight), h2c by prior knowledge or h2 by ALPN over TLS. The floor of the HTTP/2 rows.
+ */
+function undiciHttp2(protocol: 'h2c' | 'h2'): Variant {
+  return {
+    name: `undici-${protocol}`,
+    description: `undici \`Client\` over ${protocol === 'h2c' ? 'h2c (prior knowledge)' : 'h2 (TLS, ALPN)'}, \`pipelining: 100\`, \`request\` + \`body.json()\`: the floor of the ${protocol} rows`,
+    protocol,
+    baseline: `undici-${protocol}`,
+    async create(urls, target) {
+      const { Client } = await import('undici');
+      const clients = urls.map(
+        (url) =>
+          new Client(url, {
+            pipelining: 100,
+            ...(protocol === 'h2c' ? { useH2c: true } : { allowH2: true, connect: { ca: target.ca } }),
+          }),
+      );
+      const next = roundRobin(clients);
+      return {
+        async getMovie(id) {
+          const { statusCode, body } = await next().request({ method: 'GET', path: `/movies/${id}` });
+          if (statusCode !== 200) {
+            await body.dump();
+            throw statusError(`undici-${protocol}`, statusCode);
+          }
+          return body.json();
+        },
+        async close() {
+          await Promise.all(clients.map((client) => client.close()));
+        },
+      };
+    },
+  };
+}
+
+/** telescope with `http2: true`, zod params and response schema, against the same protocol's floor. */
+function telescopeHttp2(protocol: 'h2c' | 'h2'): Variant {
+  return {
+    name: `telescope-${protocol}`,
+    description: `telescope \`createClient\` with \`http2: true\` over ${protocol}${protocol === 'h2' ? ' (`tls: { ca }`)' : ''}, zod params + zod response schema; ratios ÷ undici-${protocol}`,
+    protocol,
+    baseline: `undici-${protocol}`,
+    async create(urls, target) {
+      const { createClient } = await import('../../src/index.js');
+      const { movies } = await import('./movie-service.js');
+      const client = createClient(movies, {
+        instances: urls,
+        timeoutMs: 1000,
+        http2: true,
+        ...(protocol === 'h2' ? { tls: { ca: target.ca } } : {}),
+      });
+      return { getMovie: (id) => client.getMovie({ id }), close: () => client.close() };
+    },
+  };
+}
+
 /** Every variant, in the order of the results table. */
 export const variants: readonly Variant[] = [
   undiciPool,
@@ -374,6 +436,10 @@ export const variants: readonly Variant[] = [
   telescopeVariant('telescope', true),
   telescopeVariant('telescope-no-schema', false),
   telescopeCache,
+  undiciHttp2('h2c'),
+  telescopeHttp2('h2c'),
+  undiciHttp2('h2'),
+  telescopeHttp2('h2'),
 ];
 
 /** The variant every ratio is computed against; always run. */

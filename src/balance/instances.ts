@@ -208,8 +208,8 @@ export class InstanceSet {
   readonly #roundRobin: boolean;
   readonly #latencyAware: boolean;
   readonly #zone: string | undefined;
-  readonly #outlier: ResolvedOutlier | undefined;
-  readonly #rateDetection: boolean;
+  #outlier: ResolvedOutlier | undefined;
+  #rateDetection: boolean;
   readonly #slowStartMs: number;
   readonly #healthThresholds: { unhealthyThreshold: number; healthyThreshold: number } | undefined;
   readonly #onEvent: ((event: InstanceEvent) => void) | undefined;
@@ -690,6 +690,23 @@ export class InstanceSet {
     let next = this.#nextIntervalAt;
     for (const state of states) if (state.ejectedUntil !== 0 && state.ejectedUntil < next) next = state.ejectedUntil;
     if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
+  }
+
+  /**
+   * Checks new outlier options (throws `INVALID_OPTION`, changing nothing) and returns what
+   * puts them in force (`client.configure()`): ejections in progress run their course; the
+   * next failure and the next interval are judged by the new settings.
+   */
+  prepareOutlier(outlier: OutlierOptions | false): () => void {
+    const resolved = outlier === false ? undefined : resolveOutlier(outlier);
+    return () => {
+      this.#outlier = resolved;
+      this.#rateDetection =
+        resolved !== undefined &&
+        (resolved.failurePercentage !== undefined || resolved.successRateStdevFactor !== undefined);
+      this.#nextIntervalAt = Number.POSITIVE_INFINITY;
+      if (!this.#closed) this.start();
+    };
   }
 
   /** Stops the set's timer; nothing is timed afterwards. Idempotent. */

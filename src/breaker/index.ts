@@ -27,7 +27,7 @@ import type { Call, CallContext, IncomingResponse, Layer, OutgoingRequest } from
 import { channels } from '../core/channels.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
-import { Throttle, type ThrottleOptions, throttleSettings } from '../throttle/index.js';
+import { Throttle, type ThrottleOptions, type ThrottleSettings, throttleSettings } from '../throttle/index.js';
 
 /** `breaker` option of `createClient`. */
 export interface BreakerOptions {
@@ -175,6 +175,11 @@ export interface BreakerLayer {
   control(endpoint: string): CircuitControl;
   /** Stops the rotation timer and every circuit's timers. */
   shutdown(): void;
+  /**
+   * Checks new options (throws `INVALID_OPTION`, changing nothing) and returns what applies
+   * them to every circuit, made and to come (`client.configure()`).
+   */
+  prepare(options: BreakerOptions | false, throttle: ThrottleOptions | false | undefined): () => void;
 }
 
 /** Number of buckets of the rolling window (as opossum's default). */
@@ -245,7 +250,7 @@ class EndpointCircuit implements CircuitControl {
 
   constructor(
     private readonly settings: CircuitSettings,
-    private readonly throttle: Throttle | undefined,
+    private throttle: Throttle | undefined,
   ) {
     this.endpoint = settings.endpoint;
   }
@@ -474,6 +479,20 @@ class EndpointCircuit implements CircuitControl {
     this.settings.report('closed', 'probes-passed');
   }
 
+  /**
+   * New thresholds from `client.configure()`: they apply from the next call and the next
+   * decision; the window's counts, the state and an operator's hold are kept. A changed
+   * throttle starts a new window.
+   */
+  reconfigure(
+    options: Omit<CircuitSettings, 'clock' | 'random' | 'service' | 'endpoint' | 'report'>,
+    throttle: ThrottleSettings | undefined,
+  ): void {
+    Object.assign(this.settings, options);
+    if (throttle === undefined) this.throttle = undefined;
+    else if (this.throttle === undefined || !this.throttle.adopt(throttle)) this.throttle = new Throttle(throttle);
+  }
+
   forceOpen(): void {
     this.stopTimer();
     this.held = 'open';
@@ -596,8 +615,9 @@ export function breaker(
     onState?: (endpoint: string, state: CircuitState, cause: CircuitCause) => void;
   },
 ): BreakerLayer {
-  const settings = breakerSettings(options === false ? {} : options);
-  const throttle =
+  let settings = breakerSettings(options === false ? {} : options);
+  let trips = options !== false;
+  let throttle =
     environment.throttle === undefined || environment.throttle === false
       ? undefined
       : throttleSettings(environment.throttle);
@@ -618,7 +638,7 @@ export function breaker(
     circuit = new EndpointCircuit(
       {
         ...settings,
-        trips: options !== false,
+        trips,
         clock,
         random,
         service,
@@ -646,5 +666,16 @@ export function breaker(
       circuits.clear();
     },
     layer: (next) => (request, context) => circuitFor(context.endpoint).call(next, request, context),
+    prepare(nextOptions, nextThrottle) {
+      const nextSettings = breakerSettings(nextOptions === false ? {} : nextOptions);
+      const nextThrottleSettings =
+        nextThrottle === undefined || nextThrottle === false ? undefined : throttleSettings(nextThrottle);
+      return () => {
+        settings = nextSettings;
+        trips = nextOptions !== false;
+        throttle = nextThrottleSettings;
+        for (const circuit of circuits.values()) circuit.reconfigure({ ...settings, trips }, throttle);
+      };
+    },
   };
 }

@@ -90,6 +90,11 @@ export interface BulkheadLayer {
   /** Calls allowed in flight now. */
   readonly limit: number;
   snapshot(): BulkheadSnapshot;
+  /**
+   * Checks new options (throws `INVALID_OPTION`, changing nothing) and returns what puts them
+   * in force for the next call (`client.configure()`): calls in flight and queued are kept.
+   */
+  prepare(options: BulkheadOptions | AdaptiveBulkheadOptions): () => void;
 }
 
 /**
@@ -128,50 +133,68 @@ export function bulkhead(
     onShed?: (context: CallContext, reason: 'full' | 'queue-timeout') => void;
   },
 ): BulkheadLayer {
-  if (typeof options !== 'object' || options === null) invalidOption('bulkhead', 'an object or false', options);
   const { clock, onShed } = environment;
-  let maxQueue: number;
+  let maxQueue = 0;
   let limiter: AdaptiveLimit | undefined;
   let staticLimit = 0;
   let mode: BulkheadSnapshot['mode'] = 'static';
-  if (options.adaptive === undefined) {
-    staticLimit = options.maxConcurrent ?? bulkheadDefaults.maxConcurrent;
-    maxQueue = options.maxQueue ?? bulkheadDefaults.maxQueue;
-    if (!(Number.isInteger(staticLimit) && staticLimit >= 1)) {
-      invalidOption('bulkhead.maxConcurrent', 'an integer ≥ 1', staticLimit);
+  /** Checks options (throws INVALID_OPTION) and returns what puts them in force. */
+  const prepare = (next: BulkheadOptions | AdaptiveBulkheadOptions): (() => void) => {
+    if (typeof next !== 'object' || next === null) invalidOption('bulkhead', 'an object or false', next);
+    if (next.adaptive === undefined) {
+      const nextLimit = next.maxConcurrent ?? bulkheadDefaults.maxConcurrent;
+      const nextQueue = next.maxQueue ?? bulkheadDefaults.maxQueue;
+      if (!(Number.isInteger(nextLimit) && nextLimit >= 1)) {
+        invalidOption('bulkhead.maxConcurrent', 'an integer ≥ 1', nextLimit);
+      }
+      if (!(Number.isInteger(nextQueue) && nextQueue >= 0)) {
+        invalidOption('bulkhead.maxQueue', 'an integer ≥ 0', nextQueue);
+      }
+      return () => {
+        mode = 'static';
+        limiter = undefined;
+        staticLimit = nextLimit;
+        maxQueue = nextQueue;
+      };
     }
-    if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) invalidOption('bulkhead.maxQueue', 'an integer ≥ 0', maxQueue);
-  } else {
-    const checked = checkLimitOptions('bulkhead.', options, adaptiveBulkheadDefaults);
-    maxQueue = checked.maxQueue;
-    mode = checked.algorithm;
-    const service = environment.service ?? '';
-    limiter = new AdaptiveLimit({
-      algorithm: checked.algorithm,
-      minConcurrent: checked.minConcurrent,
-      maxConcurrent: checked.maxConcurrent,
-      initialConcurrent: initialAdaptiveLimit,
-      clock,
-      onChange: (limit) => {
-        // A window ended: the limit may have grown, so waiters may go now.
-        admitWaiters();
-        if (channels.limitChange.hasSubscribers) {
-          channels.limitChange.publish({
-            side: 'client',
-            name: service,
-            algorithm: mode,
-            limit,
-            inflight: active,
-            queued: queue.length,
-          });
-        }
-      },
-    });
+    const checked = checkLimitOptions('bulkhead.', next, adaptiveBulkheadDefaults);
+    return () => {
+      // A running bulkhead keeps its calls in flight and starts the new limit where the old one was.
+      const running = limiter !== undefined || staticLimit > 0;
+      const from = running ? currentLimit() : initialAdaptiveLimit;
+      mode = checked.algorithm;
+      maxQueue = checked.maxQueue;
+      limiter = new AdaptiveLimit({
+        algorithm: checked.algorithm,
+        minConcurrent: checked.minConcurrent,
+        maxConcurrent: checked.maxConcurrent,
+        initialConcurrent: Math.min(checked.maxConcurrent, Math.max(checked.minConcurrent, from)),
+        clock,
+        onChange,
+      });
+      limiter.inflight = active;
+    };
+  };
+  const service = environment.service ?? '';
+  function onChange(limit: number): void {
+    // A window ended: the limit may have grown, so waiters may go now.
+    admitWaiters();
+    if (channels.limitChange.hasSubscribers) {
+      channels.limitChange.publish({
+        side: 'client',
+        name: service,
+        algorithm: mode,
+        limit,
+        inflight: active,
+        queued: queue.length,
+      });
+    }
   }
   const wheel = wheelOf(clock);
   const queue: Waiter[] = [];
   let active = 0;
   const currentLimit = (): number => (limiter === undefined ? staticLimit : limiter.limit);
+  prepare(options)();
 
   const shed = (context: CallContext, reason: 'full' | 'queue-timeout') => {
     onShed?.(context, reason);
@@ -270,6 +293,13 @@ export function bulkhead(
     },
     get limit() {
       return currentLimit();
+    },
+    prepare: (next) => {
+      const apply = prepare(next);
+      return () => {
+        apply();
+        admitWaiters();
+      };
     },
     snapshot: () => ({
       mode,

@@ -1,6 +1,7 @@
 /**
  * `telescope-http/cache`: a two-tier read-through cache around a typed client (`withCache`), with an
- * in-process LRU, a shared remote tier (in-memory, Redis, memcached or your own), request
+ * in-process LRU, a shared remote tier (in-memory, Redis (one server, Cluster or Sentinel),
+ * memcached, zone replicas of any of those, or your own), request
  * coalescing, leases, stale-while-revalidate, stale-if-error and an invalidation bus.
  *
  * @module telescope-http/cache
@@ -44,3 +45,10 @@ export {
   type RemoteOperation,
 } from './types.js';
 export { withCache } from './with-cache.js';
+export {
+  type ZoneReplicaStats,
+  type ZoneReplicatedCache,
+  type ZoneReplicatedOptions,
+  zoneReplicated,
+  zoneReplicatedDefaults,
+} from './zone-replicated.js';

@@ -10,6 +10,15 @@
  *
  * Leases are `SET key token NX PX ttl`, released by a compare-and-delete script. The
  * invalidation bus is Redis pub/sub on a second connection, opened when first subscribed.
+ *
+ * Three topologies: one server (`url`, node-redis `createClient`), a Redis Cluster (`cluster`,
+ * `createCluster`: keys hash-tagged so a key and its lease share a slot, sharded pub/sub for the
+ * bus) and Redis behind Sentinel (`sentinel`, `createSentinel`: commands follow the master). A
+ * cluster or sentinel client does not retry its first connection by itself: it is retried here.
+ *
+ * Cold start: until the first connection is up (or has failed), operations wait for it, up to
+ * their timeout, and `connecting` is true, so `withCache` does not take a new instance's
+ * still-opening connection for a sick tier.
  */
 import type { Logger } from '../core/call.js';
 import { type Clock, systemClock, type WheelEntry, wheelOf } from '../core/clock.js';
@@ -22,10 +31,40 @@ import {
   type RemoteOperationOptions,
 } from './remote.js';
 
+/** A Redis Cluster: node-redis `createCluster`. */
+export interface RedisCacheClusterOptions {
+  /** Some of the cluster's nodes (`redis://host:port` URLs or `{ url }`); the rest is discovered. */
+  rootNodes: ReadonlyArray<string | { readonly url: string }>;
+  /**
+   * After a node starts reconnecting, how long until the slot map is asked for again (how soon
+   * a failed-over master's replica gets the traffic), in milliseconds. @default 1000
+   */
+  topologyRefreshMs?: number;
+}
+
+/** Redis behind Sentinel: node-redis `createSentinel`. */
+export interface RedisCacheSentinelOptions {
+  /** The master's name, as the sentinels know it. */
+  name: string;
+  /** Some sentinels (`host:port` strings or `{ host, port }`). */
+  sentinelRootNodes: ReadonlyArray<string | { readonly host: string; readonly port: number }>;
+}
+
 /** Options of {@link redisCache}. */
 export interface RedisCacheOptions {
-  /** `redis://[[user]:password@]host[:port][/db]` or `rediss://…`. @default 'redis://127.0.0.1:6379' */
+  /**
+   * One Redis server: `redis://[[user]:password@]host[:port][/db]` or `rediss://…`. Not with
+   * `cluster` or `sentinel`. @default 'redis://127.0.0.1:6379'
+   */
   url?: string;
+  /**
+   * A Redis Cluster instead of one server. Keys are stored hash-tagged (`{key}`) so that a key and
+   * its lease share a slot; the invalidation bus uses sharded pub/sub (SPUBLISH/SSUBSCRIBE), or
+   * plain pub/sub on a server without it.
+   */
+  cluster?: RedisCacheClusterOptions;
+  /** Redis behind Sentinel instead of one server: commands follow the master through failovers. */
+  sentinel?: RedisCacheSentinelOptions;
   /** Timeout of each operation, in milliseconds. @default 50 */
   timeoutMs?: number;
   /** TCP connect timeout, in milliseconds. @default 1000 */
@@ -44,6 +83,7 @@ export interface RedisCacheOptions {
 
 export const redisCacheDefaults = {
   url: 'redis://127.0.0.1:6379',
+  topologyRefreshMs: 1000,
   timeoutMs: DEFAULT_REMOTE_TIMEOUT_MS,
   connectTimeoutMs: 1000,
   minDelayMs: 50,
@@ -61,11 +101,13 @@ interface RedisConnection {
   del(key: string): Promise<number>;
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   publish(channel: string, message: string): Promise<number>;
+  sPublish?(channel: string, message: string): Promise<number>;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
+  sSubscribe?(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   close(): Promise<void>;
-  destroy(): void;
-  duplicate(): RedisConnection;
+  destroy(): unknown;
+
   on(event: string, listener: (...args: unknown[]) => void): unknown;
   off(event: string, listener: (...args: unknown[]) => void): unknown;
 }
@@ -78,6 +120,16 @@ export interface RedisCache extends RemoteCache {
   /** True while commands can be sent. */
   readonly ready: boolean;
 }
+
+/** The part of the `redis` package this driver uses. */
+interface RedisDriver {
+  createClient(options: unknown): unknown;
+  createCluster(options: unknown): unknown;
+  createSentinel(options: unknown): unknown;
+}
+
+/** What `withCache` appends to a key to name its lease. */
+const LEASE_SUFFIX = '#lease';
 
 const RELEASE_SCRIPT =
   "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -101,18 +153,113 @@ function positive(name: string, value: number | undefined, fallback: number): nu
   return value;
 }
 
+type Topology =
+  | { readonly kind: 'single'; readonly url: string }
+  | {
+      readonly kind: 'cluster';
+      readonly rootNodes: readonly string[];
+      readonly topologyRefreshMs: number;
+      readonly describe: string;
+    }
+  | {
+      readonly kind: 'sentinel';
+      readonly name: string;
+      readonly sentinelRootNodes: ReadonlyArray<{ host: string; port: number }>;
+      readonly describe: string;
+    };
+
+const redisUrl = /^rediss?:\/\/[^\s]+$/;
+
+/** Which Redis: one server, a cluster or a sentinel set; every malformed part is INVALID_OPTION. */
+function resolveTopology(options: RedisCacheOptions): Topology {
+  const given = [options.url, options.cluster, options.sentinel].filter((item) => item !== undefined).length;
+  if (given > 1) invalidOption('redisCache url, cluster, sentinel', 'only one of them', Object.keys(options));
+  if (options.cluster !== undefined) {
+    const cluster = options.cluster;
+    if (typeof cluster !== 'object' || cluster === null || !Array.isArray(cluster.rootNodes)) {
+      invalidOption('redisCache cluster', 'an object { rootNodes: [url, …] }', cluster);
+    }
+    if (cluster.rootNodes.length === 0) invalidOption('redisCache cluster.rootNodes', 'at least one node', []);
+    const rootNodes = cluster.rootNodes.map((node: string | { readonly url: string }, index: number) => {
+      const url = typeof node === 'string' ? node : node?.url;
+      if (typeof url !== 'string' || !redisUrl.test(url)) {
+        invalidOption(`redisCache cluster.rootNodes[${index}]`, 'a redis:// or rediss:// URL (or { url })', node);
+      }
+      return url;
+    });
+    const topologyRefreshMs = cluster.topologyRefreshMs ?? redisCacheDefaults.topologyRefreshMs;
+    if (!Number.isInteger(topologyRefreshMs) || topologyRefreshMs <= 0) {
+      invalidOption('redisCache cluster.topologyRefreshMs', 'a positive integer', topologyRefreshMs);
+    }
+    return {
+      kind: 'cluster',
+      rootNodes,
+      topologyRefreshMs,
+      describe: `cluster(${rootNodes.map((url) => url.replace(/\/\/[^@/]*@/, '//***@')).join(',')})`,
+    };
+  }
+  if (options.sentinel !== undefined) {
+    const sentinel = options.sentinel;
+    if (typeof sentinel !== 'object' || sentinel === null || !Array.isArray(sentinel.sentinelRootNodes)) {
+      invalidOption('redisCache sentinel', 'an object { name, sentinelRootNodes: [host:port, …] }', sentinel);
+    }
+    if (typeof sentinel.name !== 'string' || sentinel.name === '') {
+      invalidOption('redisCache sentinel.name', 'the master name, a non-empty string', sentinel.name);
+    }
+    if (sentinel.sentinelRootNodes.length === 0) {
+      invalidOption('redisCache sentinel.sentinelRootNodes', 'at least one sentinel', []);
+    }
+    const sentinelRootNodes = sentinel.sentinelRootNodes.map(
+      (node: string | { readonly host: string; readonly port: number }, index: number) => {
+        const parsed =
+          typeof node === 'string'
+            ? (() => {
+                const match = /^([^:\s]+):(\d+)$/.exec(node);
+                return match === null ? undefined : { host: match[1] as string, port: Number(match[2]) };
+              })()
+            : node;
+        if (
+          typeof parsed !== 'object' ||
+          parsed === null ||
+          typeof parsed.host !== 'string' ||
+          parsed.host === '' ||
+          !Number.isInteger(parsed.port) ||
+          parsed.port < 1 ||
+          parsed.port > 65_535
+        ) {
+          invalidOption(`redisCache sentinel.sentinelRootNodes[${index}]`, "'host:port' or { host, port }", node);
+        }
+        return { host: parsed.host, port: parsed.port };
+      },
+    );
+    return {
+      kind: 'sentinel',
+      name: sentinel.name,
+      sentinelRootNodes,
+      describe: `sentinel(${sentinel.name}@${sentinelRootNodes.map((node) => `${node.host}:${node.port}`).join(',')})`,
+    };
+  }
+  const url = options.url ?? redisCacheDefaults.url;
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
+    invalidOption('redisCache url', 'a redis:// or rediss:// URL', url);
+  }
+  return { kind: 'single', url };
+}
+
 /**
- * A Redis remote tier.
+ * A Redis remote tier: one server (`url`), a Redis Cluster (`cluster`) or Redis behind Sentinel
+ * (`sentinel`).
  *
  * @example
  * const remote = redisCache({ url: 'redis://127.0.0.1:6379', timeoutMs: 50 });
+ * const clustered = redisCache({ cluster: { rootNodes: ['redis://10.0.0.1:7000', 'redis://10.0.0.2:7000'] } });
+ * const failover = redisCache({ sentinel: { name: 'cache', sentinelRootNodes: ['10.0.0.1:26379'] } });
  * const cached = withCache(movies, { remote, endpoints: { getMovie: { ttlMs: 60_000 } } });
  */
 export function redisCache(options: RedisCacheOptions = {}): RedisCache {
   if (typeof options !== 'object' || options === null) invalidOption('redisCache options', 'an object', options);
-  const url = options.url ?? redisCacheDefaults.url;
-  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url))
-    invalidOption('redisCache url', 'a redis:// or rediss:// URL', url);
+  const topology = resolveTopology(options);
+  const url = topology.kind === 'single' ? topology.url : topology.describe;
   const timeoutMs = positive('timeoutMs', options.timeoutMs, redisCacheDefaults.timeoutMs);
   const connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, redisCacheDefaults.connectTimeoutMs);
   const minDelayMs = positive('reconnect.minDelayMs', options.reconnect?.minDelayMs, redisCacheDefaults.minDelayMs);
@@ -127,31 +274,55 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
   let closed = false;
   let main: RedisConnection | undefined;
   let subscriber: RedisConnection | undefined;
+
   const messageListeners = new Set<(message: string) => void>();
   const gapListeners = new Set<() => void>();
   let subscribed: Promise<void> | undefined;
 
+  let driver: Promise<RedisDriver> | undefined;
+  const loadDriver = (): Promise<RedisDriver> => {
+    driver ??= import('redis').then(
+      (module) => module as unknown as RedisDriver,
+      (error: unknown) => {
+        throw new RemoteCacheError('REMOTE_UNAVAILABLE', "redisCache needs the 'redis' package: npm install redis", {
+          cause: error,
+        });
+      },
+    );
+    return driver;
+  };
+
   const createConnection = async (role: string): Promise<RedisConnection> => {
-    let redis: { createClient(options: unknown): unknown };
-    try {
-      redis = (await import('redis')) as unknown as typeof redis;
-    } catch (error) {
-      throw new RemoteCacheError('REMOTE_UNAVAILABLE', "redisCache needs the 'redis' package: npm install redis", {
-        cause: error,
-      });
-    }
-    const connection = redis.createClient({
-      url,
+    const redis = await loadDriver();
+    const nodeOptions = {
       disableOfflineQueue: true,
       commandsQueueMaxLength: maxQueue,
       socket: {
         connectTimeout: connectTimeoutMs,
         // Capped exponential backoff with jitter; returning a number keeps retrying forever.
-        reconnectStrategy: (retries: number) =>
-          Math.round(Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(retries, 16)) * (0.5 + Math.random() / 2)),
+        reconnectStrategy: (retries: number) => backoffMs(retries),
       },
-    }) as RedisConnection;
+    };
+    let connection: RedisConnection;
+    if (topology.kind === 'single') {
+      connection = redis.createClient({ url: topology.url, ...nodeOptions }) as RedisConnection;
+    } else if (topology.kind === 'cluster') {
+      connection = redis.createCluster({
+        rootNodes: topology.rootNodes.map((node: string) => ({ url: node })),
+        defaults: nodeOptions,
+        topologyRefreshOnReconnectionAttemptStrategy: topology.topologyRefreshMs,
+      }) as RedisConnection;
+    } else {
+      connection = redis.createSentinel({
+        name: topology.name,
+        sentinelRootNodes: topology.sentinelRootNodes,
+        nodeClientOptions: nodeOptions,
+        sentinelClientOptions: { socket: nodeOptions.socket },
+      }) as RedisConnection;
+    }
     let healthy = false;
+    // A cluster or sentinel reports failing nodes separately; without listeners they would throw.
+    connection.on('node-error', () => {});
     connection.on('error', (error) => {
       // Without a listener node-redis would throw; each failure is logged once per outage.
       if (healthy) logger?.warn({ server: safeUrl, role, err: (error as Error).message }, 'redis connection failed');
@@ -179,35 +350,87 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
   });
   firstConnection.catch(() => {});
 
-  let mainStarted: Promise<RedisConnection> | undefined;
-  const startMain = (): Promise<RedisConnection> => {
-    mainStarted ??= createConnection('cache').then((connection) => {
-      main = connection;
-      if (closed) {
-        connection.destroy();
-        return connection;
-      }
-      connection.on('ready', () => settleFirstConnection());
-      connection.on('error', (error) =>
-        settleFirstConnection(
-          new RemoteCacheError('REMOTE_UNAVAILABLE', `redis ${safeUrl}: ${(error as Error)?.message ?? error}`, {
+  const upListeners = new Set<() => void>();
+  const markUp = () => {
+    settleFirstConnection();
+    for (const listener of upListeners) listener();
+  };
+  const markFailed = (error: unknown) =>
+    settleFirstConnection(
+      error instanceof RemoteCacheError
+        ? error
+        : new RemoteCacheError('REMOTE_UNAVAILABLE', `redis ${safeUrl}: ${(error as Error)?.message ?? error}`, {
             cause: error,
           }),
-        ),
-      );
-      // Retries until connected or closed; once the first connection settled, operations fail
-      // fast while disconnected.
+    );
+
+  // Backoff between whole-client connection attempts (cluster, sentinel), cut short by close().
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  let wakeRetry: (() => void) | undefined;
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      wakeRetry = resolve;
+      retryTimer = setTimeout(resolve, ms);
+    });
+
+  /**
+   * Opens a connection. One server: node-redis retries by itself (operations fail fast
+   * meanwhile). A cluster or sentinel client does not retry its first connection: it is retried
+   * here, with backoff, each attempt bounded by `connectTimeoutMs`. Resolves once it is up
+   * (undefined when closed first).
+   */
+  const open = async (
+    role: string,
+    onConnection: (connection: RedisConnection) => void,
+  ): Promise<RedisConnection | undefined> => {
+    if (topology.kind === 'single') {
+      const connection = await createConnection(role);
+      if (closed) {
+        connection.destroy();
+        return undefined;
+      }
+      onConnection(connection);
       connection.connect().catch(() => {});
       return connection;
+    }
+    for (let attempt = 0; !closed; attempt++) {
+      const connection = await createConnection(role);
+      if (closed) break;
+      try {
+        await waitFor(
+          connection.connect().then(() => undefined),
+          connectTimeoutMs,
+          `redis ${safeUrl}: no connection within ${connectTimeoutMs} ms`,
+        );
+        if (closed) {
+          await shut(connection);
+          return undefined;
+        }
+        onConnection(connection);
+        return connection;
+      } catch (error) {
+        if (role === 'cache') markFailed(error);
+        logger?.warn({ server: safeUrl, role, err: (error as Error)?.message }, 'redis connection failed');
+        await destroyQuietly(connection);
+        if (!closed) await pause(backoffMs(attempt));
+      }
+    }
+    return undefined;
+  };
+
+  let mainStarted: Promise<RedisConnection | undefined> | undefined;
+  const startMain = (): Promise<RedisConnection | undefined> => {
+    mainStarted ??= open('cache', (connection) => {
+      main = connection;
+      if (topology.kind === 'single') {
+        connection.on('ready', markUp);
+        connection.on('error', markFailed);
+      } else markUp();
     });
     return mainStarted;
   };
   void startMain().catch((error: unknown) => {
-    settleFirstConnection(
-      error instanceof RemoteCacheError
-        ? error
-        : new RemoteCacheError('REMOTE_UNAVAILABLE', String((error as Error)?.message ?? error)),
-    );
+    markFailed(error);
     logger?.error({ err: (error as Error).message }, 'redisCache cannot start');
   });
 
@@ -259,51 +482,82 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
     });
   };
 
+  // Sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7) on a cluster; plain pub/sub where the server lacks it.
+  let sharded = topology.kind === 'cluster';
+  const unknownCommand = (error: unknown) => /unknown command/i.test(String((error as Error)?.message));
+
   const subscribeOnce = (): Promise<void> => {
     subscribed ??= (async () => {
-      const connection = await createConnection('bus');
-      subscriber = connection;
-      if (closed) {
-        connection.destroy();
-        return;
-      }
-      let interrupted = false;
-      let listening = false;
       let confirm: () => void = () => {};
       const confirmed = new Promise<void>((resolve) => {
         confirm = resolve;
       });
-      const listen = () => {
-        if (listening || closed) return;
-        connection
-          .subscribe(channel, (message) => {
-            for (const listener of messageListeners) listener(message);
-          })
-          .then(
-            () => {
-              listening = true;
-              confirm();
-            },
-            () => {},
-          );
+      const onMessage = (message: string) => {
+        for (const listener of messageListeners) listener(message);
       };
-      connection.on('error', () => {
-        interrupted = true;
+      let interrupted = false;
+      let listening = false;
+      const listen = (connection: RedisConnection) => {
+        if (listening || closed) return;
+        const subscribe = (): Promise<void> =>
+          sharded && connection.sSubscribe !== undefined
+            ? connection.sSubscribe(channel, onMessage).catch((error: unknown) => {
+                if (!unknownCommand(error)) throw error;
+                sharded = false;
+                return connection.subscribe(channel, onMessage);
+              })
+            : connection.subscribe(channel, onMessage);
+        subscribe().then(
+          () => {
+            listening = true;
+            confirm();
+          },
+          () => {},
+        );
+      };
+      const gap = () => {
+        for (const onGap of gapListeners) onGap();
+      };
+      const started = open('bus', (connection) => {
+        subscriber = connection;
+        if (topology.kind === 'single') {
+          connection.on('error', () => {
+            interrupted = true;
+          });
+          connection.on('ready', () => {
+            // Back after an outage: messages sent meanwhile are lost. (node-redis resubscribes.)
+            if (interrupted) gap();
+            interrupted = false;
+            listen(connection);
+          });
+        } else {
+          // A node of the cluster (or the master) failed: messages may be lost while node-redis
+          // moves the subscription; drop what may be stale.
+          connection.on('node-error', gap);
+          connection.on('error', gap);
+          listen(connection);
+        }
       });
-      connection.on('ready', () => {
-        // Back after an outage: messages sent meanwhile are lost. (node-redis resubscribes.)
-        if (interrupted) for (const onGap of gapListeners) onGap();
-        interrupted = false;
-        listen();
-      });
-      connection.connect().catch(() => {});
-      await waitFor(confirmed, connectTimeoutMs, `redis ${safeUrl}: not subscribed within ${connectTimeoutMs} ms`);
+      await waitFor(
+        Promise.race([confirmed, started.then(() => confirmed)]),
+        connectTimeoutMs,
+        `redis ${safeUrl}: not subscribed within ${connectTimeoutMs} ms`,
+      );
     })();
     return subscribed;
   };
 
+  const publish = (connection: RedisConnection, message: string): Promise<number> =>
+    sharded && connection.sPublish !== undefined
+      ? connection.sPublish(channel, message).catch((error: unknown) => {
+          if (!unknownCommand(error)) throw error;
+          sharded = false;
+          return connection.publish(channel, message);
+        })
+      : connection.publish(channel, message);
+
   const bus: InvalidationBus = {
-    publish: (message) => run(undefined, (connection) => connection.publish(channel, message)).then(() => undefined),
+    publish: (message) => run(undefined, (connection) => publish(connection, message)).then(() => undefined),
     async subscribe(onMessage, onGap) {
       if (closed) throw new RemoteCacheError('REMOTE_CLOSED', 'redisCache is closed');
       messageListeners.add(onMessage);
@@ -334,40 +588,44 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
       return connecting && !closed;
     },
     async connect() {
-      const connection = await startMain();
-      if (connection.isReady) return;
-      let onReady: () => void = () => {};
-      const ready = new Promise<void>((resolve) => {
-        onReady = resolve;
-        connection.on('ready', onReady);
+      void startMain();
+      // Loading the driver is not part of the connect timeout (as before: it may take a while).
+      await loadDriver();
+      if (main?.isReady === true) return;
+      let onUp: () => void = () => {};
+      const up = new Promise<void>((resolve) => {
+        onUp = resolve;
+        upListeners.add(onUp);
       });
       try {
-        await waitFor(ready, connectTimeoutMs, `redis ${safeUrl}: no connection within ${connectTimeoutMs} ms`);
+        await waitFor(up, connectTimeoutMs, `redis ${safeUrl}: no connection within ${connectTimeoutMs} ms`);
       } finally {
-        connection.off('ready', onReady);
+        upListeners.delete(onUp);
       }
     },
-    get: (key, op) => run(op, (connection) => connection.get(key)).then((value) => value ?? undefined),
+    get: (key, op) => run(op, (connection) => connection.get(slotted(key))).then((value) => value ?? undefined),
     set: (key, value, ttlMs, op) =>
       run(op, (connection) =>
-        connection.set(key, value, { expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } }),
+        connection.set(slotted(key), value, { expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } }),
       ).then(() => undefined),
-    delete: (key, op) => run(op, (connection) => connection.del(key)).then(() => undefined),
+    delete: (key, op) => run(op, (connection) => connection.del(slotted(key))).then(() => undefined),
     acquireLease: (key, token, ttlMs, op) =>
       run(op, (connection) =>
-        connection.set(key, token, {
+        connection.set(slotted(key), token, {
           expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) },
           condition: 'NX',
         }),
       ).then((reply) => reply === 'OK'),
     releaseLease: (key, token, op) =>
-      run(op, (connection) => connection.eval(RELEASE_SCRIPT, { keys: [key], arguments: [token] })).then(
+      run(op, (connection) => connection.eval(RELEASE_SCRIPT, { keys: [slotted(key)], arguments: [token] })).then(
         () => undefined,
       ),
     async close() {
       if (closed) return;
       closed = true;
       settleFirstConnection(new RemoteCacheError('REMOTE_CLOSED', 'redisCache is closed'));
+      clearTimeout(retryTimer);
+      wakeRetry?.();
       messageListeners.clear();
       gapListeners.clear();
       await Promise.allSettled([mainStarted, subscribed]);
@@ -376,6 +634,28 @@ export function redisCache(options: RedisCacheOptions = {}): RedisCache {
       );
     },
   };
+
+  /**
+   * The key as stored. On a cluster it is hash-tagged, `{key}`, and a lease `{key}#lease`: Redis
+   * hashes only what is inside the first braces, so a key and its lease live in the same slot.
+   */
+  function slotted(key: string): string {
+    if (topology.kind !== 'cluster') return key;
+    return key.endsWith(LEASE_SUFFIX) ? `{${key.slice(0, -LEASE_SUFFIX.length)}}${LEASE_SUFFIX}` : `{${key}}`;
+  }
+
+  /** Capped exponential backoff with jitter. */
+  function backoffMs(retries: number): number {
+    return Math.round(Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(retries, 16)) * (0.5 + Math.random() / 2));
+  }
+
+  async function destroyQuietly(connection: RedisConnection): Promise<void> {
+    try {
+      await connection.destroy();
+    } catch {
+      // already closed
+    }
+  }
 
   /** Waits for `promise` at most `ms` of real time (connection set-up is I/O, not clock time). */
   async function waitFor(promise: Promise<void>, ms: number, message: string): Promise<void> {

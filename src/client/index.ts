@@ -72,7 +72,10 @@ import {
   transport,
   transportDefaults,
 } from '../transport/index.js';
+import { type ClientConfiguration, mergeConfiguration } from './configure.js';
 import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
+
+export { type ClientConfiguration, configurableKeys } from './configure.js';
 
 /** Options of one call: always the last argument of a typed method. */
 export interface CallOptions {
@@ -243,6 +246,16 @@ export type Client<S extends ServiceDefinition> = {
    * endpoint or a client made with `breaker: false`.
    */
   circuit(endpoint: keyof S['endpoints'] & string): CircuitControl;
+  /**
+   * Changes timeouts, retry, hedging, breaker, throttle, bulkhead (static or adaptive) and
+   * outlier settings of this live client, from the next call on; calls in flight finish under
+   * the settings they started with. Checked like `createClient`: a bad value throws
+   * `INVALID_OPTION` and changes nothing. Emits a `configure` event.
+   *
+   * @example
+   * client.configure({ timeoutMs: 300, retry: { maxRetries: 0 }, bulkhead: { maxConcurrent: 500 } });
+   */
+  configure(change: ClientConfiguration): void;
 };
 
 /** Added to every instance event: the service, and the counts after the change. */
@@ -270,6 +283,8 @@ export interface ClientEvents {
   health: Extract<InstanceEvent, { type: 'health' }> & InstanceCounts;
   /** Discovery delivered a new instance set. */
   instances: { service: string; instances: string[]; removed: string[] };
+  /** `configure()` put new settings in force (`changed`: the keys it was given). */
+  configure: { service: string; changed: Array<keyof ClientConfiguration>; options: ClientConfiguration };
   /** An endpoint's circuit changed state, and why (thresholds, probes, or an operator). */
   breaker: { service: string; endpoint: string; state: CircuitState; cause: CircuitCause };
   /** A fallback answered a failed call (or itself failed: `failed: true`). */
@@ -309,8 +324,7 @@ export function redactHeaders(headers: Record<string, string>, extra?: ReadonlyS
 export function createClient<S extends ServiceDefinition>(service: S, options: ClientOptions): Client<S> {
   if (typeof options !== 'object' || options === null) invalidOption('createClient options', 'an object', options);
   const clock = options.clock ?? systemClock;
-  const timeoutMs = options.timeoutMs ?? clientDefaults.timeoutMs;
-  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) invalidOption('timeoutMs', 'a positive finite number', timeoutMs);
+  let timeoutMs = checkTimeoutMs(options.timeoutMs);
   if ((options.instances === undefined) === (options.discovery === undefined)) {
     invalidOption('instances', 'given, or discovery given instead (exactly one of them)', options.instances);
   }
@@ -391,37 +405,17 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       markReady();
     });
   }
-  const attemptNeedsMs =
-    (options.minAttemptMs ?? clientDefaults.minAttemptMs) + (options.reserveMs ?? clientDefaults.reserveMs);
-  const retryOptions = options.retry === false ? { maxRetries: 0, budget: false as const } : (options.retry ?? {});
-  // Client-wide: shared by every endpoint's retry layer. An endpoint that retries on its own
-  // (the client has retry: false) gets one with the defaults.
-  let retryBudget = retryOptions.budget === false ? undefined : new RetryBudget(clock, retryOptions.budget);
   const onRetryEvent = (event: RetryEvent) => {
     const stats = endpointStats.get(event.endpoint);
     if (stats !== undefined && event.type === 'retry') stats.retries++;
     if (stats !== undefined && event.type === 'hedge') stats.hedges++;
     emit(event.type, event as never);
   };
-  const retryLayerFor = (
-    own: RetryOptions | false,
-    hedge: HedgeOptions | false | undefined,
-    budget: RetryBudget | undefined,
-  ): Layer | undefined =>
-    own === false && !hedge
-      ? undefined
-      : retry({
-          ...(own === false ? { maxRetries: 0 } : own),
-          budget: false,
-          retryBudget: budget,
-          clock,
-          attemptNeedsMs,
-          hedge,
-          random: options.random,
-          onEvent: onRetryEvent,
-        });
-  const retryLayer = retryLayerFor(options.retry === false ? false : retryOptions, options.hedge, retryBudget);
-  const classifyLayer = classifyLayerFor(options.retry);
+  // Client-wide: shared by every endpoint's retry layer. An endpoint that retries on its own
+  // (the client has retry: false) gets one with the defaults.
+  const retryBudgetFor = (setting: RetryOptions | false | undefined): RetryBudget | undefined =>
+    setting === false || setting?.budget === false ? undefined : new RetryBudget(clock, setting?.budget);
+  let retryBudget = retryBudgetFor(options.retry);
   const metricsWindowMs = options.metricsWindowMs ?? 10_000;
   if (!(Number.isFinite(metricsWindowMs) && metricsWindowMs >= 100)) {
     invalidOption('metricsWindowMs', 'a finite number ≥ 100', metricsWindowMs);
@@ -444,25 +438,20 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       emit('breaker', { service: service.name, endpoint, state, cause });
     },
   };
-  const breakerLayer =
-    options.breaker === false && throttleOptions === false
-      ? undefined
-      : breaker(options.breaker ?? {}, breakerEnvironment);
-  if (options.breaker !== false) for (const stats of endpointStats.values()) stats.breaker = 'closed';
+  // Made even when off: `configure()` can turn it on, and a circuit costs nothing until its first call.
+  const breakerLayer = breaker(options.breaker ?? {}, breakerEnvironment);
   /** Breakers of endpoints with their own breaker options, by endpoint (shut down with the client's). */
   const endpointBreakers = new Map<string, BreakerLayer>();
-  const bulkheadLayer =
-    options.bulkhead === false
-      ? undefined
-      : bulkhead(options.bulkhead ?? adaptiveBulkheadDefaults, {
-          clock,
-          service: service.name,
-          onShed: (context, reason) => {
-            const stats = endpointStats.get(context.endpoint);
-            if (stats !== undefined) stats.shed++;
-            emit('shed', { service: service.name, endpoint: context.endpoint, reason });
-          },
-        });
+  // Made even when off, for `configure()`: not in the stack then.
+  const bulkheadLayer = bulkhead(options.bulkhead || adaptiveBulkheadDefaults, {
+    clock,
+    service: service.name,
+    onShed: (context, reason) => {
+      const stats = endpointStats.get(context.endpoint);
+      if (stats !== undefined) stats.shed++;
+      emit('shed', { service: service.name, endpoint: context.endpoint, reason });
+    },
+  });
   // Response schemas run inside the observed part of the stack, so a response that fails its
   // schema is an INVALID_RESPONSE failure for stats() and the diagnostics channels, as it is for
   // the caller. Fallback values (from above) are typed by the endpoint and not checked.
@@ -493,74 +482,147 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     });
   // Always present: the diagnostics channels do not depend on `metrics`.
   const observeLayer = observe(options.metrics === false ? () => undefined : statsFor, clock);
-  const deadlineLayer = deadline({ minAttemptMs: options.minAttemptMs });
   const balanceLayer = balance(instanceSet);
   const redirectLayer = options.redirects ? redirects(options.redirects) : undefined;
-  /** One stack; the client's, or an endpoint's with its own breaker, retry, classify and attempt layers. */
-  const buildStack = (policy: {
-    breaker: Layer | undefined;
-    retry: Layer | undefined;
-    classify: Layer | undefined;
-    attemptTimeoutMs: number | undefined;
-  }): Call =>
-    compose(
-      fallbackLayer,
-      observeLayer,
-      decodeLayer,
-      deadlineLayer,
-      discoveryLayer,
-      policy.breaker,
-      bulkheadLayer?.layer,
-      policy.retry,
-      balanceLayer,
-      policy.classify,
-      attempt({
-        attemptTimeoutMs: policy.attemptTimeoutMs,
-        reserveMs: options.reserveMs,
-        minAttemptMs: options.minAttemptMs,
-        deadlineHeader: options.deadlineHeader,
-        attemptHeader: options.attemptHeader,
-      }),
-      redirectLayer,
-    )(wire.call);
-  const stack = buildStack({
-    breaker: breakerLayer?.layer,
-    retry: retryLayer,
-    classify: classifyLayer,
-    attemptTimeoutMs: options.attemptTimeoutMs,
-  });
-  // Endpoints with their own policy get their own stack; the others share the client's.
-  const stacks = new Map<string, Call>();
-  for (const [name, definition] of Object.entries(service.endpoints)) {
-    const policy = definition.policy;
-    if (policy === undefined) continue;
-    stacks.set(
-      name,
-      forEndpoint(name, () => {
-        const resolved = resolvePolicy(policy, {
-          retry: options.retry,
-          hedge: options.hedge,
-          attemptTimeoutMs: options.attemptTimeoutMs,
-        });
-        if (resolved.retriesOnItsOwn) retryBudget ??= new RetryBudget(clock);
-        let ownBreaker = breakerLayer?.layer;
-        if (resolved.breaker === false) ownBreaker = undefined;
-        else if (resolved.breaker !== undefined) {
-          const layer = breaker({ ...(options.breaker || {}), ...resolved.breaker }, breakerEnvironment);
-          endpointBreakers.set(name, layer);
-          ownBreaker = layer.layer;
-        }
-        const stats = endpointStats.get(name);
-        if (stats !== undefined) stats.breaker = ownBreaker === undefined ? 'disabled' : 'closed';
-        return buildStack({
-          breaker: ownBreaker,
-          retry: retryLayerFor(resolved.retry, resolved.hedge, retryBudget),
-          classify: classifyLayerFor(resolved.retry),
-          attemptTimeoutMs: resolved.attemptTimeoutMs,
-        });
-      }),
-    );
+
+  /**
+   * Builds the call stacks from the options `configure()` can change: the client's, and one
+   * per endpoint with a policy of its own. Layers with state (breakers, the bulkhead, the
+   * instances, the retry budget) are made once and only reconfigured; the rest are built anew.
+   * Throws INVALID_OPTION on a bad value; `pending` collects what to put in force after every
+   * check has passed (new endpoint breakers).
+   */
+  function assemble(o: ClientOptions, budget: RetryBudget | undefined, pending: Array<() => void>) {
+    const attemptNeedsMs = (o.minAttemptMs ?? clientDefaults.minAttemptMs) + (o.reserveMs ?? clientDefaults.reserveMs);
+    const retryOptions = o.retry === false ? { maxRetries: 0, budget: false as const } : (o.retry ?? {});
+    let ownBudget = budget;
+    const retryLayerFor = (
+      own: RetryOptions | false,
+      hedge: HedgeOptions | false | undefined,
+      retryBudget: RetryBudget | undefined,
+    ): Layer | undefined =>
+      own === false && !hedge
+        ? undefined
+        : retry({
+            ...(own === false ? { maxRetries: 0 } : own),
+            budget: false,
+            retryBudget,
+            clock,
+            attemptNeedsMs,
+            hedge,
+            random: options.random,
+            onEvent: onRetryEvent,
+          });
+    const deadlineLayer = deadline({ minAttemptMs: o.minAttemptMs });
+    /** One stack; the client's, or an endpoint's with its own breaker, retry, classify and attempt layers. */
+    const buildStack = (policy: {
+      breaker: Layer | undefined;
+      retry: Layer | undefined;
+      classify: Layer | undefined;
+      attemptTimeoutMs: number | undefined;
+    }): Call =>
+      compose(
+        fallbackLayer,
+        observeLayer,
+        decodeLayer,
+        deadlineLayer,
+        discoveryLayer,
+        policy.breaker,
+        o.bulkhead === false ? undefined : bulkheadLayer.layer,
+        policy.retry,
+        balanceLayer,
+        policy.classify,
+        attempt({
+          attemptTimeoutMs: policy.attemptTimeoutMs,
+          reserveMs: o.reserveMs,
+          minAttemptMs: o.minAttemptMs,
+          deadlineHeader: options.deadlineHeader,
+          attemptHeader: options.attemptHeader,
+        }),
+        redirectLayer,
+      )(wire.call);
+    const clientThrottle = o.throttle ?? (o.breaker === false ? false : {});
+    const clientBreaker = o.breaker === false && clientThrottle === false ? undefined : breakerLayer.layer;
+    const stack = buildStack({
+      breaker: clientBreaker,
+      retry: retryLayerFor(o.retry === false ? false : retryOptions, o.hedge, budget),
+      classify: classifyLayerFor(o.retry),
+      attemptTimeoutMs: o.attemptTimeoutMs,
+    });
+    // Endpoints with their own policy get their own stack; the others share the client's.
+    const stacks = new Map<string, Call>();
+    for (const [name, definition] of Object.entries(service.endpoints)) {
+      const policy = definition.policy;
+      if (policy === undefined) {
+        stacks.set(name, stack);
+        pending.push(() => markBreaker(name, o.breaker !== false));
+        continue;
+      }
+      stacks.set(
+        name,
+        forEndpoint(name, () => {
+          const resolved = resolvePolicy(policy, {
+            retry: o.retry,
+            hedge: o.hedge,
+            attemptTimeoutMs: o.attemptTimeoutMs,
+          });
+          if (resolved.retriesOnItsOwn) ownBudget ??= new RetryBudget(clock);
+          let ownBreaker = clientBreaker;
+          if (resolved.breaker === false) ownBreaker = undefined;
+          else if (resolved.breaker !== undefined) {
+            const breakerOptions = { ...(o.breaker || {}), ...resolved.breaker };
+            const existing = endpointBreakers.get(name);
+            if (existing === undefined) {
+              const made = breaker(breakerOptions, { ...breakerEnvironment, throttle: clientThrottle });
+              pending.push(() => endpointBreakers.set(name, made));
+              ownBreaker = made.layer;
+            } else {
+              pending.push(existing.prepare(breakerOptions, clientThrottle));
+              ownBreaker = existing.layer;
+            }
+          }
+          const trips = resolved.breaker !== false && (resolved.breaker !== undefined || o.breaker !== false);
+          pending.push(() => markBreaker(name, trips));
+          return buildStack({
+            breaker: ownBreaker,
+            retry: retryLayerFor(resolved.retry, resolved.hedge, ownBudget),
+            classify: classifyLayerFor(resolved.retry),
+            attemptTimeoutMs: resolved.attemptTimeoutMs,
+          });
+        }),
+      );
+    }
+    return { stacks, budget: ownBudget };
   }
+  /** An endpoint's breaker state in stats(): `disabled` without one, `closed` when one is turned on. */
+  function markBreaker(name: string, trips: boolean): void {
+    const stats = endpointStats.get(name);
+    if (stats === undefined) return;
+    if (!trips) stats.breaker = 'disabled';
+    else if (stats.breaker === 'disabled') stats.breaker = breakerLayer.state(name) ?? 'closed';
+  }
+  /** Each endpoint's current stack: `configure()` swaps them; a call reads its endpoint's once. */
+  const routes = new Map<string, { call: Call }>();
+  {
+    const pending: Array<() => void> = [];
+    const assembled = assemble(options, retryBudget, pending);
+    for (const apply of pending) apply();
+    retryBudget = assembled.budget;
+    for (const [name, call] of assembled.stacks) routes.set(name, { call });
+  }
+  /** The options `configure()` changes, as they are now (merged over the defaults). */
+  let current: ClientConfiguration = {
+    timeoutMs,
+    attemptTimeoutMs: options.attemptTimeoutMs,
+    reserveMs: options.reserveMs,
+    minAttemptMs: options.minAttemptMs,
+    retry: options.retry,
+    hedge: options.hedge,
+    breaker: options.breaker,
+    throttle: options.throttle,
+    bulkhead: options.bulkhead ?? adaptiveBulkheadDefaults,
+    outlier: options.outlier,
+  };
   // Without decompress, ask for the identity encoding (a missing Accept-Encoding means
   // "anything" to a server); with it, the codings the transport decodes. The caller's wins.
   const baseHeaders: Record<string, string> = {
@@ -588,7 +650,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     service,
     async close() {
       closed = true;
-      breakerLayer?.shutdown();
+      breakerLayer.shutdown();
       for (const endpointBreaker of endpointBreakers.values()) endpointBreaker.shutdown();
       instanceSet.close();
       stopHealthChecks?.();
@@ -609,6 +671,34 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       };
     },
     retryTokens: () => (retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens()),
+    configure(change: ClientConfiguration): void {
+      if (closed) {
+        throw new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed: configure() changes nothing', {
+          service: service.name,
+          requestSent: false,
+        });
+      }
+      const { next, changed } = mergeConfiguration(current, change);
+      // Every check first (each throws INVALID_OPTION); nothing is put in force until all passed.
+      const nextTimeoutMs = checkTimeoutMs(next.timeoutMs);
+      const pending: Array<() => void> = [];
+      if (changed.includes('breaker') || changed.includes('throttle')) {
+        pending.push(breakerLayer.prepare(next.breaker ?? {}, next.throttle ?? (next.breaker === false ? false : {})));
+      }
+      if (changed.includes('bulkhead') && next.bulkhead !== false) {
+        pending.push(bulkheadLayer.prepare(next.bulkhead ?? adaptiveBulkheadDefaults));
+      }
+      if (changed.includes('outlier')) pending.push(instanceSet.prepareOutlier(next.outlier ?? {}));
+      const budget = changed.includes('retry') ? retryBudgetFor(next.retry) : retryBudget;
+      const assembled = assemble(next, budget, pending);
+      for (const apply of pending) apply();
+      retryBudget = assembled.budget;
+      timeoutMs = nextTimeoutMs;
+      current = next;
+      for (const [name, call] of assembled.stacks) (routes.get(name) as { call: Call }).call = call;
+      logger?.info({ changed }, 'client configured');
+      emit('configure', { service: service.name, changed, options: change });
+    },
     circuit(endpoint: string): CircuitControl {
       if (!Object.hasOwn(service.endpoints, endpoint)) {
         invalidOption('circuit() endpoint', `one of ${Object.keys(service.endpoints).join(', ')}`, endpoint);
@@ -616,11 +706,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       // An endpoint with breaker options of its own has its own circuit.
       const own = endpointBreakers.get(endpoint);
       if (own !== undefined) return own.control(endpoint);
-      if (
-        breakerLayer === undefined ||
-        options.breaker === false ||
-        endpointStats.get(endpoint)?.breaker === 'disabled'
-      ) {
+      if (current.breaker === false || endpointStats.get(endpoint)?.breaker === 'disabled') {
         invalidOption(`circuit('${endpoint}')`, 'called on an endpoint with a breaker (not breaker: false)', endpoint);
       }
       return breakerLayer.control(endpoint);
@@ -628,7 +714,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     stats: (): ClientStats => ({
       service: service.name,
       retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),
-      bulkhead: bulkheadLayer === undefined ? null : bulkheadLayer.snapshot(),
+      bulkhead: current.bulkhead === false ? null : bulkheadLayer.snapshot(),
       instances: instanceSet.instances.map((state) => {
         const ejected = state.ejectedUntil > clock.now();
         return {
@@ -649,7 +735,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   return Object.freeze(client) as Client<S>;
 
   function typedMethod(name: string, definition: Endpoint) {
-    const call = stacks.get(name) ?? stack;
+    const route = routes.get(name) as { call: Call };
     const hasParams = definition.params !== undefined || definition.query !== undefined;
     const hasBody = definition.body !== undefined;
     const rawBody = definition.body === 'raw';
@@ -657,7 +743,6 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     // A raw body's content type depends on the value (set per call, unless the caller sets one).
     const endpointHeaders: Record<string, string> =
       hasBody && !rawBody ? { ...baseHeaders, 'content-type': 'application/json' } : baseHeaders;
-    const endpointTimeoutMs = definition.timeoutMs ?? timeoutMs;
     const failRequest =
       (part: ValidationError['part']) => (issues: readonly StandardSchemaV1.Issue[], cause?: unknown) => {
         throw new ValidationError(ErrorCode.INVALID_REQUEST, part, issues, {
@@ -755,7 +840,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       const path = buildPath(name, service.name, definition.pathParts, params, query);
       let headers = endpointHeaders;
       let idempotent = definition.idempotent;
-      let callTimeoutMs = endpointTimeoutMs;
+      let callTimeoutMs = definition.timeoutMs ?? timeoutMs;
       if (callOptions !== undefined) {
         if (typeof callOptions !== 'object' || callOptions === null) {
           invalidOption(`${service.name}.${name} call options`, 'an object', callOptions);
@@ -828,7 +913,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         // A stream is read once: never hedged, and retried only when it was certainly not sent.
         if (isOneShotBody(wire.body)) context.idempotent = false;
       }
-      let pending = call(request, context).then(decode);
+      let pending = route.call(request, context).then(decode);
       if (unlink !== undefined) pending = settleThen(pending, unlink);
       return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
     }
@@ -921,6 +1006,14 @@ function settleThen<T>(pending: Promise<T>, after: () => void): Promise<T> {
       throw error;
     },
   );
+}
+
+function checkTimeoutMs(value: number | undefined): number {
+  const timeoutMs = value ?? clientDefaults.timeoutMs;
+  if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+    invalidOption('timeoutMs', 'a positive finite number', timeoutMs);
+  }
+  return timeoutMs;
 }
 
 function describeArgs(hasParams: boolean, hasBody: boolean): string {

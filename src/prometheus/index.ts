@@ -45,6 +45,7 @@ import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, isTelescopeError } from '../core/errors.js';
 import {
   callDurationBuckets,
+  channelEvents,
   type EventMetric,
   type EventPayload,
   eventMetrics,
@@ -229,6 +230,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     [channels.callError.name as string, onError],
     [channels.callAttempt.name as string, onAttempt],
     [channels.clientEvent.name as string, onClientEvent],
+    ...Object.entries(channelEvents).map(([name, event]): [string, (message: unknown) => void] => [
+      name,
+      (message) => onClientEvent({ service: '', event, payload: message as EventPayload }),
+    ]),
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

@@ -270,7 +270,11 @@ function hedged(
             entry.done = true;
             attemptContext.release();
             context.callerSignal?.removeEventListener('abort', onCallerAbort);
-            if (settled) return;
+            if (settled) {
+              // A loser that answered too: a streamed body it holds is cancelled (its socket freed).
+              controller.abort();
+              return;
+            }
             settled = true;
             wheel.cancel(timer);
             finish(attemptContext);

@@ -99,7 +99,7 @@ export const defaultCapacity: Record<TierName, TierCapacity> = {
   backend: { maxConcurrent: 64, maxQueue: 64 },
 };
 
-interface TierProcess {
+export interface TierProcess {
   tier: TierName;
   index: number;
   child: ChildProcess;
@@ -132,7 +132,7 @@ export function killAllTiers(): void {
   liveChildren.clear();
 }
 
-function startTier(config: TierConfig): Promise<TierProcess> {
+export function startTier(config: TierConfig): Promise<TierProcess> {
   return new Promise((resolve, reject) => {
     const child = fork(tierModule, [JSON.stringify(config)], {
       execArgv: tierExecArgv,
@@ -170,7 +170,7 @@ function startTier(config: TierConfig): Promise<TierProcess> {
 
 let pollId = 0;
 
-function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: EdgeSample[] }> {
+export function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: EdgeSample[] }> {
   return new Promise((resolve, reject) => {
     const id = ++pollId;
     const timer = setTimeout(() => {
@@ -189,7 +189,7 @@ function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: Edg
   });
 }
 
-function percentile(sorted: number[], quantile: number): number {
+export function percentile(sorted: number[], quantile: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.ceil(quantile * sorted.length) - 1)] as number;
 }
@@ -217,7 +217,8 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
             strategy: options.strategy,
             capacity: capacity[tier],
             workMs: options.workMs ?? 0.5,
-            latencyMs: options.backendLatencyMs ?? 5,
+            // Only the backend has latency of its own; the tiers before it wait on their calls.
+            latencyMs: tier === 'backend' ? (options.backendLatencyMs ?? 5) : 0,
             seed: (options.seed ?? 1) * 100 + index,
           }),
         ),
@@ -430,7 +431,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
 }
 
 /** Opens connections and warms the JIT along the whole path before anything is measured. */
-async function warmUp(edgeUrls: string[]): Promise<void> {
+export async function warmUp(edgeUrls: string[]): Promise<void> {
   const pools = edgeUrls.map((url) => new Pool(url, { connections: 8 }));
   try {
     await Promise.all(
@@ -449,7 +450,7 @@ async function warmUp(edgeUrls: string[]): Promise<void> {
   }
 }
 
-async function stopTiers(tiers: TierProcess[]): Promise<void> {
+export async function stopTiers(tiers: TierProcess[]): Promise<void> {
   await Promise.all(
     tiers.map(
       (tier) =>

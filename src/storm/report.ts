@@ -211,7 +211,7 @@ ${simulation}
 <dt>amplification</dt><dd>requests the backend tier received per request the edge admitted: every retry of every tier multiplies it</dd>
 <dt>wasted</dt><dd>requests a tier finished after its caller had given up (closed the connection) or past their deadline</dd>
 <dt>peak in-flight</dt><dd>the most requests one instance of the tier held at once (middle: over every middle tier)</dd>
-<dt>recovery</dt><dd>outage-recover: seconds from the backend's recovery until edge success is back above 99%</dd>
+<dt>recovery</dt><dd>outage-recover, metastable: seconds from the end of the fault until edge success is back at or above 99% for the rest of the run</dd>
 </dl>
 </body></html>
 `;

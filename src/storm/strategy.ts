@@ -40,6 +40,13 @@ export interface CallerContext {
   targets: string[];
   /** Counts every attempt the caller sends (the lab measures amplification from it). */
   onAttempt(): void;
+  /**
+   * A failed call answers with a fallback (a topology's `fallback`).
+   * @default the strategy's choice (telescope: at the edge)
+   */
+  fallback?: boolean;
+  /** Client settings over the strategy's (a topology's `client`; telescope reads them). */
+  client?: Record<string, unknown>;
 }
 
 export interface StormStrategy {

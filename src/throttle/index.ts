@@ -76,8 +76,8 @@ export function throttleSettings(options: ThrottleOptions): ThrottleSettings {
 
 /** One endpoint's throttle: requests and accepts over a ring of per-second buckets. */
 export class Throttle {
-  readonly k: number;
-  readonly minRequests: number;
+  k: number;
+  minRequests: number;
   private readonly bucketMs: number;
   private readonly requests: Uint32Array;
   private readonly accepts: Uint32Array;
@@ -94,6 +94,17 @@ export class Throttle {
     this.bucketMs = settings.windowMs / buckets;
     this.requests = new Uint32Array(buckets);
     this.accepts = new Uint32Array(buckets);
+  }
+
+  /**
+   * Takes new `k` and `minRequests` in place (`client.configure()`), keeping the window's
+   * counts; false, changing nothing, when the window's length differs (that needs a new throttle).
+   */
+  adopt(settings: ThrottleSettings): boolean {
+    if (Math.abs(this.requests.length * this.bucketMs - settings.windowMs) > 1e-6) return false;
+    this.k = settings.k;
+    this.minRequests = settings.minRequests;
+    return true;
   }
 
   /** Requests counted in the window. */

@@ -307,7 +307,7 @@ describe('hostile server: content-encoding', () => {
   const tenMiB = 10 * 1024 * 1024;
   const bomb = gzipSync(Buffer.alloc(tenMiB));
 
-  it('decompression is not supported: a gzip bomb (10 MiB of zeros in ~10 KiB) is never inflated, the call fails with INVALID_RESPONSE naming the encoding', async () => {
+  it('without decompress: a gzip bomb (10 MiB of zeros in ~10 KiB) is never inflated, the call fails with INVALID_RESPONSE naming the encoding', async () => {
     expect(bomb.length).toBeLessThan(64 * 1024);
     const types: Record<string, string | undefined> = {
       '/named/json': 'application/json',
@@ -335,9 +335,8 @@ describe('hostile server: content-encoding', () => {
       expect(error.code, name).toBe(ErrorCode.INVALID_RESPONSE);
       expect(error).toBeInstanceOf(ValidationError);
       expect(error.message, name).toContain(
-        'hostile.named: invalid response: content-encoding "gzip" is not supported',
+        'hostile.named: invalid response: content-encoding "gzip" was not requested: the client asked for identity',
       );
-      expect(error.message, name).toContain('does not decompress');
       expect(error.retryable).toBe(false);
     }
     expect(memoryInUse() - memoryBefore).toBeLessThan(tenMiB / 2);

@@ -8,7 +8,7 @@
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -35,7 +35,7 @@ export function findBinary(name: string): string | undefined {
  * Whether a service binary is here. Prints why tests are skipped when it is not; under
  * TELESCOPE_REQUIRE_SERVICES=1 says so, and the caller fails instead of skipping.
  */
-export function serviceAvailable(binary: 'redis-server' | 'memcached'): boolean {
+export function serviceAvailable(binary: 'redis-server' | 'redis-sentinel' | 'redis-cli' | 'memcached'): boolean {
   const found = findBinary(binary) !== undefined;
   if (!found) {
     const what = requireServices ? 'FAILING (TELESCOPE_REQUIRE_SERVICES=1)' : 'skipping';
@@ -255,11 +255,12 @@ export interface RedisServer extends ServiceProcess {
   connectedClients(): Promise<number>;
 }
 
-/** Starts redis-server on a free loopback port, without persistence. */
-export async function startRedis(): Promise<RedisServer> {
+/** Starts redis-server on a free loopback port, without persistence (`extra`: more arguments). */
+export async function startRedis(extra: string[] = []): Promise<RedisServer> {
   const started = await startProcess(
     'redis-server',
     (port, dir) => [
+      ...extra,
       '--port',
       String(port),
       '--bind',
@@ -284,6 +285,246 @@ export async function startRedis(): Promise<RedisServer> {
       const match = /connected_clients:(\d+)/.exec(info);
       return Number(match?.[1]) - 1;
     },
+  });
+}
+
+// --- Redis Cluster -----------------------------------------------------------------------------
+
+export interface RedisClusterNode extends RedisServer {
+  /** 'master' or 'slave', as CLUSTER NODES said when last asked. */
+  role(): Promise<'master' | 'slave' | 'unknown'>;
+}
+
+export interface RedisCluster {
+  readonly nodes: RedisClusterNode[];
+  /** `redis://127.0.0.1:port` of every node. */
+  readonly urls: string[];
+  /** The masters now (by asking a live node). */
+  masters(): Promise<RedisClusterNode[]>;
+  /** The node that serves `key` now (its slot's master). */
+  masterOf(key: string): Promise<RedisClusterNode>;
+  /** Waits until every live node says cluster_state:ok. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A Redis Cluster on loopback: `masters` masters with `replicasPerMaster` replicas each, made by
+ * `redis-cli --cluster create`, with a short `cluster-node-timeout` so a failover takes about a
+ * second or two. Every node in its own temp dir, no persistence. `stop()` stops them all.
+ */
+export async function startRedisCluster(
+  options: { masters?: number; replicasPerMaster?: number; nodeTimeoutMs?: number } = {},
+): Promise<RedisCluster> {
+  const masters = options.masters ?? 3;
+  const replicasPerMaster = options.replicasPerMaster ?? 1;
+  const nodeTimeoutMs = options.nodeTimeoutMs ?? 1000;
+  const nodes: RedisClusterNode[] = [];
+  const stop = async () => {
+    await Promise.all(nodes.map((node) => node.stop()));
+  };
+  try {
+    for (let index = 0; index < masters * (1 + replicasPerMaster); index++) {
+      const server = await startRedis([
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        '--cluster-node-timeout',
+        String(nodeTimeoutMs),
+        // A replica takes over however long it was cut off (the test kills masters on purpose).
+        '--cluster-replica-validity-factor',
+        '0',
+        // The other masters keep serving their slots while one master's slots fail over (the
+        // default stops the whole cluster: CLUSTERDOWN for every key).
+        '--cluster-require-full-coverage',
+        'no',
+        // Replicas sync at once (the default waits 5 s for more replicas to join a diskless sync).
+        '--repl-diskless-sync-delay',
+        '0',
+      ]);
+      nodes.push(
+        Object.assign(server, {
+          async role() {
+            const line = String(await server.command('CLUSTER', 'NODES'))
+              .split('\n')
+              .find((entry) => entry.includes('myself'));
+            return line?.includes('master') ? 'master' : line?.includes('slave') ? 'slave' : 'unknown';
+          },
+        }) as RedisClusterNode,
+      );
+    }
+    await runCommand('redis-cli', [
+      '--cluster',
+      'create',
+      ...nodes.map((node) => `127.0.0.1:${node.port}`),
+      '--cluster-replicas',
+      String(replicasPerMaster),
+      '--cluster-yes',
+    ]);
+    const cluster: RedisCluster = {
+      nodes,
+      urls: nodes.map((node) => node.url),
+      async masters() {
+        const roles = await Promise.all(nodes.map((node) => node.role().catch(() => 'down' as const)));
+        return nodes.filter((_, index) => roles[index] === 'master');
+      },
+      async masterOf(key) {
+        for (const node of nodes) {
+          const reply = await node.command('CLUSTER', 'KEYSLOT', key).catch(() => undefined);
+          if (typeof reply !== 'number') continue;
+          const slots = (await node.command('CLUSTER', 'SLOTS')) as Array<[number, number, [string, number]]>;
+          const range = slots.find(([from, to]) => reply >= from && reply <= to);
+          const owner = nodes.find((candidate) => candidate.port === Number(range?.[2]?.[1]));
+          if (owner !== undefined) return owner;
+        }
+        throw new Error(`no live node knows the master of ${key}`);
+      },
+      async waitHealthy(timeoutMs = 20_000) {
+        const until = Date.now() + timeoutMs;
+        for (;;) {
+          const states = await Promise.all(
+            nodes.map((node) => node.command('CLUSTER', 'INFO').then(String, () => undefined)),
+          );
+          const live = states.filter((state) => state !== undefined);
+          if (live.length > 0 && live.every((state) => state.includes('cluster_state:ok'))) return;
+          if (Date.now() > until) throw new Error('the cluster did not become healthy');
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      },
+      stop,
+    };
+    await cluster.waitHealthy();
+    // Every replica has its master's data: a failover loses nothing written from now on.
+    const until = Date.now() + 20_000;
+    for (const node of nodes) {
+      while ((await node.role()) === 'slave') {
+        if (String(await node.command('INFO', 'replication')).includes('master_link_status:up')) break;
+        if (Date.now() > until) throw new Error(`replica ${node.port} did not sync`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    return cluster;
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+// --- Redis Sentinel ----------------------------------------------------------------------------
+
+export interface RedisSentinelSet {
+  /** The master the sentinels were told about, and its replica. */
+  readonly master: RedisServer;
+  readonly replica: RedisServer;
+  readonly sentinels: ServiceProcess[];
+  /** `127.0.0.1:port` of every sentinel. */
+  readonly sentinelAddresses: string[];
+  readonly name: string;
+  /** The master's port, as the sentinels report it now. */
+  currentMasterPort(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A master, one replica and `sentinels` sentinels watching them under `name`, on loopback, with
+ * `down-after-milliseconds` short so a failover takes a few seconds. `stop()` stops them all.
+ */
+export async function startRedisSentinel(
+  options: { name?: string; sentinels?: number; downAfterMs?: number } = {},
+): Promise<RedisSentinelSet> {
+  const name = options.name ?? 'telescope';
+  const downAfterMs = options.downAfterMs ?? 1000;
+  const started: Array<{ stop(): Promise<void> }> = [];
+  const stop = async () => {
+    await Promise.all(started.map((item) => item.stop()));
+  };
+  try {
+    const master = await startRedis();
+    started.push(master);
+    const replica = await startRedis(['--replicaof', '127.0.0.1', String(master.port)]);
+    await master.command('CONFIG', 'SET', 'repl-diskless-sync-delay', '0');
+    started.push(replica);
+    const sentinels: ServiceProcess[] = [];
+    for (let index = 0; index < (options.sentinels ?? 1); index++) {
+      const sentinel = await startProcess(
+        'redis-sentinel',
+        (port, dir) => {
+          const file = join(dir, 'sentinel.conf');
+          writeFileSync(
+            file,
+            [
+              `port ${port}`,
+              'bind 127.0.0.1',
+              `dir ${dir}`,
+              `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`,
+              `sentinel down-after-milliseconds ${name} ${downAfterMs}`,
+              `sentinel failover-timeout ${name} ${downAfterMs * 3}`,
+              `sentinel parallel-syncs ${name} 1`,
+              '',
+            ].join('\n'),
+          );
+          return [file];
+        },
+        async (port) => (await redisCommand(port, 'PING')) === 'PONG',
+      );
+      sentinels.push(sentinel);
+      started.push(sentinel);
+    }
+    const set: RedisSentinelSet = {
+      master,
+      replica,
+      sentinels,
+      sentinelAddresses: sentinels.map((sentinel) => `127.0.0.1:${sentinel.port}`),
+      name,
+      async currentMasterPort() {
+        const reply = await redisCommand(
+          (sentinels[0] as ServiceProcess).port,
+          'SENTINEL',
+          'get-master-addr-by-name',
+          name,
+        );
+        return Number((reply as string[])[1]);
+      },
+      stop,
+    };
+    // The replica has synced and the sentinel knows it: a failover can happen.
+    const until = Date.now() + 15_000;
+    for (;;) {
+      const info = String(await replica.command('INFO', 'replication'));
+      const known = await redisCommand((sentinels[0] as ServiceProcess).port, 'SENTINEL', 'replicas', name);
+      if (info.includes('master_link_status:up') && Array.isArray(known) && known.length > 0) break;
+      if (Date.now() > until) throw new Error('the sentinel set did not become ready');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return set;
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Runs a command to the end; rejects with its output when it fails. */
+function runCommand(binary: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.once('error', (error) => {
+      children.delete(child);
+      reject(error);
+    });
+    child.once('exit', (code) => {
+      children.delete(child);
+      if (code === 0) resolve(output);
+      else reject(new Error(`${binary} ${args.join(' ')} exited with ${code}: ${output.slice(-500)}`));
+    });
   });
 }
 

@@ -21,7 +21,7 @@ import {
 } from '../../src/index.js';
 import { deadlineMiddleware, fastifyDeadline } from '../../src/server/index.js';
 import { waitFor } from '../helpers/assert.js';
-import { listenOnLoopback, sendJson } from '../helpers/server.js';
+import { delay, listenOnLoopback, sendJson } from '../helpers/server.js';
 
 const hop = defineService({
   name: 'hop',
@@ -60,17 +60,19 @@ async function hangingBackend(): Promise<{ url: string; seen: Observed[] }> {
   return { url: listening.url, seen };
 }
 
-/** A client that sends a request with a 3 s budget and abandons it (closes the socket) after `afterMs`. */
-function abandon(url: string, afterMs: number): Promise<number> {
-  return new Promise((resolve) => {
-    const outgoing = httpRequest(`${url}/work`, { headers: { 'x-request-timeout-ms': '3000' }, agent: false });
-    outgoing.on('error', () => undefined);
-    outgoing.end();
-    setTimeout(() => {
-      outgoing.destroy();
-      resolve(performance.now());
-    }, afterMs);
-  });
+/**
+ * A client that sends a request with a 3 s budget and abandons it (closes the socket) after
+ * `afterMs`, and not before the request has reached the backend (`arrived`): on a loaded
+ * machine the hops may take longer than that to get there. Resolves with the time it left.
+ */
+async function abandon(url: string, afterMs: number, arrived: () => boolean): Promise<number> {
+  const outgoing = httpRequest(`${url}/work`, { headers: { 'x-request-timeout-ms': '3000' }, agent: false });
+  outgoing.on('error', () => undefined);
+  outgoing.end();
+  await delay(afterMs);
+  await waitFor('the request to reach the backend', arrived, 2000);
+  outgoing.destroy();
+  return performance.now();
 }
 
 /** An Express hop: deadline middleware, then a handler that calls `next` and reports the outcome. */
@@ -100,7 +102,7 @@ describe('cancellation across hops', () => {
     const middle = await expressHop(backend.url, middleFailures);
     const edge = await expressHop(middle, edgeFailures);
 
-    const abortedAt = await abandon(edge, 100);
+    const abortedAt = await abandon(edge, 100, () => backend.seen.length === 1);
     await waitFor('backend.seen[0]?.closedAt !== undefined', () => backend.seen[0]?.closedAt !== undefined, 2000);
 
     // Server-side observations: one request reached the backend, and its connection closed
@@ -140,7 +142,7 @@ describe('cancellation across hops', () => {
     onTestFinished(() => app.close());
     const address = app.server.address() as { port: number };
 
-    const abortedAt = await abandon(`http://127.0.0.1:${address.port}`, 100);
+    const abortedAt = await abandon(`http://127.0.0.1:${address.port}`, 100, () => backend.seen.length === 1);
     await waitFor('backend.seen[0]?.closedAt !== undefined', () => backend.seen[0]?.closedAt !== undefined, 2000);
     expect(backend.seen).toHaveLength(1);
     expect(backend.seen[0]?.answered).toBe(false);
@@ -170,7 +172,7 @@ describe('cancellation across hops', () => {
     const listening = await listenOnLoopback(server);
     onTestFinished(listening.close);
 
-    await abandon(listening.url, 100);
+    await abandon(listening.url, 100, () => backend.seen.length === 1);
     await waitFor('outcomes.length === 2', () => outcomes.length === 2, 2000);
     expect(outcomes[0]?.code).toBe(ErrorCode.ABORTED);
     expect(outcomes[1]).toEqual({ code: ErrorCode.ABORTED, requestSent: false });

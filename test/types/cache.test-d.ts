@@ -8,9 +8,14 @@ import {
   type InvalidateResult,
   memcachedCache,
   memoryCache,
+  type RedisCache,
+  type RedisCacheOptions,
   type RemoteCache,
   redisCache,
   withCache,
+  type ZoneReplicaStats,
+  type ZoneReplicatedCache,
+  zoneReplicated,
 } from '../../src/cache/index.js';
 import { type CallOptions, type Client, type ClientStats, createClient } from '../../src/index.js';
 import { movies } from '../helpers/movies.js';
@@ -104,5 +109,35 @@ describe('withCache', () => {
     expectTypeOf(memoryCache()).toExtend<RemoteCache>();
     expectTypeOf(memcachedCache({ servers: ['127.0.0.1:11211'] })).toExtend<RemoteCache>();
     expectTypeOf(redisCache()).toExtend<RemoteCache>();
+  });
+
+  it('takes Redis Cluster and Sentinel topologies', () => {
+    expectTypeOf(
+      redisCache({ cluster: { rootNodes: ['redis://10.0.0.1:7000', { url: 'redis://10.0.0.2:7000' }] } }),
+    ).toEqualTypeOf<RedisCache>();
+    expectTypeOf(
+      redisCache({
+        sentinel: { name: 'cache', sentinelRootNodes: ['10.0.0.1:26379', { host: '10.0.0.2', port: 26379 }] },
+      }),
+    ).toEqualTypeOf<RedisCache>();
+    expectTypeOf<RedisCacheOptions['cluster']>().toEqualTypeOf<
+      { rootNodes: ReadonlyArray<string | { readonly url: string }>; topologyRefreshMs?: number } | undefined
+    >();
+    expectTypeOf(redisCache().connecting).toEqualTypeOf<boolean | undefined>();
+    // @ts-expect-error a sentinel set needs the master's name
+    redisCache({ sentinel: { sentinelRootNodes: ['10.0.0.1:26379'] } });
+    // @ts-expect-error cluster nodes are URLs, not numbers
+    redisCache({ cluster: { rootNodes: [7000] } });
+  });
+
+  it('takes zone replicas as a remote tier', () => {
+    const remote = zoneReplicated({ zone: 'a', replicas: { a: memoryCache(), b: redisCache() } });
+    expectTypeOf(remote).toEqualTypeOf<ZoneReplicatedCache>();
+    expectTypeOf(remote).toExtend<RemoteCache>();
+    expectTypeOf(remote.stats()).toEqualTypeOf<Record<string, ZoneReplicaStats>>();
+    expectTypeOf(remote.fallbacks).toEqualTypeOf<number>();
+    withCache(client, { remote, endpoints: { getMovie: { ttlMs: 1000 } } });
+    // @ts-expect-error the local zone is required
+    zoneReplicated({ replicas: { a: memoryCache() } });
   });
 });

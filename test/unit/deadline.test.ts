@@ -227,13 +227,17 @@ describe('attempt layer', () => {
       seenHeaders.push({ ...req.headers });
       return call(req, ctx);
     };
-    await attempt({ deadlineHeader: false })(capture)(request(), context(clock, 1000, Deadline.after(500, clock)));
+    await attempt({ deadlineHeader: false, attemptHeader: false })(capture)(
+      request(),
+      context(clock, 1000, Deadline.after(500, clock)),
+    );
     await attempt({ deadlineHeader: 'grpc-timeout-ms' })(capture)(
       request(),
       context(clock, 1000, Deadline.after(500, clock)),
     );
     expect(seenHeaders[0]).toEqual({});
-    expect(seenHeaders[1]).toEqual({ 'grpc-timeout-ms': '480' });
+    // The attempt number travels too (x-request-attempt), unless turned off as above.
+    expect(seenHeaders[1]).toEqual({ 'grpc-timeout-ms': '480', 'x-request-attempt': '1' });
   });
 
   it('rejects bad options with INVALID_OPTION naming the option', () => {

@@ -175,7 +175,7 @@ class Metrics implements SimObserver {
 }
 
 /** The load generator's end of its connections: counts answers. */
-class Load implements RawCaller {
+export class Load implements RawCaller {
   sent = 0;
   answered = 0;
   settled = 0;
@@ -220,7 +220,9 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
   });
   for (const tier of tiers) {
     for (let index = 0; index < (counts[tier.depth] as number); index++) {
-      const instance = new SimInstance(network, tier, index, workMs, backendLatencyMs, requestCpuMs);
+      // Only the backend has latency of its own; the tiers before it wait on their calls.
+      const latencyMs = tier.role === 'backend' ? backendLatencyMs : 0;
+      const instance = new SimInstance(network, tier, index, workMs, latencyMs, requestCpuMs);
       tier.instances.push(instance);
       network.add(instance);
     }
@@ -465,7 +467,7 @@ function instancesOf(
 }
 
 /** Real mode's warm-up: 10 callers, 5 requests each one after another (closed loop). */
-async function warmUp(clock: VirtualClock, network: SimNetwork, edges: readonly SimInstance[]): Promise<void> {
+export async function warmUp(clock: VirtualClock, network: SimNetwork, edges: readonly SimInstance[]): Promise<void> {
   let open = 0;
   const worker = (index: number) => {
     let round = 0;

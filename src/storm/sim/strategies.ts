@@ -11,11 +11,13 @@ import type { TimerHandle } from '../../core/clock.js';
 import { deadlineServerDefaults } from '../../server/index.js';
 import telescopeStrategy, {
   countingTransport,
+  type TelescopeTierClientOptions,
   telescopeClientOptions,
   telescopeFailure,
   telescopeServerOptions,
   telescopeSuccess,
 } from '../strategies/telescope.js';
+import type { TopologyClientSettings } from '../topology.js';
 import type { VirtualClock } from './clock.js';
 import type { Exchange, RawCaller, SimCaller, SimInstance, SimNetwork, SimServe, SimTier } from './network.js';
 
@@ -31,6 +33,13 @@ export interface SimCallerContext {
   random: () => number;
   /** Counts every attempt the caller sends. */
   onAttempt(): void;
+  /**
+   * A failed call answers with a fallback (a topology's `fallback`).
+   * @default the strategy's choice (telescope: at the edge; the others: never)
+   */
+  fallback?: boolean;
+  /** telescope client settings over the strategy's (a topology's `client`). */
+  client?: TopologyClientSettings;
 }
 
 export interface SimStrategy {
@@ -48,11 +57,18 @@ const telescope: SimStrategy = {
   name: 'telescope',
   description: telescopeStrategy.description,
   serve: { ...telescopeServerOptions, headerName: deadlineServerDefaults.headerName },
-  createCaller({ tier, targets, network, clock, random, onAttempt }) {
-    const { service, options } = telescopeClientOptions(tier.role === 'edge' ? 'edge' : 'middle');
+  createCaller({ tier, instance, targets, network, clock, random, onAttempt, fallback, client: settings }) {
+    const role = tier.role === 'edge' ? 'edge' : 'middle';
+    const { options } = telescopeClientOptions(role);
+    // The edge's client falls back to a degraded answer unless the topology says otherwise.
+    const { service } = telescopeClientOptions((fallback ?? role === 'edge') ? 'edge' : 'middle');
     const client = createClient(service, {
       ...options,
-      instances: targets.map((target) => target.url),
+      ...(settings as Partial<TelescopeTierClientOptions> | undefined),
+      instances: targets.map((target) =>
+        target.zone === undefined ? target.url : { url: target.url, zone: target.zone },
+      ),
+      ...(instance.zone === undefined ? {} : { zone: instance.zone }),
       transport: countingTransport(network.transport(), onAttempt),
       clock,
       random,

@@ -114,10 +114,13 @@ const telescope: StormStrategy = {
   name: 'telescope',
   description:
     '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
-  createCaller({ tier, targets, onAttempt }) {
-    const { service, options } = telescopeClientOptions(tier);
+  createCaller({ tier, targets, onAttempt, fallback, client: settings }) {
+    const { options } = telescopeClientOptions(tier);
+    // The edge's client falls back to a degraded answer unless the topology says otherwise.
+    const { service } = telescopeClientOptions((fallback ?? tier === 'edge') ? 'edge' : 'middle');
     const client = createClient(service, {
       ...options,
+      ...(settings as Partial<TelescopeTierClientOptions> | undefined),
       instances: targets,
       transport: countingTransport(transport({}), onAttempt),
     });
