@@ -307,7 +307,7 @@ describe('hostile server: content-encoding', () => {
   const tenMiB = 10 * 1024 * 1024;
   const bomb = gzipSync(Buffer.alloc(tenMiB));
 
-  it('without decompress: a gzip bomb (10 MiB of zeros in ~10 KiB) is never inflated, the call fails with INVALID_RESPONSE naming the encoding', async () => {
+  it('decompress off (the default): a gzip bomb (10 MiB of zeros in ~10 KiB) is never inflated, the call fails with INVALID_RESPONSE naming the encoding; with decompress on it stops at maxResponseBytes', async () => {
     expect(bomb.length).toBeLessThan(64 * 1024);
     const types: Record<string, string | undefined> = {
       '/named/json': 'application/json',
@@ -341,7 +341,19 @@ describe('hostile server: content-encoding', () => {
     }
     expect(memoryInUse() - memoryBefore).toBeLessThan(tenMiB / 2);
     expect(server.heads).toHaveLength(3);
-    await closeWithoutLeaks(client, server, before);
+    expect(server.heads.every((head) => /\r\naccept-encoding: identity(\r\n|$)/i.test(head))).toBe(true);
+    await client.close();
+
+    // decompress on: the bomb is inflated only up to maxResponseBytes of decoded bytes.
+    const inflating = clientFor(server, { maxResponseBytes: 1024 * 1024, decompress: true });
+    for (const name of ['json', 'text', 'bytes']) {
+      const error = await failure(inflating.named({ name }));
+      expect(error.code, name).toBe(ErrorCode.RESPONSE_TOO_LARGE);
+      expect(error.message, name).toContain('decoded body exceeds maxResponseBytes (1048576)');
+    }
+    expect(memoryInUse() - memoryBefore).toBeLessThan(tenMiB / 2);
+    expect(server.heads).toHaveLength(6);
+    await closeWithoutLeaks(inflating, server, before);
   });
 
   it('content-encoding identity is plain data, and an empty compressed body is nothing to decode', async () => {

@@ -201,7 +201,11 @@ const client = createClient(service, {
   connectTimeoutMs: 250,
   // Short open periods and window: the circuits may open (a burst of timeouts on a busy CI
   // machine), and must then close again within the run rather than fail it fast for seconds.
-  breaker: { resetTimeoutMs: 200, rollingWindowMs: 2000 },
+  // The window alone opens them: with 64 calls in flight, one stall of this loaded process
+  // times out 20 of them at once, and the consecutive-failures rule (20 by default) would
+  // open the circuit on each stall; with 30% faults and a refused instance, the three
+  // single-attempt probes (all must pass) then rarely close it, and most calls fail fast.
+  breaker: { resetTimeoutMs: 200, rollingWindowMs: 2000, consecutiveFailures: 0 },
   // The adaptive limit with a queue: under 30% faults it falls and rises, calls wait in its
   // queue (each with a deadline entry on the wheel) and leave it admitted, timed out or aborted.
   bulkhead: { adaptive: 'gradient2', minConcurrent: 8, maxConcurrent: 64, maxQueue: 256 },

@@ -183,10 +183,15 @@ describe('writes: a POST without an idempotency key reaches the servers at most 
       // The next half-open probes, with the servers back: each goes once; three close the circuit.
       fleet.setMode('ok');
       await waitFor('the circuit to go half-open again', () => states.length === 4, 5000);
-      for (const id of ['probe-ok-0', 'probe-ok-1', 'probe-ok-2']) {
-        expect(await rate(client, id)).toEqual({ ok: true });
-        expect(fleet.of(id)).toHaveLength(1);
-      }
+      expect(await rate(client, 'probe-ok')).toEqual({ ok: true });
+      expect(fleet.of('probe-ok')).toHaveLength(1);
+      // halfOpenProbes (3 by default) must all pass: the first went alone, the other two go
+      // together, each once, and the last one closes the circuit.
+      expect(states).toEqual(['open', 'half-open', 'open', 'half-open']);
+      const passing = ['probe-ok-1', 'probe-ok-2'];
+      expect(await Promise.all(passing.map((id) => rate(client, id)))).toEqual([{ ok: true }, { ok: true }]);
+      for (const id of passing) expect(fleet.of(id)).toHaveLength(1);
+      expect(fleet.arrivals).toHaveLength(8);
       expect(states).toEqual(['open', 'half-open', 'open', 'half-open', 'closed']);
       await closeAndCheck(client, fleet);
     } finally {
@@ -391,7 +396,7 @@ describe('writes: a POST with an idempotency-key may be retried, with the same k
     }
   });
 
-  it('(d) breaker half-open: a keyed probe is one attempt (a probe is never retried), the write beside it is not sent', async () => {
+  it('(d) breaker half-open: a keyed probe is one attempt, one key, one request; the call beside it sends nothing', async () => {
     const fleet = await startFleet(3, '503');
     const client = createClient(movies, {
       instances: fleet.urls,
@@ -411,12 +416,15 @@ describe('writes: a POST with an idempotency-key may be retried, with the same k
         failure(rate(client, 'probe', { 'idempotency-key': 'key-probe' })),
         failure(rate(client, 'beside-probe', { 'idempotency-key': 'key-other' })),
       ]);
+      // A probe is one attempt (no retry, no hedge inside it): even with a key and retries
+      // left, the 503 answers the probe and reopens the circuit.
       expect(probe.code).toBe(ErrorCode.HTTP_STATUS);
       expect(probe.attempt).toBe(1);
       expect(rejected.code).toBe(ErrorCode.CIRCUIT_OPEN);
-      const arrivals = fleet.of('probe');
-      expect(arrivals.map((arrival) => arrival.key)).toEqual(['key-probe']);
+      expect(rejected.requestSent).toBe(false);
+      expect(fleet.of('probe').map((arrival) => arrival.key)).toEqual(['key-probe']);
       expect(fleet.of('beside-probe')).toEqual([]);
+      expect(fleet.arrivals).toHaveLength(3);
       expect(states).toEqual(['open', 'half-open', 'open']);
       await closeAndCheck(client, fleet);
     } finally {
