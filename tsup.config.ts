@@ -13,6 +13,7 @@ export default defineConfig({
     // The lab's tier processes and its command line run as files of their own.
     'storm-tier': 'src/storm/tier.ts',
     'storm-cli': 'src/storm/cli.ts',
+    'dashboard-cli': 'src/dashboard/cli.ts',
   },
   // import.meta.url in the CommonJS build (the lab finds its tier module beside itself).
   shims: true,

@@ -67,6 +67,29 @@ void ok; void deadlineMiddleware; void isTelescopeError;
   );
   run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', scratch], scratch);
   console.log(`types ok (${specifiers.join(', ')})`);
+
+  // The storm lab's shipped topologies: in the tarball, found by name from the installed bin.
+  const report = JSON.parse(
+    run(
+      'node',
+      [
+        join(installed, pkg.bin['telescope-storm']),
+        '--topology',
+        'hang-tier',
+        '--simulate',
+        '--strategies',
+        'telescope',
+        '--duration',
+        '2',
+        '--drain',
+        '1',
+        '--json',
+      ],
+      scratch,
+    ),
+  );
+  if (report.results?.[0]?.services?.length !== 3) throw new Error('telescope-storm --topology hang-tier: no result');
+  console.log('storm topologies ok (telescope-storm --topology hang-tier --simulate)');
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }

@@ -57,7 +57,7 @@ export class InstanceState {
   /** Outcomes in the current outlier interval. */
   windowRequests = 0;
   windowFailures = 0;
-  /** Peak EWMA of attempt latency (ms) as of `latencyStamp`; 0 before the first measurement. */
+  /** EWMA of attempt latency (ms) as of `latencyStamp`; 0 before the first measurement. */
   latencyCost = 0;
   latencyStamp = 0;
   /** Clock time its slow start began (it joined, or came back); −∞ when it never ramped. */
@@ -116,7 +116,7 @@ export function outcomeOf(error: unknown): 'success' | 'failure' | 'neutral' {
 /** How an instance is picked for each attempt. */
 export type BalancerName = 'p2c' | 'p2c-ewma' | 'round-robin';
 
-/** Peak EWMA's decay time (Finagle's default `decayTime`): a latency peak fades over ~10 s. */
+/** The latency average's time constant (Finagle's default `decayTime`). */
 export const latencyDecayMs = 10_000;
 /** Cost of an instance with requests in flight and no latency measured yet (Finagle's penalty). */
 const unmeasuredPenalty = 2 ** 40;
@@ -288,6 +288,7 @@ export class InstanceSet {
         continue;
       }
       const state = new InstanceState(instance);
+      state.latencyStamp = now;
       if (existing !== undefined) {
         // Same instance, new metadata: it keeps its history.
         state.rampStart = existing.rampStart;
@@ -448,7 +449,7 @@ export class InstanceSet {
   }
 
   /**
-   * Finagle's p2cPeakEwma: the lower peak-EWMA latency × (attempts in flight + 1), per weight.
+   * P2C with Finagle's cost: the lower EWMA latency × (attempts in flight + 1), per weight.
    * Latencies within 25% of each other are the same kind of instance and noise: then the
    * least-outstanding rule decides, so homogeneous instances share by weight as with 'p2c'.
    */
@@ -464,7 +465,7 @@ export class InstanceSet {
     return firstCost < secondCost ? first : second;
   }
 
-  /** The instance's peak-EWMA latency now (decayed since the last sample); 0 if never measured. */
+  /** The instance's EWMA latency now (decayed since the last sample); 0 if never measured. */
   #latency(state: InstanceState, now: number): number {
     const latency = state.latencyCost;
     const elapsed = now - state.latencyStamp;
@@ -472,17 +473,22 @@ export class InstanceSet {
   }
 
   /**
-   * Peak EWMA: a slower sample replaces the average at once, faster ones pull it down over
-   * `latencyDecayMs`. A failure counts as twice the current cost, so an instance that fails
-   * fast does not look fast.
+   * Time-weighted EWMA of latency over unevenly spaced samples (Finagle's formula: a sample
+   * weighs 1 − e^(−Δt/τ)), starting from 0 when the instance appears, so instances that start
+   * together compare fairly from their first samples. Unlike Finagle's peak EWMA a slow
+   * success does not replace the average: on a busy host most peaks are the caller's own event
+   * loop stalling, which would move traffic away from whichever instance had calls in flight
+   * (measured: docs/instances.md). A failure is a peak: it doubles the cost at once, so an
+   * instance that fails fast does not look fast.
    */
   #observe(state: InstanceState, latencyMs: number, failed: boolean, now: number): void {
     const elapsed = now - state.latencyStamp;
     const weight = elapsed > 0 ? Math.exp(-elapsed / latencyDecayMs) : 1;
     const decayed = state.latencyCost * weight;
-    let sample = latencyMs > 0 ? latencyMs : 0;
-    if (failed) sample = Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 1));
-    state.latencyCost = sample > decayed ? sample : decayed + sample * (1 - weight);
+    const sample = latencyMs > 0 ? latencyMs : 0;
+    state.latencyCost = failed
+      ? Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 0.001))
+      : decayed + sample * (1 - weight);
     state.latencyStamp = now;
   }
 
@@ -609,6 +615,7 @@ export class InstanceSet {
     state.windowFailures = 0;
     // Its latency history is from before the ejection: measure it afresh, ramping up.
     state.latencyCost = 0;
+    state.latencyStamp = now;
     if (this.#slowStartMs > 0) state.rampStart = now;
     this.#ejected--;
     this.#epoch++;

@@ -715,13 +715,17 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       service: service.name,
       retryTokens: retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens(),
       bulkhead: current.bulkhead === false ? null : bulkheadLayer.snapshot(),
-      instances: instanceSet.instances.map((state) => ({
-        url: state.instance.url,
-        outstanding: state.outstanding,
-        ejected: state.ejectedUntil > clock.now(),
-        healthy: state.healthy,
-        consecutiveFailures: state.consecutiveFailures,
-      })),
+      instances: instanceSet.instances.map((state) => {
+        const ejected = state.ejectedUntil > clock.now();
+        return {
+          url: state.instance.url,
+          outstanding: state.outstanding,
+          ejected,
+          healthy: state.healthy,
+          consecutiveFailures: state.consecutiveFailures,
+          ...(ejected && state.ejectionReason !== undefined ? { ejectionReason: state.ejectionReason } : {}),
+        };
+      }),
       endpoints: Object.fromEntries([...endpointStats].map(([name, stats]) => [name, stats.snapshot()])),
     }),
   };

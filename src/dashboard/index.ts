@@ -18,10 +18,37 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Logger } from '../core/call.js';
 import { invalidOption } from '../core/errors.js';
 import type { ClientStats } from '../observe/index.js';
+import {
+  type DashboardClient,
+  type DashboardOperation,
+  dashboardOperations,
+  parseAction,
+  redactOptions,
+  runAction,
+} from './actions.js';
+import { type Requester, SESSION_COOKIE, sameOrigin, TokenCheck } from './auth.js';
+import {
+  type DashboardSource,
+  displayUrl,
+  type FleetClientStats,
+  FleetPoller,
+  mergeClients,
+  type SourceStatus,
+} from './fleet.js';
 
 export type { ClientStats, EndpointStatsSnapshot } from '../observe/index.js';
+export type {
+  ActionResult,
+  DashboardAction,
+  DashboardClient,
+  DashboardOperation,
+  OperatorCircuit,
+} from './actions.js';
+export { dashboardOperations } from './actions.js';
+export type { DashboardSource, FleetClientStats, SourceStatus } from './fleet.js';
 
 /** Anything with `stats()`: a telescope client, or your own source of the same shape. */
 export interface StatsSource {
@@ -34,6 +61,33 @@ export interface DashboardHandlerOptions {
   intervalMs?: number;
   /** Title of the page. @default 'telescope dashboard' */
   title?: string;
+  /**
+   * Fleet mode: other processes' dashboards to aggregate with this one's clients (their URL,
+   * or `{ url, token }` when they have a token). Counters are summed and latency histograms
+   * merged per service and endpoint; a source that does not answer well is marked down and
+   * left out. @default []
+   */
+  sources?: ReadonlyArray<string | DashboardSource>;
+  /** Bound on one poll of a source (connect, headers and body together). @default 2000 */
+  sourceTimeoutMs?: number;
+  /** Larger answers from a source are cut off and the source marked down. @default 4194304 */
+  sourceMaxBytes?: number;
+  /**
+   * Bearer token every request must carry (`Authorization: Bearer <token>`, or the session
+   * cookie a browser gets by signing in with it on the page). At least 16 characters. Required
+   * when `actions` is on, or when the dashboard listens beyond loopback. @default undefined
+   */
+  token?: string;
+  /**
+   * Accept operator actions (`POST actions`: force a circuit open or closed, reset it, change
+   * options through `configure`). Needs `token`. @default false
+   */
+  actions?: boolean;
+  /**
+   * Where actions and sign-ins are logged (who, what, the result), at `info`. @default one
+   * JSON line per entry on stderr
+   */
+  logger?: Pick<Logger, 'info'>;
 }
 
 /** Options of {@link dashboard}. */
@@ -49,8 +103,16 @@ export interface DashboardSnapshot {
   /** When the snapshot was taken (ms since the epoch, server clock). */
   time: number;
   intervalMs: number;
-  /** One entry per client, in the order given (`retryTokens` is `null` in JSON when unlimited). */
-  clients: ClientStats[];
+  /**
+   * One entry per client, in the order given (`retryTokens` is `null` in JSON when unlimited).
+   * In fleet mode, one entry per service, merged over this process and every source that is up,
+   * with `processes` saying how many contributed.
+   */
+  clients: Array<ClientStats | FleetClientStats>;
+  /** Fleet mode: every source and whether it answered its last poll. */
+  sources?: SourceStatus[];
+  /** The operations `POST actions` accepts (only when actions are on). */
+  actions?: DashboardOperation[];
 }
 
 /** A node:http request handler serving the dashboard, plus what it holds open. */
@@ -83,7 +145,14 @@ export const dashboardDefaults = {
   host: '127.0.0.1',
   port: 0,
   title: 'telescope dashboard',
+  sourceTimeoutMs: 2000,
+  sourceMaxBytes: 4 * 1024 * 1024,
+  /** Shortest token accepted. */
+  minTokenLength: 16,
 } as const;
+
+/** Largest body accepted by `POST actions` and `POST login`. */
+const MAX_POST_BYTES = 16 * 1024;
 
 /**
  * Serves the dashboard for `clients` on its own node:http server.
@@ -94,17 +163,23 @@ export const dashboardDefaults = {
  * // ...
  * await board.close();
  */
-export async function dashboard(clients: readonly StatsSource[], options: DashboardOptions = {}): Promise<Dashboard> {
+export async function dashboard(
+  clients: readonly DashboardClient[],
+  options: DashboardOptions = {},
+): Promise<Dashboard> {
   const host = options.host ?? dashboardDefaults.host;
   const port = options.port ?? dashboardDefaults.port;
   if (typeof host !== 'string' || host === '') invalidOption('dashboard host', 'a non-empty string', host);
   if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) {
     invalidOption('dashboard port', 'an integer from 0 to 65535', port);
   }
-  const handler = dashboardHandler(clients, options);
   // On loopback, only answer requests addressed to loopback: a web page that rebinds its own
   // DNS name to 127.0.0.1 must not read the stats.
   const checkHost = isLoopbackName(host);
+  if (!checkHost && options.token === undefined) {
+    invalidOption('dashboard token', `set when host is not loopback (host ${host})`, options.token);
+  }
+  const handler = dashboardHandler(clients, options);
   const server = createServer((request, response) => {
     if (checkHost && !isLoopbackHostHeader(request.headers.host)) {
       send(response, 403, 'text/plain; charset=utf-8', 'forbidden: not a loopback Host header\n', request.method);
@@ -153,7 +228,7 @@ export async function dashboard(clients: readonly StatsSource[], options: Dashbo
  * http.createServer((req, res) => (req.url?.startsWith('/ops/') ? board(req, res) : app(req, res)));
  */
 export function dashboardHandler(
-  clients: readonly StatsSource[],
+  clients: readonly DashboardClient[],
   options: DashboardHandlerOptions = {},
 ): DashboardHandler {
   if (!Array.isArray(clients)) invalidOption('dashboard clients', 'an array of objects with stats()', clients);
@@ -168,29 +243,71 @@ export function dashboardHandler(
   }
   const title = options.title ?? dashboardDefaults.title;
   if (typeof title !== 'string') invalidOption('dashboard title', 'a string', title);
+  const token = options.token;
+  if (token !== undefined && (typeof token !== 'string' || token.length < dashboardDefaults.minTokenLength)) {
+    invalidOption(
+      'dashboard token',
+      `a string of at least ${dashboardDefaults.minTokenLength} characters`,
+      '[not shown]',
+    );
+  }
+  const actionsOn = options.actions ?? false;
+  if (typeof actionsOn !== 'boolean') invalidOption('dashboard actions', 'a boolean', actionsOn);
+  if (actionsOn && token === undefined) invalidOption('dashboard token', 'set when actions are on', undefined);
+  const logger = options.logger ?? stderrLogger;
+  if (typeof logger?.info !== 'function') invalidOption('dashboard logger', 'a pino-style logger', logger);
+  const check = token === undefined ? undefined : new TokenCheck(token);
+  const poller = fleetPoller(options);
   const page = renderPage(title);
+  const loginPage = (message: string) => renderLogin(title, message);
   const streams = new Set<ServerResponse>();
   let timer: ReturnType<typeof setInterval> | undefined;
+  let polling = false;
   let closed = false;
 
   const snapshot = (): DashboardSnapshot => {
     const list: ClientStats[] = [];
     for (const client of clients) {
       try {
-        list.push(client.stats());
+        const stats: ClientStats = client.stats();
+        // Instance URLs as they may be shown: without credentials, query or fragment.
+        list.push({ ...stats, instances: stats.instances.map((item) => ({ ...item, url: displayUrl(item.url) })) });
       } catch {
-        // A source that cannot answer now is left out of this snapshot.
+        // A client that cannot answer now is left out of this snapshot.
       }
     }
-    return { time: Date.now(), intervalMs, clients: list };
+    const taken: DashboardSnapshot = { time: Date.now(), intervalMs, clients: list };
+    if (poller !== undefined) {
+      taken.clients = mergeClients([list, ...poller.clients()]);
+      taken.sources = poller.statuses();
+    }
+    if (actionsOn) taken.actions = [...dashboardOperations];
+    return taken;
   };
-  const frame = () => `event: stats\ndata: ${JSON.stringify(snapshot())}\n\n`;
-  const tick = () => {
-    const data = frame();
+  /** A snapshot after polling the sources (at once without sources). Never rejects. */
+  const freshSnapshot = async (): Promise<DashboardSnapshot> => {
+    await poller?.poll();
+    return snapshot();
+  };
+  const frameOf = (taken: DashboardSnapshot) => `event: stats\ndata: ${JSON.stringify(taken)}\n\n`;
+  const broadcast = (data: string) => {
     for (const stream of streams) {
       // A slow reader skips frames; nothing queues up behind it.
       if (!stream.writableNeedDrain) stream.write(data);
     }
+  };
+  const tick = () => {
+    if (poller === undefined) {
+      broadcast(frameOf(snapshot()));
+      return;
+    }
+    // One poll at a time: a tick that finds the last one still running is skipped.
+    if (polling) return;
+    polling = true;
+    void freshSnapshot().then((taken) => {
+      polling = false;
+      if (!closed) broadcast(frameOf(taken));
+    });
   };
   const stopTimer = () => {
     if (timer !== undefined) clearInterval(timer);
@@ -210,8 +327,10 @@ export function dashboardHandler(
     });
     response.socket?.setNoDelay(true);
     response.socket?.setTimeout(0);
-    // Reconnect hint, and a first snapshot at once so the page draws without waiting.
-    response.write(`retry: ${Math.max(1000, Math.round(intervalMs * 2))}\n\n${frame()}`);
+    // Reconnect hint, and a first snapshot at once so the page draws without waiting (the
+    // sources' last answers; the next tick polls them).
+    response.write(`retry: ${Math.max(1000, Math.round(intervalMs * 2))}\n\n${frameOf(snapshot())}`);
+    if (poller !== undefined && timer === undefined) tick();
     streams.add(response);
     response.on('close', () => {
       streams.delete(response);
@@ -223,24 +342,124 @@ export function dashboardHandler(
     }
   };
 
+  const servePage = (
+    response: ServerResponse,
+    status: number,
+    served: { html: string; csp: string },
+    method: string,
+  ) => {
+    response.setHeader('content-security-policy', served.csp);
+    response.setHeader('referrer-policy', 'no-referrer');
+    response.setHeader('x-frame-options', 'DENY');
+    send(response, status, 'text/html; charset=utf-8', served.html, method);
+  };
+  const unauthorized = (response: ServerResponse, method: string) => {
+    response.setHeader('www-authenticate', 'Bearer realm="telescope dashboard"');
+    send(response, 401, 'text/plain; charset=utf-8', 'unauthorized: a bearer token is required\n', method);
+  };
+
+  /** `POST login`: the token from the page's form, exchanged for the session cookie. */
+  const login = async (request: IncomingMessage, response: ServerResponse) => {
+    if (check === undefined) {
+      send(response, 404, 'text/plain; charset=utf-8', 'not found: no token to sign in with\n');
+      return;
+    }
+    if (!sameOrigin(request, undefined) && request.headers.origin !== undefined) {
+      send(response, 403, 'text/plain; charset=utf-8', 'forbidden: cross-origin request\n');
+      return;
+    }
+    const body = await readBody(request, MAX_POST_BYTES);
+    const candidate = body === undefined ? undefined : new URLSearchParams(body).get('token');
+    const who = { remote: `${request.socket.remoteAddress}:${request.socket.remotePort}` };
+    if (request.headers.origin === undefined || candidate == null || !check.matches(candidate)) {
+      logger.info({ dashboard: 'login', who, result: 'refused' }, 'dashboard sign-in refused');
+      servePage(response, 401, loginPage('That token is not the right one.'), 'POST');
+      return;
+    }
+    logger.info({ dashboard: 'login', who, result: 'ok' }, 'dashboard sign-in');
+    const secure = (request.socket as { encrypted?: boolean }).encrypted === true ? '; Secure' : '';
+    const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
+    const directory = path.slice(0, path.lastIndexOf('/') + 1) || '/';
+    response.setHeader(
+      'set-cookie',
+      `${SESSION_COOKIE}=${check.session}; HttpOnly; SameSite=Strict; Path=${directory}${secure}`,
+    );
+    response.setHeader('location', './');
+    send(response, 303, 'text/plain; charset=utf-8', 'signed in\n');
+  };
+
+  /** `POST actions`: checked, run, logged with who and what. */
+  const act = async (request: IncomingMessage, response: ServerResponse, requester: Requester) => {
+    if (!sameOrigin(request, requester)) {
+      logger.info({ dashboard: 'action', who: requester, result: 'cross-origin refused' }, 'dashboard action refused');
+      send(response, 403, 'text/plain; charset=utf-8', 'forbidden: cross-origin request\n');
+      return;
+    }
+    if (!String(request.headers['content-type'] ?? '').startsWith('application/json')) {
+      send(response, 415, 'text/plain; charset=utf-8', 'unsupported media type: send application/json\n');
+      return;
+    }
+    const body = await readBody(request, MAX_POST_BYTES);
+    if (body === undefined) {
+      send(response, 413, 'text/plain; charset=utf-8', `payload too large: at most ${MAX_POST_BYTES} bytes\n`);
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      send(response, 400, 'application/json; charset=utf-8', JSON.stringify({ error: 'the body is not JSON' }));
+      return;
+    }
+    const action = parseAction(parsed);
+    if (typeof action === 'string') {
+      send(response, 400, 'application/json; charset=utf-8', JSON.stringify({ error: action }));
+      return;
+    }
+    const result = runAction(clients, action);
+    logger.info(
+      {
+        dashboard: 'action',
+        who: requester,
+        action: { ...action, options: action.options === undefined ? undefined : redactOptions(action.options) },
+        status: result.status,
+        result: result.status === 200 ? 'ok' : result.body.error,
+      },
+      'dashboard action',
+    );
+    send(response, result.status, 'application/json; charset=utf-8', JSON.stringify(result.body));
+  };
+
   const handler = ((request: IncomingMessage, response: ServerResponse) => {
     const method = request.method ?? 'GET';
     const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
     const route = path.slice(path.lastIndexOf('/') + 1);
-    if (method !== 'GET' && method !== 'HEAD') {
-      response.setHeader('allow', 'GET, HEAD');
+    const postRoute = route === 'login' || (route === 'actions' && actionsOn);
+    if (postRoute ? method !== 'POST' : method !== 'GET' && method !== 'HEAD') {
+      response.setHeader('allow', postRoute ? 'POST' : 'GET, HEAD');
       send(response, 405, 'text/plain; charset=utf-8', 'method not allowed\n', method);
       return;
     }
-    if (route === '' || route === 'index.html') {
-      response.setHeader('content-security-policy', page.csp);
-      response.setHeader('referrer-policy', 'no-referrer');
-      response.setHeader('x-frame-options', 'DENY');
-      send(response, 200, 'text/html; charset=utf-8', page.html, method);
+    if (route === 'login') {
+      void login(request, response).catch(() => response.destroy());
+      return;
+    }
+    const requester = check?.authorize(request);
+    if (check !== undefined && requester === undefined) {
+      if (route === '' || route === 'index.html') servePage(response, 401, loginPage(''), method);
+      else unauthorized(response, method);
+      return;
+    }
+    if (route === 'actions' && actionsOn) {
+      void act(request, response, requester as Requester).catch(() => response.destroy());
+    } else if (route === '' || route === 'index.html') {
+      servePage(response, 200, page, method);
     } else if (route === 'stats' && method === 'GET') {
       openStream(request, response);
     } else if (route === 'stats' || route === 'stats.json') {
-      send(response, 200, 'application/json; charset=utf-8', JSON.stringify(snapshot()), method);
+      void freshSnapshot().then((taken) =>
+        send(response, 200, 'application/json; charset=utf-8', JSON.stringify(taken), method),
+      );
     } else {
       send(response, 404, 'text/plain; charset=utf-8', 'not found\n', method);
     }
@@ -250,12 +469,60 @@ export function dashboardHandler(
     stopTimer();
     for (const stream of streams) stream.end();
     streams.clear();
+    void poller?.close();
   };
   handler.connections = () => streams.size;
   handler.ticking = () => timer !== undefined;
   handler.snapshot = snapshot;
   return handler;
 }
+
+function fleetPoller(options: DashboardHandlerOptions): FleetPoller | undefined {
+  const sources = options.sources ?? [];
+  if (!Array.isArray(sources)) invalidOption('dashboard sources', 'an array of URLs or { url, token }', sources);
+  if (sources.length === 0) return undefined;
+  const list = sources.map((source, index): DashboardSource => {
+    const entry = typeof source === 'string' ? { url: source } : source;
+    let url: URL | undefined;
+    try {
+      url = new URL(String(entry?.url));
+    } catch {}
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      invalidOption(`dashboard sources[${index}]`, 'an http(s) URL or { url, token }', displayUrl(String(entry?.url)));
+    }
+    if (entry.token !== undefined && typeof entry.token !== 'string') {
+      invalidOption(`dashboard sources[${index}].token`, 'a string', '[not shown]');
+    }
+    return entry;
+  });
+  const timeoutMs = options.sourceTimeoutMs ?? dashboardDefaults.sourceTimeoutMs;
+  if (!(Number.isFinite(timeoutMs) && timeoutMs >= 50 && timeoutMs <= 60_000)) {
+    invalidOption('dashboard sourceTimeoutMs', 'a number from 50 to 60000', timeoutMs);
+  }
+  const maxBytes = options.sourceMaxBytes ?? dashboardDefaults.sourceMaxBytes;
+  if (!(Number.isInteger(maxBytes) && maxBytes >= 1024)) {
+    invalidOption('dashboard sourceMaxBytes', 'an integer ≥ 1024', maxBytes);
+  }
+  return new FleetPoller(list, { timeoutMs, maxBytes });
+}
+
+/** The request body as text, or undefined when it is larger than `limit` bytes. */
+async function readBody(request: IncomingMessage, limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const stderrLogger: Pick<Logger, 'info'> = {
+  info(fields, message) {
+    process.stderr.write(`${JSON.stringify({ level: 'info', time: Date.now(), msg: message, ...fields })}\n`);
+  },
+};
 
 function send(response: ServerResponse, status: number, type: string, body: string, method?: string): void {
   response.writeHead(status, {
@@ -307,6 +574,7 @@ function renderPage(title: string): { html: string; csp: string } {
     <span id="conn" class="conn" data-conn="connecting">connecting</span>
   </div>
 </header>
+<nav id="sources" class="sources" hidden></nav>
 <main id="services"><p id="empty" class="empty">Waiting for the first snapshot…</p></main>
 <script>${PAGE_JS}</script>
 </body>
@@ -320,6 +588,49 @@ function renderPage(title: string): { html: string; csp: string } {
     'img-src data:',
     "base-uri 'none'",
     "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+  return { html, csp };
+}
+
+const LOGIN_CSS = `
+html,body{margin:0;background:#0d1117;color:#e6edf3;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
+main{max-width:360px;margin:18vh auto;padding:24px;background:#161b22;border:1px solid #2a3341;border-radius:8px}
+h1{font-size:16px;margin:0 0 14px}label{display:block;color:#8b98a9;margin-bottom:6px}
+input{box-sizing:border-box;width:100%;padding:8px;border-radius:6px;border:1px solid #2a3341;background:#0d1117;color:#e6edf3}
+button{margin-top:12px;padding:7px 14px;border-radius:6px;border:0;background:#58a6ff;color:#0d1117;font-weight:600}
+.error{color:#f85149;margin:0 0 10px}
+`;
+
+/** The sign-in page: a form that posts the token to `login` (no script, no token in a URL). */
+function renderLogin(title: string, message: string): { html: string; csp: string } {
+  const html = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>${escapeHtml(title)}: sign in</title>
+<style>${LOGIN_CSS}</style>
+</head>
+<body>
+<main>
+<h1>${escapeHtml(title)}</h1>
+${message === '' ? '' : `<p class="error">${escapeHtml(message)}</p>`}
+<form method="post" action="login">
+<label for="token">Dashboard token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>
+</form>
+</main>
+</body>
+</html>
+`;
+  const csp = [
+    "default-src 'none'",
+    `style-src ${sha256(LOGIN_CSS)}`,
+    "base-uri 'none'",
+    "form-action 'self'",
     "frame-ancestors 'none'",
   ].join('; ');
   return { html, csp };
@@ -385,6 +696,13 @@ body.stale main{opacity:.55}
 .kv dd{margin:0;font-variant-numeric:tabular-nums;font-size:13px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .codes{margin-top:8px;font-size:11px;color:var(--muted);min-height:15px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .codes b{color:#ffa198;font-weight:600}
+.sources{display:flex;flex-wrap:wrap;gap:6px;padding:8px 20px 0}
+.source{font-size:12px;border-radius:999px;padding:1px 10px;border:1px solid var(--line)}
+.source[data-up="true"]{color:var(--closed)}.source[data-up="false"]{color:var(--open);border-color:#5c2426}
+.acts{display:flex;gap:6px;margin-top:8px;align-items:center}
+.acts button{font:inherit;font-size:11px;padding:2px 8px;border-radius:4px;border:1px solid var(--line);background:var(--panel2);color:var(--text);cursor:pointer}
+.acts button:hover{border-color:var(--req)}
+.acts .note{font-size:11px;color:var(--muted)}
 `;
 
 // Runs in the browser. Builds every node with createElement/textContent/setAttribute: no
@@ -402,6 +720,8 @@ const PAGE_JS = String.raw`
   var cards = new Map();
   var lastEventAt = 0;
   var intervalMs = 1000;
+  var actions = [];
+  var sourcesBar = document.getElementById('sources');
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -534,6 +854,7 @@ const PAGE_JS = String.raw`
     root.appendChild(nums);
     root.appendChild(kv);
     root.appendChild(codes);
+    if (actions.indexOf('breaker.forceOpen') >= 0) root.appendChild(actionBar(service, endpoint));
     section.grid.appendChild(root);
     card = {
       root: root, badge: badge, reqArea: reqArea, reqLine: reqLine, errArea: errArea, errLine: errLine,
@@ -542,6 +863,49 @@ const PAGE_JS = String.raw`
     };
     cards.set(key, card);
     return card;
+  }
+
+  // Operator actions: POST, same origin, JSON; the server checks the session and the origin.
+  function act(service, endpoint, operation, note) {
+    note.textContent = '…';
+    fetch(actionsUrl, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ service: service, endpoint: endpoint, operation: operation })
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        note.textContent = response.ok ? 'done' : (body && body.error ? String(body.error) : 'HTTP ' + response.status);
+      }, function () { note.textContent = 'HTTP ' + response.status; });
+    }, function () { note.textContent = 'failed'; });
+  }
+  function actionBar(service, endpoint) {
+    var bar = el('div', 'acts');
+    var note = el('span', 'note', '');
+    var labels = [['breaker.forceOpen', 'force open'], ['breaker.forceClosed', 'force closed'], ['breaker.reset', 'reset']];
+    labels.forEach(function (pair) {
+      var button = el('button', '', pair[1]);
+      button.type = 'button';
+      button.setAttribute('data-action', pair[0]);
+      button.addEventListener('click', function () { act(service, endpoint, pair[0], note); });
+      bar.appendChild(button);
+    });
+    bar.appendChild(note);
+    return bar;
+  }
+
+  function updateSources(list) {
+    sourcesBar.hidden = !list;
+    if (!list) return;
+    sourcesBar.textContent = '';
+    for (var i = 0; i < list.length; i++) {
+      var source = list[i];
+      var chip = el('span', 'source', String(source.name) + (source.up ? ' up' : ' down' + (source.error ? ': ' + source.error : '')));
+      chip.setAttribute('data-source', String(source.name));
+      chip.setAttribute('data-up', source.up ? 'true' : 'false');
+      chip.title = source.lastSeen ? 'last answer ' + new Date(source.lastSeen).toLocaleTimeString() : 'no answer yet';
+      sourcesBar.appendChild(chip);
+    }
   }
 
   function drawSpark(card) {
@@ -622,15 +986,34 @@ const PAGE_JS = String.raw`
 
   function updateChips(section, client) {
     section.chips.textContent = '';
+    if (client.processes) {
+      var processes = el('span', 'chip processes', 'processes ');
+      processes.appendChild(el('b', '', String(client.processes)));
+      section.chips.appendChild(processes);
+    }
     var tokens = client.retryTokens;
     var chip = el('span', 'chip', 'retry tokens ');
     chip.appendChild(el('b', '', tokens === null || tokens === undefined ? '∞' : String(Math.floor(tokens))));
     section.chips.appendChild(chip);
+    var bulkhead = client.bulkhead;
+    if (bulkhead) {
+      var limitChip = el('span', 'chip limit', (bulkhead.mode === 'static' ? 'limit ' : bulkhead.mode + ' limit '));
+      limitChip.appendChild(el('b', '', String(bulkhead.limit)));
+      limitChip.appendChild(document.createTextNode(' · ' + bulkhead.inflight + ' in flight · ' + bulkhead.queued + ' queued'));
+      limitChip.title = 'bulkhead: calls allowed in flight now (adaptive: learned from latency and drops)';
+      section.chips.appendChild(limitChip);
+    }
     var instances = client.instances || [];
     for (var i = 0; i < instances.length; i++) {
       var instance = instances[i];
-      var item = el('span', 'chip' + (instance.ejected ? ' ejected' : ''), instance.url + ' ');
-      item.appendChild(el('b', '', instance.ejected ? 'ejected' : instance.outstanding + ' in flight'));
+      var out = instance.ejected || instance.healthy === false;
+      var item = el('span', 'chip' + (out ? ' ejected' : ''), instance.url + ' ');
+      var label = instance.ejected
+        ? 'ejected' + (instance.ejectionReason ? ' (' + instance.ejectionReason + ')' : '')
+        : instance.healthy === false
+          ? 'failing health checks'
+          : instance.outstanding + ' in flight';
+      item.appendChild(el('b', '', label));
       section.chips.appendChild(item);
     }
   }
@@ -640,6 +1023,8 @@ const PAGE_JS = String.raw`
     intervalMs = data.intervalMs || intervalMs;
     setConn('live');
     updated.textContent = 'updated ' + new Date(data.time).toLocaleTimeString();
+    actions = data.actions || [];
+    updateSources(data.sources);
     var seenSections = new Set();
     var seenCards = new Set();
     var clients = data.clients || [];
@@ -669,7 +1054,9 @@ const PAGE_JS = String.raw`
 
   // Relative to the page, so a dashboard mounted under a prefix streams from that prefix.
   var last = location.pathname.slice(location.pathname.lastIndexOf('/') + 1);
-  var source = new EventSource(last === '' || last === 'index.html' ? 'stats' : last + '/stats');
+  var base = last === '' || last === 'index.html' ? '' : last + '/';
+  var actionsUrl = base + 'actions';
+  var source = new EventSource(base + 'stats');
   source.addEventListener('stats', function (event) {
     var data;
     try { data = JSON.parse(event.data); } catch (error) { return; }

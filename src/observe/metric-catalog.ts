@@ -214,7 +214,30 @@ export const eventMetrics: readonly EventMetric[] = [
       return labels && [...labels, status];
     },
   },
+  {
+    name: 'telescope.concurrency.limit',
+    prometheus: 'concurrency_limit',
+    kind: 'gauge',
+    unit: '{call}',
+    description: "The client bulkhead's concurrency limit now (adaptive: the limit learned from latency and drops).",
+    event: 'limit-change',
+    labels: ['service'],
+    attributes: ['telescope.service'],
+    labelValues: (payload) =>
+      payload.side === 'client' && typeof payload.name === 'string' ? [payload.name] : undefined,
+    value: (payload) =>
+      typeof payload.limit === 'number' && Number.isFinite(payload.limit) ? payload.limit : undefined,
+  },
 ];
+
+/**
+ * Diagnostics channels other than `telescope:client:event` whose messages count as events of
+ * the catalog (`{ channel name: event name }`): the exporters subscribe to each and hand the
+ * message to the entries of that event as their payload.
+ */
+export const channelEvents: Readonly<Record<string, string>> = {
+  'telescope:limit:change': 'limit-change',
+};
 
 /** {@link eventMetrics} by event name. */
 export function eventMetricsByEvent(metrics: readonly EventMetric[] = eventMetrics): Map<string, EventMetric[]> {

@@ -89,6 +89,8 @@ export interface ClientStats {
     ejected: boolean;
     /** false while active health checks keep it out of rotation. */
     healthy: boolean;
+    /** While ejected: what ejected it. */
+    ejectionReason?: 'consecutive-failures' | 'failure-percentage' | 'success-rate';
     consecutiveFailures: number;
   }>;
   endpoints: Record<string, EndpointStatsSnapshot>;

@@ -32,6 +32,7 @@ import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, isTelescopeError } from '../core/errors.js';
 import {
   callDurationBuckets,
+  channelEvents,
   type EventMetric,
   type EventPayload,
   eventMetrics,
@@ -369,6 +370,10 @@ function startMetrics(meter: Meter): OtelMetricsIntegration {
     [channels.callEnd.name as string, onCallEnd],
     [channels.callError.name as string, onCallError],
     [channels.clientEvent.name as string, onClientEvent],
+    ...Object.entries(channelEvents).map(([name, event]): [string, (message: unknown) => void] => [
+      name,
+      (message) => onClientEvent({ service: '', event, payload: message as EventPayload }),
+    ]),
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

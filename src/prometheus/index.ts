@@ -22,6 +22,8 @@
  * | `telescope_instances_ejected` | gauge | `service` |
  * | `telescope_instances_unhealthy` | gauge | `service` (out of rotation on active health checks) |
  * | `telescope_cache_lookups_total` | counter | `service`, `endpoint`, `status` |
+ * | `telescope_server_concurrency_limit` | gauge | `name` (a server `concurrencyLimit`'s name) |
+ * | `telescope_server_shed_total` | counter | `name`, `reason` (`limit`/`deadline`/`queue-timeout`) |
  *
  * The metrics from `telescope_retries_total` down are counted from client events
  * (`src/observe/metric-catalog.ts`, shared with the OpenTelemetry metrics: the same metrics
@@ -45,6 +47,7 @@ import { channels } from '../core/channels.js';
 import { ErrorCode, invalidOption, isTelescopeError } from '../core/errors.js';
 import {
   callDurationBuckets,
+  channelEvents,
   type EventMetric,
   type EventPayload,
   eventMetrics,
@@ -146,6 +149,8 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   let duration: Histogram<'service' | 'endpoint' | 'outcome'>;
   let attempts: Counter<'service' | 'endpoint'>;
   const fromEvents = new Map<EventMetric, Counter<string> | Gauge<string>>();
+  let serverLimit: Gauge<'name'>;
+  let serverShed: Counter<'name' | 'reason'>;
   try {
     calls = track(
       `${prefix}calls_total`,
@@ -183,6 +188,24 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         track(name, metric.kind === 'counter' ? new Counter(configuration) : new Gauge(configuration)),
       );
     }
+    serverLimit = track(
+      `${prefix}server_concurrency_limit`,
+      new Gauge({
+        name: `${prefix}server_concurrency_limit`,
+        help: 'The concurrency limit a server concurrencyLimit() has learned, now.',
+        labelNames: ['name'] as const,
+        registers,
+      }),
+    );
+    serverShed = track(
+      `${prefix}server_shed_total`,
+      new Counter({
+        name: `${prefix}server_shed_total`,
+        help: 'Requests a server concurrencyLimit() answered 503 without work, by reason.',
+        labelNames: ['name', 'reason'] as const,
+        registers,
+      }),
+    );
   } catch (error) {
     // Leave the registry as it was: no half-registered set of metrics.
     for (const name of created) registry.removeSingleMetric(name);
@@ -224,11 +247,27 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     }
   });
 
+  // Client limits come through the event catalog (telescope_concurrency_limit); these are the servers'.
+  const onServerLimit = guard((message: { side: string; name: string; limit: number }) => {
+    if (message.side !== 'server' || typeof message.limit !== 'number') return;
+    serverLimit.set({ name: String(message.name) }, message.limit);
+  });
+  const onServerShed = guard((message: { side: string; name: string; reason: string }) => {
+    if (message.side !== 'server') return;
+    serverShed.inc({ name: String(message.name), reason: String(message.reason) });
+  });
+
   const subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]> = [
+    [channels.limitChange.name as string, onServerLimit],
+    [channels.limitShed.name as string, onServerShed],
     [channels.callEnd.name as string, onEnd],
     [channels.callError.name as string, onError],
     [channels.callAttempt.name as string, onAttempt],
     [channels.clientEvent.name as string, onClientEvent],
+    ...Object.entries(channelEvents).map(([name, event]): [string, (message: unknown) => void] => [
+      name,
+      (message) => onClientEvent({ service: '', event, payload: message as EventPayload }),
+    ]),
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;

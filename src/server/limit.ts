@@ -171,7 +171,7 @@ export class ServerLimiter {
       algorithm: options.algorithm,
       minConcurrent: options.minConcurrent,
       maxConcurrent: options.maxConcurrent,
-      initialConcurrent: Math.min(options.maxConcurrent, Math.max(options.minConcurrent, 20)),
+      initialConcurrent: options.minConcurrent,
       clock,
       onChange: (limit) => {
         this.#admitWaiting();
@@ -231,7 +231,7 @@ export class ServerLimiter {
     this.#wheel.schedule(entry, entry.deadlineAt - limit.rttMs);
   }
 
-  /** An admitted request is done; `dropped` when it timed out, was abandoned or answered 503/429/504. */
+  /** An admitted request is done; `dropped` when its caller gave up on it (or it timed out). */
   release(dropped: boolean): void {
     this.limit.release(dropped);
     if (this.#queue.length > 0) this.#admitWaiting();
@@ -325,9 +325,10 @@ class HttpTicket implements LimiterTicket {
     const response = this.response;
     response.removeListener('finish', this.done);
     response.removeListener('close', this.done);
-    const status = response.statusCode;
-    // Overload answers of the handler, and callers that gave up before the answer: drops.
-    this.core.release(!response.writableFinished || status === 503 || status === 429 || status === 504);
+    // A caller that gave up before the answer is a drop. The handler's own 5xx are not: most
+    // pass on a dependency's failure, and counting them would shrink this server's limit
+    // whenever the tier behind it sheds.
+    this.core.release(!response.writableFinished);
   };
 }
 

@@ -2,7 +2,7 @@
 /**
  * telescope-storm: shows what client settings do to a multi-tier system when something fails.
  *
- *   telescope-storm [--scenario hang-one|hang-tier|down-one|slow-tier|outage-recover|flaky-one|slow-one|FILE.json]
+ *   telescope-storm [--scenario hang-one|hang-tier|down-one|slow-tier|outage-recover|metastable|flaky-one|slow-one|FILE.json]
  *                   [--strategies naive,telescope,...] [--rate 200] [--duration 20]
  *                   [--out storm-report] [--json]
  *                   [--simulate [--tiers 3] [--instances K] [--seed 1]]
@@ -21,11 +21,15 @@ import { type BuiltInScenario, builtInScenario, builtInScenarios, scenarioFromFi
 import { checkSimOptions, simLimits, simulateStorm } from './sim/run.js';
 import { simStrategies } from './sim/strategies.js';
 import { builtInStrategies } from './strategies/index.js';
+import { shippedTopologyNames, topologyMain } from './topology-cli.js';
 
-const usage = `usage: telescope-storm [--scenario ${builtInScenarios.join('|')}|FILE.json]
+const usage = `usage: telescope-storm [--scenario ${builtInScenarios.join('|')}|FILE.json | --topology NAME|FILE.json]
                        [--strategies ${builtInStrategies.join(',')}|./module.js,...]
                        [--rate 200] [--duration 20] [--drain 8] [--out DIR] [--json]
                        [--simulate [--tiers 3] [--instances K] [--seed 1]]
+  --topology T     a service graph (docs/storm-topologies.md): a file, or a shipped one
+                   (${shippedTopologyNames().join(', ')})
+  --max-processes  real mode with --topology: refuse above this many processes [what the machine holds]
   --simulate       run in virtual time on simulated instances (the library's real client code)
   --tiers N        simulation: edge, N-2 middle tiers, backend (${simLimits.tiers.join('..')}) [3]
   --instances K    simulation: instances in every tier, the edge too [edge 1, others 3]
@@ -42,11 +46,13 @@ export async function main(argv: string[]): Promise<void> {
     parsed = parseArgs({
       args: argv,
       options: {
-        scenario: { type: 'string', default: 'hang-tier' },
+        scenario: { type: 'string' },
+        topology: { type: 'string' },
+        'max-processes': { type: 'string' },
         strategies: { type: 'string', default: builtInStrategies.join(',') },
-        rate: { type: 'string', default: '200' },
-        duration: { type: 'string', default: '20' },
-        drain: { type: 'string', default: '8' },
+        rate: { type: 'string' },
+        duration: { type: 'string' },
+        drain: { type: 'string' },
         out: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
@@ -67,9 +73,30 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   const simulate = values.simulate === true;
-  const rate = Number(values.rate);
-  const durationS = Number(values.duration);
-  const drainS = Number(values.drain);
+  if (values.topology !== undefined) {
+    if (values.scenario !== undefined) fail('--topology and --scenario cannot be used together');
+    for (const option of ['tiers', 'instances'] as const) {
+      if (values[option] !== undefined) fail(`--${option} does not apply to --topology (the file says the instances)`);
+    }
+    await topologyMain({
+      topology: String(values.topology),
+      strategies: values.strategies === undefined ? undefined : String(values.strategies),
+      simulate,
+      rate: values.rate as string | undefined,
+      duration: values.duration as string | undefined,
+      drain: values.drain as string | undefined,
+      seed: values.seed as string | undefined,
+      maxProcesses: values['max-processes'] as string | undefined,
+      out: values.out as string | undefined,
+      json: values.json === true,
+      fail,
+    });
+    return;
+  }
+  if (values['max-processes'] !== undefined) fail('--max-processes applies to --topology only');
+  const rate = Number(values.rate ?? '200');
+  const durationS = Number(values.duration ?? '20');
+  const drainS = Number(values.drain ?? '8');
   const maxRate = simulate ? simLimits.rate[1] : 20_000;
   if (!(Number.isFinite(rate) && rate > 0 && rate <= maxRate))
     fail(`--rate must be a number in (0, ${maxRate}], got ${values.rate}`);
@@ -101,7 +128,7 @@ export async function main(argv: string[]): Promise<void> {
       fail(`--${(error as Error).message}`);
     }
   }
-  const scenarioArg = String(values.scenario);
+  const scenarioArg = String(values.scenario ?? 'hang-tier');
   let scenario: ReturnType<typeof builtInScenario>;
   try {
     scenario = (builtInScenarios as readonly string[]).includes(scenarioArg)

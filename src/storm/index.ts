@@ -5,6 +5,8 @@
  *
  * @module telescope-http/storm
  */
+
+export { type RunTopologyOptions, runTopology, topologyProcessLimit } from './graph-lab.js';
 export {
   defaultCapacity,
   killAllTiers,
@@ -21,7 +23,9 @@ export {
   simulationSummary,
   simulationTierTable,
 } from './report.js';
+export { type ScenarioTopologyOptions, topologyFromScenario } from './scenario-topology.js';
 export { type BuiltInScenario, builtInScenario, builtInScenarios, scenarioFromFile } from './scenarios.js';
+export { type SimulateTopologyOptions, simulateTopology } from './sim/graph.js';
 export {
   checkSimOptions,
   type SimCallerContext,
@@ -43,12 +47,32 @@ export {
   telescopeSuccess,
 } from './strategies/telescope.js';
 export type { CallerContext, CallOutcome, StormStrategy, TierCaller } from './strategy.js';
+export {
+  checkTopology,
+  type LoadStep,
+  type ResolvedCall,
+  type ResolvedService,
+  type ResolvedTopology,
+  type StormTopology,
+  type TopologyCall,
+  type TopologyCapacity,
+  type TopologyClientSettings,
+  type TopologyFault,
+  type TopologyFaultKind,
+  type TopologyService,
+  topologyFaults,
+  topologyFromFile,
+  topologyLimits,
+} from './topology.js';
 export type {
+  CallEdgeResult,
   FaultStep,
   Scenario,
+  ServiceResult,
   SimulationInfo,
   SimulationTier,
   TierCapacity,
   TierName,
   Topology,
+  TopologyRunResult,
 } from './types.js';

@@ -8,6 +8,8 @@ import { setMaxListeners } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { callerOf, faultWindow, type OutageSummary, recoverySeconds, summarizeOutage } from './outage.js';
+import { type OverloadSummary, summarizeOverload } from './overload.js';
+import { loadFactorAt } from './scenarios.js';
 import type {
   EdgeSample,
   FaultStep,
@@ -56,6 +58,8 @@ export interface TimePoint {
   edgeP99Ms: number;
   /** Backend requests per edge request in this second. */
   amplification: number;
+  /** Successful edge answers (real data) given in this second. */
+  goodput: number;
 }
 
 export interface RunResult {
@@ -84,6 +88,8 @@ export interface RunResult {
    * back at or above 99% for the rest of the run; undefined if it never was.
    */
   recoveryS: number | undefined;
+  /** overload: the backend tier's measured capacity, goodput at peak load and p99s. */
+  overload?: OverloadSummary;
   /** What the strategy sent to the failing tier during the scenario's fault window. */
   outage?: OutageSummary;
   timeline: TimePoint[];
@@ -99,7 +105,7 @@ export const defaultCapacity: Record<TierName, TierCapacity> = {
   backend: { maxConcurrent: 64, maxQueue: 64 },
 };
 
-interface TierProcess {
+export interface TierProcess {
   tier: TierName;
   index: number;
   child: ChildProcess;
@@ -132,7 +138,7 @@ export function killAllTiers(): void {
   liveChildren.clear();
 }
 
-function startTier(config: TierConfig): Promise<TierProcess> {
+export function startTier(config: TierConfig): Promise<TierProcess> {
   return new Promise((resolve, reject) => {
     const child = fork(tierModule, [JSON.stringify(config)], {
       execArgv: tierExecArgv,
@@ -170,7 +176,7 @@ function startTier(config: TierConfig): Promise<TierProcess> {
 
 let pollId = 0;
 
-function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: EdgeSample[] }> {
+export function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: EdgeSample[] }> {
   return new Promise((resolve, reject) => {
     const id = ++pollId;
     const timer = setTimeout(() => {
@@ -189,7 +195,7 @@ function poll(tier: TierProcess): Promise<{ counters: TierCounters; samples: Edg
   });
 }
 
-function percentile(sorted: number[], quantile: number): number {
+export function percentile(sorted: number[], quantile: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.ceil(quantile * sorted.length) - 1)] as number;
 }
@@ -201,7 +207,8 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
   const durationS = options.durationS ?? scenario.durationS ?? 20;
   const drainS = options.drainS ?? 8;
   const topology: Topology = { edge: 1, middle: 3, backend: 3, ...scenario.topology, ...options.topology };
-  const capacity = { ...defaultCapacity, ...options.capacity };
+  const capacity = { ...defaultCapacity, ...scenario.capacity, ...options.capacity };
+  const profile = scenario.load;
   if (!(rate > 0 && rate <= 20_000)) throw new RangeError(`rate must be in (0, 20000] requests/s, got ${rate}`);
   if (!(durationS > 0 && durationS <= 3600)) throw new RangeError(`duration must be in (0, 3600] s, got ${durationS}`);
 
@@ -217,7 +224,8 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
             strategy: options.strategy,
             capacity: capacity[tier],
             workMs: options.workMs ?? 0.5,
-            latencyMs: options.backendLatencyMs ?? 5,
+            // Only the backend has latency of its own; the tiers before it wait on their calls.
+            latencyMs: tier === 'backend' ? (options.backendLatencyMs ?? scenario.backendLatencyMs ?? 5) : 0,
             seed: (options.seed ?? 1) * 100 + index,
           }),
         ),
@@ -234,6 +242,13 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
 
     const byTier = (name: TierName) => tiers.filter((tier) => tier.tier === name);
     await warmUp(edges.map((edge) => edge.url));
+    const capacityPerS =
+      profile === undefined
+        ? 0
+        : await measureCapacity(
+            backends.map((backend) => backend.url),
+            backends.length * 2 * capacity.backend.maxConcurrent,
+          );
     const epochMs = Date.now();
     for (const tier of tiers) tier.child.send({ type: 'start-clock', epochMs } satisfies ToTier);
 
@@ -261,7 +276,16 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
     pool.current = pools[0];
     let sent = 0;
     let answered = 0;
-    const total = Math.round(rate * durationS);
+    // With a load profile, the rate follows it: requests due by t = ∫ capacity × factor.
+    const offeredBy = (elapsedS: number): number => {
+      if (profile === undefined) return elapsedS * rate;
+      let sum = 0;
+      for (let at = 0; at < elapsedS; at += 0.01) {
+        sum += capacityPerS * loadFactorAt(profile, at + 0.005) * Math.min(0.01, elapsedS - at);
+      }
+      return sum;
+    };
+    const total = Math.round(offeredBy(durationS));
     const inFlight = new Set<Promise<void>>();
     const abort = new AbortController();
     // One signal ends every request still open at the end of the drain.
@@ -320,7 +344,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       let second = 0;
       const tick = setInterval(() => {
         const elapsedMs = performance.now() - startedAt;
-        const due = Math.min(total, Math.floor((elapsedMs / 1000) * rate));
+        const due = Math.min(total, Math.floor(offeredBy(elapsedMs / 1000)));
         while (sent < due) fire();
         if (sent >= total) {
           clearInterval(tick);
@@ -386,8 +410,28 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
         edgeSuccessRate: sentThen === 0 ? 1 : arrived.filter((sample) => sample.ok).length / sentThen,
         edgeP99Ms: percentile(slowest, 0.99),
         amplification: amplificationBySecond[second + 1] ?? 0,
+        goodput: allSamples.filter(
+          (sample) => sample.ok && Math.floor((sample.atMs + sample.latencyMs) / 1000) === second,
+        ).length,
       });
     }
+    const overload =
+      profile === undefined
+        ? undefined
+        : summarizeOverload(
+            capacityPerS,
+            profile,
+            durationS,
+            (second) => timeline[second]?.goodput ?? 0,
+            (chosen) => {
+              const set = new Set(chosen);
+              const ok = allSamples
+                .filter((sample) => sample.ok && set.has(Math.floor(sample.atMs / 1000)))
+                .map((sample) => sample.latencyMs)
+                .sort((a, b) => a - b);
+              return percentile(ok, 0.99);
+            },
+          );
 
     const recoveryS =
       window !== undefined && recoveryScenarios.has(scenario.name) ? recoverySeconds(window, timeline) : undefined;
@@ -404,7 +448,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
     return {
       strategy: options.strategy,
       scenario: scenario.name,
-      rate,
+      rate: profile === undefined ? rate : Math.round(total / durationS),
       durationS,
       sent,
       answered,
@@ -421,6 +465,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       shed: perTier((c) => c.shed),
       received,
       recoveryS,
+      ...(overload === undefined ? {} : { overload }),
       ...(outage === undefined ? {} : { outage }),
       timeline,
     };
@@ -429,8 +474,39 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
   }
 }
 
+/**
+ * The backend tier's capacity: `callers` closed-loop callers straight to its instances for
+ * 2 s; successful answers per second over the last 1.5 s.
+ */
+async function measureCapacity(backendUrls: string[], callers: number): Promise<number> {
+  const pools = backendUrls.map((url) => new Pool(url, { connections: null }));
+  let ok = 0;
+  let counting = false;
+  const endAt = performance.now() + 2000;
+  const countFrom = performance.now() + 500;
+  try {
+    await Promise.all(
+      Array.from({ length: callers }, async (_, index) => {
+        const pool = pools[index % pools.length] as Pool;
+        while (performance.now() < endAt) {
+          counting = performance.now() >= countFrom;
+          const response = await pool
+            .request({ path: '/work', method: 'GET', headersTimeout: 5000, bodyTimeout: 5000 })
+            .catch(() => undefined);
+          await response?.body.dump();
+          if (response?.statusCode === 200 && counting && performance.now() < endAt) ok++;
+          else if (response?.statusCode !== 200) await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(pools.map((pool) => pool.destroy()));
+  }
+  return ok / 1.5;
+}
+
 /** Opens connections and warms the JIT along the whole path before anything is measured. */
-async function warmUp(edgeUrls: string[]): Promise<void> {
+export async function warmUp(edgeUrls: string[]): Promise<void> {
   const pools = edgeUrls.map((url) => new Pool(url, { connections: 8 }));
   try {
     await Promise.all(
@@ -449,7 +525,7 @@ async function warmUp(edgeUrls: string[]): Promise<void> {
   }
 }
 
-async function stopTiers(tiers: TierProcess[]): Promise<void> {
+export async function stopTiers(tiers: TierProcess[]): Promise<void> {
   await Promise.all(
     tiers.map(
       (tier) =>

@@ -32,10 +32,16 @@ export function markdownTable(results: StormResult[]): string {
       result.recoveryS === undefined ? '–' : `${result.recoveryS} s`,
     ].join(' | '),
   );
-  const notes = results.flatMap((result) =>
-    result.simulation === undefined ? [] : [`${result.strategy}: ${simulationSummary(result.simulation)}`],
-  );
+  const notes = results.flatMap((result) => [
+    ...(result.overload === undefined ? [] : [`${result.strategy}: ${overloadSummary(result.overload)}`]),
+    ...(result.simulation === undefined ? [] : [`${result.strategy}: ${simulationSummary(result.simulation)}`]),
+  ]);
   return [header, rule, ...rows.map((row) => `| ${row} |`), ...(notes.length > 0 ? ['', ...notes] : [])].join('\n');
+}
+
+/** One line on the overload scenario's numbers. */
+export function overloadSummary(overload: NonNullable<RunResult['overload']>): string {
+  return `overload: backend capacity ${overload.capacityPerS.toFixed(0)}/s measured; goodput at 3× ${overload.peakGoodputPerS.toFixed(0)}/s (${percent(overload.goodputRatio)} of capacity); p99 of successes ${seconds(overload.unloadedP99Ms)} unloaded → ${seconds(overload.peakP99Ms)} at 3× (${overload.p99Ratio.toFixed(2)}×)`;
 }
 
 /** One line on what a simulated run was and what it cost. */
@@ -211,7 +217,7 @@ ${simulation}
 <dt>amplification</dt><dd>requests the backend tier received per request the edge admitted: every retry of every tier multiplies it</dd>
 <dt>wasted</dt><dd>requests a tier finished after its caller had given up (closed the connection) or past their deadline</dd>
 <dt>peak in-flight</dt><dd>the most requests one instance of the tier held at once (middle: over every middle tier)</dd>
-<dt>recovery</dt><dd>outage-recover: seconds from the backend's recovery until edge success is back above 99%</dd>
+<dt>recovery</dt><dd>outage-recover, metastable: seconds from the end of the fault until edge success is back at or above 99% for the rest of the run</dd>
 </dl>
 </body></html>
 `;

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { FaultStep, Scenario } from './types.js';
+import type { FaultStep, LoadStep, Scenario } from './types.js';
 
 /** Built-in scenarios; fault times scale with the run's duration. */
 export const builtInScenarios = [
@@ -8,6 +8,7 @@ export const builtInScenarios = [
   'down-one',
   'slow-tier',
   'outage-recover',
+  'overload',
   'metastable',
   'flaky-one',
   'slow-one',
@@ -82,6 +83,23 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
           { atS: Math.round((at(0.2) + Math.min(10, durationS * 0.5)) * 10) / 10, tier: 'backend', fault: 'none' },
         ]),
       };
+    case 'overload':
+      return {
+        name,
+        description: 'offered load climbs from 0.5× to 3× the backend tier’s measured capacity, holds, and goes back',
+        // The backend is the bottleneck: 2 requests at once per instance, 50 ms each (about
+        // 40/s per instance), far below what the edge and middle tiers can carry.
+        capacity: { backend: { maxConcurrent: 2, maxQueue: 64 } },
+        backendLatencyMs: 50,
+        faults: [],
+        load: [
+          { atS: 0, factor: 0.5 },
+          { atS: at(0.2), factor: 0.5 },
+          { atS: at(0.4), factor: 3 },
+          { atS: at(0.7), factor: 3 },
+          { atS: at(0.85), factor: 0.5 },
+        ],
+      };
     case 'metastable': {
       // A trigger (2 s of added latency on every backend answer) that ends: a stable system
       // is back at once; a metastable one stays down, held there by its own retries.
@@ -96,6 +114,24 @@ export function builtInScenario(name: BuiltInScenario, durationS: number): Scena
       };
     }
   }
+}
+
+/** The load factor of `steps` at `atS` (linear between steps, flat beyond them). */
+export function loadFactorAt(steps: readonly LoadStep[], atS: number): number {
+  const first = steps[0];
+  if (first === undefined) return 1;
+  if (atS <= first.atS) return first.factor;
+  for (let index = 1; index < steps.length; index++) {
+    const step = steps[index] as LoadStep;
+    const previous = steps[index - 1] as LoadStep;
+    if (atS <= step.atS) {
+      const span = step.atS - previous.atS;
+      return span <= 0
+        ? step.factor
+        : previous.factor + ((step.factor - previous.factor) * (atS - previous.atS)) / span;
+    }
+  }
+  return (steps[steps.length - 1] as LoadStep).factor;
 }
 
 /** Reads a scenario from a JSON file, checking its shape. */

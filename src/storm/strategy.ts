@@ -40,6 +40,13 @@ export interface CallerContext {
   targets: string[];
   /** Counts every attempt the caller sends (the lab measures amplification from it). */
   onAttempt(): void;
+  /**
+   * A failed call answers with a fallback (a topology's `fallback`).
+   * @default the strategy's choice (telescope: at the edge)
+   */
+  fallback?: boolean;
+  /** Client settings over the strategy's (a topology's `client`; telescope reads them). */
+  client?: Record<string, unknown>;
 }
 
 export interface StormStrategy {
@@ -51,7 +58,7 @@ export interface StormStrategy {
    * Wraps the tier's request handler (e.g. deadline middleware). `next` runs the tier's work
    * and its call to the next tier.
    */
-  serve?(request: IncomingMessage, response: ServerResponse, next: () => void): void;
+  serve?(request: IncomingMessage, response: ServerResponse, next: () => void, tier?: TierName): void;
   /** Whether the request is past its own deadline now (for the wasted-work count). */
   expired?(request: IncomingMessage): boolean;
 }

@@ -206,8 +206,12 @@ const client = createClient(service, {
   // open the circuit on each stall; with 30% faults and a refused instance, the three
   // single-attempt probes (all must pass) then rarely close it, and most calls fail fast.
   breaker: { resetTimeoutMs: 200, rollingWindowMs: 2000, consecutiveFailures: 0 },
+  // The adaptive limit with a queue: under 30% faults it falls and rises, calls wait in its
+  // queue (each with a deadline entry on the wheel) and leave it admitted, timed out or aborted.
+  bulkhead: { adaptive: 'gradient2', minConcurrent: 8, maxConcurrent: 64, maxQueue: 256 },
   random: seededRandom(seed + 1),
 });
+const limits = { min: Number.POSITIVE_INFINITY, max: 0 };
 
 const events = {
   retriesByCode: {} as Record<string, number>,
@@ -320,6 +324,9 @@ const peaks = { wheel: 0, abortListeners: 0, tcpSockets: 0, undiciSockets: 0, in
 const sampler = setInterval(() => {
   const inFlight = client.stats().instances.reduce((sum, instance) => sum + instance.outstanding, 0);
   peaks.wheel = Math.max(peaks.wheel, wheel.size);
+  const limit = client.stats().bulkhead?.limit ?? 0;
+  limits.min = Math.min(limits.min, limit);
+  limits.max = Math.max(limits.max, limit);
   peaks.abortListeners = Math.max(peaks.abortListeners, abortListeners());
   peaks.tcpSockets = Math.max(
     peaks.tcpSockets,
@@ -405,6 +412,7 @@ write({
   undiciOpened: undici.opened,
   peaks,
   atSettle,
+  bulkhead: { ...stats.bulkhead, limits },
   endpoints: Object.fromEntries(
     Object.entries(stats.endpoints).map(([name, endpoint]) => [
       name,

@@ -183,6 +183,7 @@ interface DriverResult {
   baseline: Snapshot;
   afterCalls: Snapshot;
   afterClose: Snapshot;
+  bulkhead: { mode: string; limit: number; inflight: number; queued: number; limits: { min: number; max: number } };
 }
 
 interface Driver {
@@ -357,6 +358,9 @@ describe('no leaks under faults', () => {
 
       // Idle after the calls: nothing pending anywhere, heap back near the baseline.
       expect(result.atSettle.listenersAtSettle).toBe(0);
+      // The adaptive limit moved with the faults, and no call holds a slot or waits after the run.
+      expect(result.bulkhead).toMatchObject({ mode: 'gradient2', inflight: 0, queued: 0 });
+      expect(result.bulkhead.limits.max).toBeGreaterThan(result.bulkhead.limits.min);
       expect(afterCalls.wheel).toBe(0);
       expect(afterCalls.abortListeners).toBe(0);
       expect(afterCalls.resources.Timeout ?? 0).toBeLessThanOrEqual(baseline.resources.Timeout ?? 0);

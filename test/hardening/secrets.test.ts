@@ -278,7 +278,7 @@ describe('secrets: failures of every kind', () => {
     const down = await serve(unavailable);
     const breakerClient = secretClient([down.url], {
       retry: false,
-      breaker: { volumeThreshold: 1, errorThresholdPercentage: 1, resetTimeoutMs: 60_000 },
+      breaker: { volumeThreshold: 1, errorThresholdPercentage: 1, minResetTimeoutMs: 60_000, resetTimeoutMs: 60_000 },
     });
     const hanging = await serve(hang);
     const bulkheadClient = secretClient([hanging.url], {

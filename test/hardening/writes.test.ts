@@ -180,7 +180,7 @@ describe('writes: a POST without an idempotency key reaches the servers at most 
       expect(fleet.arrivals[4]?.callId).toMatch(/^probe-/);
       expect(states).toEqual(['open', 'half-open', 'open']);
 
-      // The next half-open probe, with the servers back: once, and it closes the circuit.
+      // The next half-open probes, with the servers back: each goes once; three close the circuit.
       fleet.setMode('ok');
       await waitFor('the circuit to go half-open again', () => states.length === 4, 5000);
       expect(await rate(client, 'probe-ok')).toEqual({ ok: true });

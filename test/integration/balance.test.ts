@@ -291,9 +291,12 @@ describe('balance: zones', () => {
         expect(await client.getMovie({ id: index })).toEqual({ id: index, title: 'Heat' });
       }
       expect(b1.requests).toHaveLength(30);
-      // Two calls went a1 → a2 → b1 (or a2 → a1 → b1); then both were ejected and no call retried.
+      // Each of a1 and a2 failed twice (each failure retried once) and was ejected; then no call
+      // retried. The first call went a1 → a2 → b1 (or a2 → a1 → b1); once one of them is
+      // ejected, half the calls spill to zone b directly, so the second failure of the other may
+      // come from a call that went straight there (a → b1).
       expect(retries).toHaveLength(4);
-      expect(retries.filter((retry) => retry.attempt === 3)).toHaveLength(2);
+      expect(retries.filter((retry) => retry.attempt === 3).length).toBeGreaterThanOrEqual(1);
     } finally {
       await client.close();
     }

@@ -380,7 +380,7 @@ describe('withCache over a real client (memory tier)', () => {
     const client = createClient(withFallback, {
       instances: [server.server.url],
       retry: false,
-      breaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+      breaker: { volumeThreshold: 2, errorThresholdPercentage: 50, minResetTimeoutMs: 60_000, resetTimeoutMs: 60_000 },
     });
     const states: string[] = [];
     client.on('breaker', (event) => states.push(event.state));

@@ -135,7 +135,8 @@ interface PageGlobal {
   __pwned?: number;
 }
 
-const breaker = { volumeThreshold: 5, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 };
+// Held open for the whole test: the first probe waits as long as the longest.
+const breaker = { volumeThreshold: 5, errorThresholdPercentage: 50, minResetTimeoutMs: 60_000, resetTimeoutMs: 60_000 };
 
 // --- HTTP ------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
  * the flaky-one and slow-one numbers (full-length numbers: bench/instances/run.ts).
  */
 import { createServer as createTcpServer, type Socket } from 'node:net';
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import {
   type ClientEvents,
@@ -16,6 +17,7 @@ import {
   systemClock,
   wheelOf,
 } from '../../src/index.js';
+import { prometheusMetrics } from '../../src/prometheus/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { manualClock } from '../helpers/clock.js';
 import { movies } from '../helpers/movies.js';
@@ -80,6 +82,10 @@ describe('active health checks', () => {
       control.healthy = false;
       await waitFor('sick marked unhealthy', () => health.length === 1, 3000);
       expect(health[0]).toMatchObject({ service: 'movies', instance: sick.url, healthy: false });
+      expect(client.stats().instances.find((instance) => instance.url === sick.url)).toMatchObject({
+        healthy: false,
+        ejected: false,
+      });
       expect(client.stats().instances.find((instance) => instance.url === sick.url)?.healthy).toBe(false);
       const before = calls(sick);
       for (let index = 0; index < 40; index++) await client.getMovie({ id: index });
@@ -319,6 +325,7 @@ describe('the numbers, bounded (bench/instances/run.ts runs them at full length)
       }
     });
     const others = [await startServer(answer), await startServer(answer)];
+    const metrics = prometheusMetrics({ registry: new Registry() });
     const client = createClient(movies, {
       instances: [flaky.url, ...others.map((server) => server.url)],
       outlier: { failurePercentage: 5, minRequests: 20, intervalMs: 1000 },
@@ -333,10 +340,15 @@ describe('the numbers, bounded (bench/instances/run.ts runs them at full length)
       const flakyAfter = flaky.requests.length - flakyBefore;
       const othersAfter = others.reduce((sum, server) => sum + server.requests.length, 0) - othersBefore;
       expect(ejections[0]).toMatchObject({ instance: flaky.url, reason: 'failure-percentage' });
+      // The decision is a metric too (no instance URL in the labels).
+      const exposition = await metrics.registry.metrics();
+      expect(exposition).toMatch(/telescope_ejections_total\{service="movies",reason="failure-percentage"\} [1-9]/);
+      expect(exposition).not.toContain(flaky.url);
       expect(flakyAfter / (flakyAfter + othersAfter)).toBeLessThanOrEqual(0.05);
       const errors = results.filter((result) => !result.ok).length;
       expect(errors / results.length).toBeLessThanOrEqual(0.005);
     } finally {
+      metrics.stop();
       await client.close();
     }
   });

@@ -218,7 +218,12 @@ describe('otelMetrics: telescope instruments', () => {
       createClient(movies, {
         instances: [server.url],
         retry: false,
-        breaker: { volumeThreshold: 3, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+        breaker: {
+          volumeThreshold: 3,
+          errorThresholdPercentage: 50,
+          minResetTimeoutMs: 60_000,
+          resetTimeoutMs: 60_000,
+        },
       }),
     );
     for (let index = 0; index < 3; index++) await failure(moviesClient.getMovie({ id: 503 }));
@@ -243,6 +248,19 @@ describe('otelMetrics: telescope instruments', () => {
     expect((await failure(narrow.getMovie({ id: 7 }))).code).toBe(ErrorCode.BULKHEAD_FULL);
     await slow;
     expect(counterValue((await read()).get('telescope.shed'), { ...se, 'telescope.shed.reason': 'full' })).toBe(1);
+  });
+
+  it('tracks the client concurrency limit from telescope:limit:change', async () => {
+    const { provider, read } = sdk();
+    start(provider);
+    const limitChange = channel('telescope:limit:change');
+    limitChange.publish({ side: 'client', name: 'movies', algorithm: 'gradient2', limit: 40, inflight: 3, queued: 0 });
+    limitChange.publish({ side: 'client', name: 'movies', algorithm: 'gradient2', limit: 37, inflight: 5, queued: 1 });
+    limitChange.publish({ side: 'server', name: 'api', algorithm: 'gradient2', limit: 90, inflight: 1, queued: 0 });
+    const limit = (await read()).get('telescope.concurrency.limit');
+    expect(counterValue(limit, { 'telescope.service': 'movies' })).toBe(37);
+    // The server side's limit is not a client's.
+    expect(limit?.dataPoints).toHaveLength(1);
   });
 
   it('counts cached calls by tier', async () => {

@@ -105,6 +105,7 @@ const telescopeChannels = [
   'telescope:breaker:state',
   'telescope:attempt:end',
   'telescope:client:event',
+  'telescope:limit:change',
 ];
 
 // --- tests -----------------------------------------------------------------------------------
@@ -171,7 +172,13 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const metrics = start();
     const server = await startServer(movieHandler());
     const moviesClient = client(() =>
-      createClient(movies, { instances: [server.url], breaker: false, retry: { maxRetries: 1, budget: false } }),
+      // A budget far above the calls' latency: this test is about labels, not time (2-core CI under load).
+      createClient(movies, {
+        instances: [server.url],
+        breaker: false,
+        retry: { maxRetries: 1, budget: false },
+        timeoutMs: 15_000,
+      }),
     );
     const ids = Array.from({ length: 1000 }, (_, index) => 700_000 + index);
     const titles = ids.map((id) => `title-${id.toString(36)}-xq`);
@@ -257,7 +264,20 @@ describe('prometheusMetrics: calls, attempts, retries', () => {
     const first = prometheusMetrics({ registry });
     onTestFinished(() => first.stop());
     expect(() => prometheusMetrics({ registry })).toThrow(/already been registered/);
-    expect(registry.getMetricsAsArray()).toHaveLength(15);
+    // + telescope_server_concurrency_limit and telescope_server_shed_total
+    expect(registry.getMetricsAsArray()).toHaveLength(3 + eventMetrics.length + 2);
+  });
+});
+
+describe('prometheusMetrics: concurrency limit', () => {
+  it('sets telescope_concurrency_limit from telescope:limit:change (client side only)', async () => {
+    const metrics = start();
+    const limitChange = channel('telescope:limit:change');
+    limitChange.publish({ side: 'client', name: 'movies', algorithm: 'vegas', limit: 24, inflight: 2, queued: 0 });
+    limitChange.publish({ side: 'server', name: 'api', algorithm: 'vegas', limit: 80, inflight: 2, queued: 0 });
+    const { samples } = await scrape(metrics);
+    expect(sampleValue(samples, 'telescope_concurrency_limit', { service: 'movies' })).toBe(24);
+    expect(sampleValue(samples, 'telescope_concurrency_limit', { service: 'api' })).toBeUndefined();
   });
 });
 
@@ -322,7 +342,12 @@ describe('prometheusMetrics: stop()', () => {
       createClient(movies, {
         instances: [server.url],
         retry: { maxRetries: 1, budget: false },
-        breaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+        breaker: {
+          volumeThreshold: 4,
+          errorThresholdPercentage: 50,
+          minResetTimeoutMs: 60_000,
+          resetTimeoutMs: 60_000,
+        },
       }),
     );
     await moviesClient.getMovie({ id: 1 });

@@ -93,7 +93,8 @@ describe('recovery: a dependency that goes down and comes back', () => {
         () => events.some((event) => event.state === 'closed' && event.at > upAt),
         5000,
       );
-      await sleep(1500);
+      // Load goes on until 3 s after the recovery: the last 1.5 s must be all successes.
+      await sleep(Math.max(0, upAt + 3000 - performance.now()));
       await traffic.stop();
 
       // While down: the circuit opened on consecutive failures, then probes only (one
@@ -151,9 +152,10 @@ describe('recovery: a dependency that slows down', () => {
       upstream.delayMs = 0;
       const fastAt = performance.now();
       await waitFor('the circuit to close', () => events.at(-1)?.state === 'closed', 5000);
-      await sleep(500);
+      await sleep(Math.max(0, fastAt + 3000 - performance.now()));
       await traffic.stop();
       const late = traffic.outcomes.filter((outcome) => outcome.at >= fastAt + 1500);
+      expect(late.length).toBeGreaterThan(20);
       expect(late.filter((outcome) => outcome.code !== undefined)).toEqual([]);
       // Calls that failed fast while it was open are CIRCUIT_OPEN, not slow timeouts.
       expect(traffic.outcomes.some((outcome) => outcome.code === ErrorCode.CIRCUIT_OPEN)).toBe(true);
@@ -260,7 +262,7 @@ describe('throttle through createClient', () => {
     }
     // Healthy: 2,000 calls, 200 at a time, none throttled.
     const healthy = await startServer((_request, response) => sendJson(response, 200, { id: 1, title: 'Heat' }));
-    const defaults = createClient(movies, { instances: [healthy.url], bulkhead: false });
+    const defaults = createClient(movies, { instances: [healthy.url], bulkhead: false, timeoutMs: 10_000 });
     try {
       for (let round = 0; round < 10; round++) {
         await Promise.all(Array.from({ length: 200 }, (_, id) => defaults.getMovie({ id })));

@@ -77,7 +77,7 @@ describe('streamed responses', () => {
     const answer = await client.download();
     const error = await readError(answer.body);
     expect(error.code).toBe(ErrorCode.DEADLINE_EXCEEDED);
-    await waitFor('the server-side socket to close', () => server.openSockets() === 0, 2000);
+    await waitFor('the server-side socket to close', () => server.openSockets() === 0, 4000);
     await client.close();
   });
 
@@ -102,12 +102,16 @@ describe('streamed responses', () => {
     while (received < 1024 * 1024) received += ((await reader.read()).value as Uint8Array).length;
     await reader.cancel();
     // The socket that carried the body (undici may dial an idle replacement: nodejs/undici#5845).
-    await waitFor('the server-side socket to close', () => socketClosed, 2000);
+    await waitFor('the server-side socket to close', () => socketClosed, 4000);
     await client.close();
   });
 
   it("the caller's signal aborts the body (ABORTED)", async () => {
+    let socketClosed = false;
     const server = await filesServer((response) => {
+      response.socket?.once('close', () => {
+        socketClosed = true;
+      });
       response.writeHead(200);
       response.write('some');
     });
@@ -116,7 +120,8 @@ describe('streamed responses', () => {
     const answer = await client.download({ signal: controller.signal });
     setTimeout(() => controller.abort(), 20);
     expect((await readError(answer.body)).code).toBe(ErrorCode.ABORTED);
-    await waitFor('the server-side socket to close', () => server.openSockets() === 0, 2000);
+    // The socket that carried the body (undici may dial an idle replacement: nodejs/undici#5845).
+    await waitFor('the server-side socket to close', () => socketClosed, 4000);
     await client.close();
   });
 
@@ -254,5 +259,25 @@ describe('raw request bodies', () => {
     expect(error).toBeInstanceOf(HttpStatusError);
     expect(hits).toBe(1);
     await client.close();
+  });
+});
+
+describe('endpoint options of streams and raw bodies', () => {
+  it.each([
+    [{ method: 'GET', path: '/x', responseType: 'chunked' }, /endpoint responseType must be 'buffered' or 'stream'/],
+    [
+      { method: 'GET', path: '/x', responseType: 'stream', response: { '~standard': { validate: () => ({}) } } },
+      /endpoint response must be absent with responseType 'stream'/,
+    ],
+    [{ method: 'POST', path: '/x', body: 'text' }, /endpoint body must be a Standard Schema .* or 'raw'/],
+  ])('%o is INVALID_OPTION', (config, message) => {
+    let thrown: unknown;
+    try {
+      endpoint(config as never);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({ code: ErrorCode.INVALID_OPTION });
+    expect((thrown as Error).message).toMatch(message);
   });
 });

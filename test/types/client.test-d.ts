@@ -3,7 +3,11 @@ import { z } from 'zod';
 import {
   type AttemptTransport,
   type CallOptions,
+  type CircuitCause,
+  type CircuitControl,
+  type CircuitState,
   type Client,
+  type ClientEvents,
   type ClientOptions,
   createClient,
   defineService,
@@ -13,6 +17,7 @@ import {
   type RedirectOptions,
   type ResponseOf,
   type TelescopeError,
+  type ThrottleOptions,
 } from '../../src/index.js';
 
 const Movie = z.object({ id: z.number().int(), title: z.string() });
@@ -131,5 +136,51 @@ describe('typed methods', () => {
     expectTypeOf<HttpStatusError['location']>().toEqualTypeOf<string | undefined>();
     // @ts-expect-error redirects is an options object or false, not true
     createClient(movies, { instances: ['http://127.0.0.1:1'], redirects: true });
+  });
+});
+
+describe('recovery and throttling', () => {
+  it('client.circuit() takes an endpoint name and returns the operator controls', () => {
+    expectTypeOf(client.circuit)
+      .parameter(0)
+      .toEqualTypeOf<'getMovie' | 'rate' | 'search' | 'create' | 'health' | 'byYear'>();
+    expectTypeOf(client.circuit('getMovie')).toEqualTypeOf<CircuitControl>();
+    expectTypeOf<CircuitControl['state']>().returns.toEqualTypeOf<CircuitState>();
+    expectTypeOf<CircuitControl['forced']>().returns.toEqualTypeOf<'open' | 'closed' | undefined>();
+    expectTypeOf<CircuitControl['forceOpen']>().returns.toEqualTypeOf<void>();
+    expectTypeOf<CircuitControl['throttleProbability']>().returns.toEqualTypeOf<number>();
+    // @ts-expect-error: not an endpoint of the service
+    client.circuit('getMovies');
+  });
+
+  it('breaker events say why the state changed', () => {
+    expectTypeOf<ClientEvents['breaker']>().toEqualTypeOf<{
+      service: string;
+      endpoint: string;
+      state: CircuitState;
+      cause: CircuitCause;
+    }>();
+    expectTypeOf<CircuitCause>().toEqualTypeOf<
+      | 'failures'
+      | 'slow-calls'
+      | 'probe-due'
+      | 'probe-failed'
+      | 'probes-passed'
+      | 'force-open'
+      | 'force-closed'
+      | 'reset'
+    >();
+  });
+
+  it('throttle and the breaker recovery options', () => {
+    expectTypeOf<ClientOptions['throttle']>().toEqualTypeOf<ThrottleOptions | false | undefined>();
+    expectTypeOf<ThrottleOptions>().toEqualTypeOf<{ k?: number; windowMs?: number; minRequests?: number }>();
+    const breaker = {} as Exclude<ClientOptions['breaker'], false | undefined>;
+    expectTypeOf(breaker.halfOpenProbes).toEqualTypeOf<number | undefined>();
+    expectTypeOf(breaker.minResetTimeoutMs).toEqualTypeOf<number | undefined>();
+    expectTypeOf(breaker.rampMs).toEqualTypeOf<number | undefined>();
+    expectTypeOf(breaker.slowCallMs).toEqualTypeOf<number | undefined>();
+    expectTypeOf(breaker.slowCallRatePercent).toEqualTypeOf<number | undefined>();
+    expectTypeOf(breaker.consecutiveFailures).toEqualTypeOf<number | undefined>();
   });
 });

@@ -47,6 +47,17 @@ export class LatencyHistogram {
     if (ms > this.#max) this.#max = ms;
   }
 
+  /** Adds this histogram's samples to `target`. */
+  mergeInto(target: LatencyHistogram): void {
+    target.#add(this.#counts, this.#count, this.#max);
+  }
+
+  #add(counts: Float64Array, count: number, max: number): void {
+    for (let bucket = 0; bucket < BUCKETS; bucket++) this.#counts[bucket]! += counts[bucket]!;
+    this.#count += count;
+    if (max > this.#max) this.#max = max;
+  }
+
   /** The sample of rank ⌈q·n⌉ (as the real lab's sorted-array percentile), within 1.6%. */
   percentile(quantile: number): number {
     const count = this.#count;

@@ -21,15 +21,15 @@ import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../..
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { Deadline } from '../../core/deadline.js';
 import { ErrorCode, TelescopeError } from '../../core/errors.js';
-import { deadlineShedBody, parseBudgetHeader } from '../../server/index.js';
+import { deadlineShedBody, parseBudgetHeader, type ServerLimiter } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
+import type { TopologyFault, TopologyFaultKind } from '../topology.js';
+import type { TierCapacity, TierName } from '../types.js';
+import type { SimEvent, VirtualClock } from './clock.js';
 
 /** The virtual network's answers are buffered and never compressed, as the undici transport's by default. */
 const simulatedHandlerSettings = { maxResponseBytes: transportDefaults.maxResponseBytes, decompress: false } as const;
-
-import type { FaultStep, TierCapacity, TierName } from '../types.js';
-import type { SimEvent, VirtualClock } from './clock.js';
 
 /** What a simulated tier's caller for the next tier does with one inbound request. */
 export interface SimCaller {
@@ -69,6 +69,8 @@ export interface SimObserver {
   received(instance: SimInstance): void;
   /** An edge instance answered a request (any status; shed included). */
   edgeAnswer(exchange: Exchange, status: number, fallback: boolean): void;
+  /** Any instance answered a request (any status; shed included), when the observer wants it. */
+  answered?(instance: SimInstance, exchange: Exchange, status: number, fallback: boolean): void;
 }
 
 enum Phase {
@@ -83,6 +85,8 @@ enum Phase {
   Shed = 7,
   /** Budget gone on arrival (504), answered once the instance's CPU gets to it. */
   Expired = 8,
+  /** Waiting in the server's concurrency limiter (telescope's `concurrencyLimit`). */
+  LimiterQueued = 9,
 }
 
 const connectRefused = Object.assign(new Error('connect ECONNREFUSED (simulated instance is down)'), {
@@ -130,6 +134,10 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
   tNext: Exchange | null = null;
   linkedToTransport = false;
   linkedOpen = false;
+  /** Holds a slot of the instance's concurrency limiter. */
+  limiterHeld = false;
+  /** Status the instance answered with (0 before). */
+  status = 0;
 
   constructor(
     readonly instance: SimInstance | undefined,
@@ -186,6 +194,19 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
     this.abort();
   }
 
+  // --- LimiterTicket (the instance's concurrency limiter drives these) --------------------
+
+  /** The limiter admitted the request: on to the instance's own admission. */
+  proceed(): void {
+    this.limiterHeld = true;
+    (this.instance as SimInstance).admit(this);
+  }
+
+  /** The limiter shed the request: 503 without work. */
+  shed(): void {
+    (this.instance as SimInstance).shedByLimiter(this);
+  }
+
   // --- heap event -------------------------------------------------------------------------
 
   fire(): void {
@@ -200,7 +221,7 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
         (this.instance as SimInstance).afterCpu(this);
         return;
       case Phase.Latency:
-        (this.instance as SimInstance).backendAnswer(this);
+        (this.instance as SimInstance).afterLatency(this);
         return;
       case Phase.Shed:
         (this.instance as SimInstance).answer(this, 503, false);
@@ -242,8 +263,9 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
 
 /** One simulated tier. */
 export interface SimTier {
-  /** `edge`, `middle-1` … `middle-k`, `backend`. */
+  /** `edge`, `middle-1` … `middle-k`, `backend`; or a topology's service name. */
   name: string;
+  /** `edge` answers the load; `backend` calls nothing. */
   role: TierName;
   /** Position from the edge (0). */
   depth: number;
@@ -262,13 +284,26 @@ export class SimInstance {
     peakInFlight: 0,
     downstreamAttempts: 0,
   };
-  fault: FaultStep['fault'] = 'none';
+  fault: TopologyFaultKind = 'none';
   slowFactor = 10;
-  /** fail: share of answers that are 503, spread evenly by a running credit (as the real tier). */
+  /** fault `latency`: milliseconds added to every request. */
+  addedMs = 0;
+  /** fault `errors`: fraction of requests answered 500. */
+  errorRate = 0;
+  /** Seeded random source of the `errors` fault. */
+  random: () => number = Math.random;
+  /** Zone of the instance (its clients prefer it). */
+  zone: string | undefined = undefined;
+  /** fault `fail`: share of answers that are 503, spread evenly by a running credit (as the real tier). */
   failRate = 0;
   #failCredit = 0;
-  /** The caller for the next tier (not for the backend). */
+  /** The caller for the next tier; none: the instance answers itself (a backend). */
   caller: SimCaller | undefined = undefined;
+  /** The server's concurrency limiter, when the strategy has one. */
+  readonly limiter: ServerLimiter | undefined;
+  /** Requests run at once and queued now (the `capacity` fault lowers them). */
+  #maxConcurrent: number;
+  #maxQueue: number;
   #active = 0;
   #queueHead: Exchange | null = null;
   #queueTail: Exchange | null = null;
@@ -288,6 +323,9 @@ export class SimInstance {
     readonly requestCpuMs = 0,
   ) {
     this.url = `http://${index}.${tier.name}.sim`;
+    this.limiter = network.limiter?.(this);
+    this.#maxConcurrent = tier.capacity.maxConcurrent;
+    this.#maxQueue = tier.capacity.maxQueue;
     this.#done = (exchange, status, fallback) => {
       this.answer(exchange, status, fallback);
       this.release(exchange);
@@ -326,12 +364,32 @@ export class SimInstance {
       }
       // The deadline carries the request's cancellation, as deadlineMiddleware's does.
       exchange.deadline = new Deadline(network.clock.now() + budgetMs, network.clock, exchange);
+      if (this.limiter !== undefined) {
+        exchange.phase = Phase.LimiterQueued;
+        this.limiter.arrive(exchange, budgetMs);
+        return;
+      }
     }
-    const capacity = this.tier.capacity;
-    if (this.#active < capacity.maxConcurrent) {
+    this.admit(exchange);
+  }
+
+  /** @internal the concurrency limiter shed the request: 503 at once, no work. */
+  shedByLimiter(exchange: Exchange): void {
+    this.counters.shed++;
+    exchange.released = true;
+    this.answer(exchange, 503, false);
+  }
+
+  /** @internal the instance's own bounded admission (slots, queue, 503 when full). */
+  admit(exchange: Exchange): void {
+    const counters = this.counters;
+    const network = this.network;
+    const now = network.clock.now();
+    const answerLater = this.#cpuFreeAt > now;
+    if (this.#active < this.#maxConcurrent) {
       this.#active++;
       this.#start(exchange);
-    } else if (this.#queueLength < capacity.maxQueue) {
+    } else if (this.#queueLength < this.#maxQueue) {
       exchange.phase = Phase.Queued;
       exchange.qPrev = this.#queueTail;
       exchange.qNext = null;
@@ -342,6 +400,11 @@ export class SimInstance {
     } else {
       counters.shed++;
       exchange.released = true;
+      if (exchange.limiterHeld) {
+        // Refused by the instance itself after the limiter let it in: the limiter's slot ends.
+        exchange.limiterHeld = false;
+        this.limiter?.release(true);
+      }
       if (answerLater) {
         exchange.phase = Phase.Shed;
         network.clock.scheduleAt(exchange, this.#cpuFreeAt);
@@ -378,22 +441,41 @@ export class SimInstance {
     clock.scheduleAt(exchange, this.#cpuFreeAt);
   }
 
-  /** @internal CPU work done: answer (backend) or call the next tier. */
+  /** @internal CPU work done: hang, wait for the instance's own latency, or go on. */
   afterCpu(exchange: Exchange): void {
-    if (this.tier.role === 'backend') {
-      if (this.fault === 'hang') {
-        // Accepted, never answered: the slot stays taken until the caller goes away.
-        exchange.phase = Phase.Hung;
-        return;
-      }
+    if (this.fault === 'hang') {
+      // Accepted, never answered: the slot stays taken until the caller goes away.
+      exchange.phase = Phase.Hung;
+      return;
+    }
+    const latencyMs = this.latencyMs * (this.fault === 'slow' ? this.slowFactor : 1) + this.addedMs;
+    if (latencyMs > 0) {
       exchange.phase = Phase.Latency;
-      const latencyMs = this.latencyMs * (this.fault === 'slow' ? this.slowFactor : 1);
       this.network.clock.scheduleAt(exchange, this.network.clock.now() + latencyMs);
       return;
     }
+    this.afterLatency(exchange);
+  }
+
+  /** @internal the instance's own latency has passed: fail, answer (a backend) or call. */
+  afterLatency(exchange: Exchange): void {
+    if (this.errorRate > 0 && this.random() < this.errorRate) {
+      this.answer(exchange, 500, false);
+      this.release(exchange);
+      return;
+    }
+    if (this.failRate > 0) {
+      this.#failCredit += this.failRate;
+      if (this.#failCredit >= 1) {
+        this.#failCredit -= 1;
+        this.answer(exchange, 503, false);
+        this.release(exchange);
+        return;
+      }
+    }
     const caller = this.caller;
     if (caller === undefined) {
-      this.answer(exchange, 503, false);
+      this.answer(exchange, this.tier.role === 'backend' ? 200 : 503, false);
       this.release(exchange);
       return;
     }
@@ -401,25 +483,16 @@ export class SimInstance {
     caller.call(exchange, this.#done);
   }
 
-  /** @internal the backend's latency has passed. */
-  backendAnswer(exchange: Exchange): void {
-    let status = 200;
-    if (this.fault === 'fail') {
-      this.#failCredit += this.failRate;
-      if (this.#failCredit >= 1) {
-        this.#failCredit -= 1;
-        status = 503;
-      }
-    }
-    this.answer(exchange, status, false);
-    this.release(exchange);
-  }
-
   /** Answers a request (counts wasted work, edge samples) and sends it if the caller is still there. */
   answer(exchange: Exchange, status: number, fallback: boolean): void {
     exchange.phase = Phase.Done;
+    exchange.status = status;
     if (exchange.gone || exchange.deadline?.expired === true) this.counters.wasted++;
-    if (this.tier.role === 'edge') this.network.observer?.edgeAnswer(exchange, status, fallback);
+    const observer = this.network.observer;
+    if (observer !== undefined) {
+      if (this.tier.role === 'edge') observer.edgeAnswer(exchange, status, fallback);
+      observer.answered?.(this, exchange, status, fallback);
+    }
     if (!exchange.gone) {
       this.#unlinkOpen(exchange);
       const { body, headers } = this.#bodyFor(status, fallback);
@@ -429,6 +502,11 @@ export class SimInstance {
 
   /** Frees the request's slot (answered, or its caller went away); safe to call twice. */
   release(exchange: Exchange): void {
+    if (exchange.limiterHeld) {
+      exchange.limiterHeld = false;
+      // As concurrencyLimit: a caller that gave up is a drop; the instance's own answers are not.
+      this.limiter?.release(exchange.gone);
+    }
     if (exchange.released) return;
     exchange.released = true;
     if (!exchange.started) {
@@ -438,7 +516,8 @@ export class SimInstance {
     }
     this.counters.inFlight--;
     const next = this.#queueHead;
-    if (next === null) {
+    // The slot passes to the next in the queue, unless a capacity drop took it away.
+    if (next === null || this.#active > this.#maxConcurrent) {
       this.#active--;
       return;
     }
@@ -451,17 +530,40 @@ export class SimInstance {
     if (exchange.gone) return;
     exchange.gone = true;
     this.#unlinkOpen(exchange);
+    if (exchange.phase === Phase.LimiterQueued) {
+      this.limiter?.forget(exchange);
+      return;
+    }
     exchange.cancelCalls();
     // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
     if (exchange.phase !== Phase.Refused) this.release(exchange);
   }
 
   /** Applies a fault, as the real tier does on the lab's message. */
-  setFault(fault: FaultStep['fault'], factor: number | undefined, rate?: number): void {
+  setFault(fault: TopologyFaultKind, factor: number | undefined, rate?: number): void {
+    this.applyFault({ atS: 0, service: this.tier.name, fault, factor, rate });
+  }
+
+  /** Applies a topology fault: it replaces the instance's previous one (`none`: healthy). */
+  applyFault(step: TopologyFault): void {
     const previous = this.fault;
+    const fault = step.fault;
     this.fault = fault;
-    this.slowFactor = factor ?? 10;
-    this.failRate = rate ?? 0.1;
+    this.slowFactor = step.factor ?? 10;
+    this.failRate = fault === 'fail' ? (step.rate ?? 0.1) : 0;
+    this.addedMs = fault === 'latency' ? (step.addedMs ?? 0) : 0;
+    this.errorRate = fault === 'errors' ? (step.errorRate ?? 0) : 0;
+    const fraction = fault === 'capacity' ? (step.capacityFraction ?? 1) : 1;
+    const capacity = this.tier.capacity;
+    this.#maxConcurrent = Math.max(1, Math.floor(capacity.maxConcurrent * fraction));
+    this.#maxQueue = Math.floor(capacity.maxQueue * fraction);
+    // Capacity back: the queue fills the slots that came back.
+    while (this.#active < this.#maxConcurrent && this.#queueHead !== null) {
+      const next = this.#queueHead;
+      this.#unlinkQueue(next);
+      this.#active++;
+      this.#start(next);
+    }
     if (fault === 'down' && previous !== 'down') {
       // Every open connection breaks: callers see a reset, the server frees the slots.
       let exchange = this.#openHead;
@@ -542,6 +644,8 @@ export class SimNetwork {
     readonly serve: SimServe | undefined,
     /** How long a refused connection takes to fail. */
     readonly refuseMs = 0.2,
+    /** Makes an instance's concurrency limiter (telescope's `concurrencyLimit`), or none. */
+    readonly limiter?: (instance: SimInstance) => ServerLimiter | undefined,
   ) {}
 
   add(instance: SimInstance): void {
@@ -558,9 +662,12 @@ export class SimNetwork {
     handler: AttemptHandler | null,
     raw: RawCaller | null,
     transport: SimTransport | null,
+    /** Set on the exchange before the instance sees it (an answer may come at once). */
+    tag?: unknown,
   ): Exchange {
     const instance = this.instances.get(url);
     const exchange = new Exchange(instance, url, headers, handler, raw, transport);
+    exchange.tag = tag;
     transport?.link(exchange);
     if (instance === undefined || instance.fault === 'down') {
       exchange.phase = Phase.Refused;

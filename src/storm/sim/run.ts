@@ -8,6 +8,8 @@
 import { seededRandom } from '../../testing/random.js';
 import { defaultCapacity, type RunOptions, type RunResult, recoveryScenarios, type TimePoint } from '../lab.js';
 import { callerOf, faultWindow, recoverySeconds, summarizeOutage } from '../outage.js';
+import { summarizeOverload } from '../overload.js';
+import { loadFactorAt } from '../scenarios.js';
 import type { Scenario, SimulationInfo, SimulationTier, TierCapacity, TierName } from '../types.js';
 import { VirtualClock } from './clock.js';
 import { LatencyHistogram } from './histogram.js';
@@ -122,8 +124,12 @@ class Metrics implements SimObserver {
   /** Attempts sent to the failing tier (by the tier that calls it), per second. */
   readonly attemptsBySecond: Float64Array;
   readonly okBySecond: Float64Array;
+  /** Successful answers by the second they were answered in (goodput). */
+  readonly goodputBySecond: Float64Array;
   readonly samplesBySecond: Float64Array;
   readonly histBySecond: Array<LatencyHistogram | undefined>;
+  /** Latencies of successful answers only, per second sent. */
+  readonly okHistBySecond: Array<LatencyHistogram | undefined>;
   readonly all = new LatencyHistogram();
   ok = 0;
   fallback = 0;
@@ -137,8 +143,10 @@ class Metrics implements SimObserver {
     this.sentBySecond = new Float64Array(seconds);
     this.attemptsBySecond = new Float64Array(seconds);
     this.okBySecond = new Float64Array(seconds);
+    this.goodputBySecond = new Float64Array(seconds);
     this.samplesBySecond = new Float64Array(seconds);
     this.histBySecond = new Array(seconds).fill(undefined);
+    this.okHistBySecond = new Array(seconds).fill(undefined);
   }
 
   second(atMs: number): number {
@@ -164,7 +172,16 @@ class Metrics implements SimObserver {
     }
     this.all.record(latencyMs);
     this.samplesBySecond[second]! += 1;
-    if (ok) this.okBySecond[second]! += 1;
+    if (ok) {
+      this.okBySecond[second]! += 1;
+      this.goodputBySecond[this.second(this.clock.now())]! += 1;
+      let okHistogram = this.okHistBySecond[second];
+      if (okHistogram === undefined) {
+        okHistogram = new LatencyHistogram();
+        this.okHistBySecond[second] = okHistogram;
+      }
+      okHistogram.record(latencyMs);
+    }
     let histogram = this.histBySecond[second];
     if (histogram === undefined) {
       histogram = new LatencyHistogram();
@@ -175,7 +192,7 @@ class Metrics implements SimObserver {
 }
 
 /** The load generator's end of its connections: counts answers. */
-class Load implements RawCaller {
+export class Load implements RawCaller {
   sent = 0;
   answered = 0;
   settled = 0;
@@ -201,13 +218,19 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
   const strategy: SimStrategy = simStrategy(options.strategy);
   const names = simTierNames(tierCount);
   const counts = names.map((_, depth) => instancesOf(options.instances, scenario, depth, tierCount));
-  const capacity = { ...defaultCapacity, ...options.capacity };
+  const capacity = { ...defaultCapacity, ...scenario.capacity, ...options.capacity };
   const workMs = options.workMs ?? 0.5;
-  const backendLatencyMs = options.backendLatencyMs ?? 5;
+  const backendLatencyMs = options.backendLatencyMs ?? scenario.backendLatencyMs ?? 5;
   const requestCpuMs = options.requestCpuMs ?? 0;
 
   const clock = new VirtualClock({ grainMs: options.grainMs });
-  const network = new SimNetwork(clock, strategy.serve);
+  const limiterOf = strategy.limiter;
+  const network = new SimNetwork(
+    clock,
+    strategy.serve,
+    undefined,
+    limiterOf === undefined ? undefined : (instance) => limiterOf(instance, clock),
+  );
   const seconds = Math.ceil(durationS + drainS) + 2;
   const metrics = new Metrics(clock, seconds);
   network.observer = metrics;
@@ -220,7 +243,9 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
   });
   for (const tier of tiers) {
     for (let index = 0; index < (counts[tier.depth] as number); index++) {
-      const instance = new SimInstance(network, tier, index, workMs, backendLatencyMs, requestCpuMs);
+      // Only the backend has latency of its own; the tiers before it wait on their calls.
+      const latencyMs = tier.role === 'backend' ? backendLatencyMs : 0;
+      const instance = new SimInstance(network, tier, index, workMs, latencyMs, requestCpuMs);
       tier.instances.push(instance);
       network.add(instance);
     }
@@ -258,13 +283,14 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
   const load = new Load();
   const sendToEdge = (index: number, tag: unknown) => {
     const edge = edges[index % edges.length] as SimInstance;
-    const exchange = network.send(edge.url, undefined, null, load, null);
-    exchange.tag = tag;
+    network.send(edge.url, undefined, null, load, null, tag);
   };
 
   try {
     // Warm-up, as real mode: 10 callers × 5 requests one after another, then counters reset.
     await warmUp(clock, network, edges);
+    const backends = (tiers[tiers.length - 1] as SimTier).instances;
+    const capacityPerS = scenario.load === undefined ? 0 : await measureCapacity(clock, network, backends);
     const epoch = Math.ceil(clock.now()) + 1;
     await clock.advanceTo(epoch);
     for (const tier of tiers) {
@@ -298,15 +324,39 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
     }
 
     // Open-loop load: request i leaves at i/rate s, whatever the answers do; batched per ms.
-    const total = Math.round(rate * durationS);
+    // With a load profile, the rate follows it (integrated per ms).
+    const profile = scenario.load;
+    const offeredBy = (elapsedMs: number): number => {
+      if (profile === undefined) return elapsedMs / msPerRequest + 1;
+      let sum = 0;
+      for (let ms = 0; ms < elapsedMs; ms += 10) {
+        sum += (capacityPerS * loadFactorAt(profile, (ms + 5) / 1000) * Math.min(10, elapsedMs - ms)) / 1000;
+      }
+      return sum;
+    };
+    const total = profile === undefined ? Math.round(rate * durationS) : Math.round(offeredBy(durationS * 1000));
     const msPerRequest = 1000 / rate;
+    let cumulativeMs = 0;
+    let cumulative = 0;
     const tick = {
       at: 0,
       seq: 0,
       cancelled: false,
       fire() {
         const elapsed = clock.now() - epoch;
-        const due = Math.min(total, Math.floor(elapsed / msPerRequest) + 1);
+        let dueNow: number;
+        if (profile === undefined) {
+          dueNow = Math.floor(elapsed / msPerRequest) + 1;
+        } else {
+          // Incremental integral of the profile's rate up to now.
+          while (cumulativeMs < elapsed) {
+            const step = Math.min(1, elapsed - cumulativeMs);
+            cumulative += (capacityPerS * loadFactorAt(profile, (cumulativeMs + step / 2) / 1000) * step) / 1000;
+            cumulativeMs += step;
+          }
+          dueNow = Math.floor(cumulative);
+        }
+        const due = Math.min(total, dueNow);
         const second = metrics.second(clock.now());
         while (load.sent < due) {
           sendToEdge(load.sent, LOAD);
@@ -314,7 +364,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
           metrics.sentBySecond[second]! += 1;
         }
         if (load.sent < total) {
-          const nextAt = epoch + load.sent * msPerRequest;
+          const nextAt = profile === undefined ? epoch + load.sent * msPerRequest : clock.now() + 1;
           clock.scheduleAt(tick, Math.max(nextAt, clock.now() + 1));
         }
       },
@@ -385,8 +435,23 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
         edgeSuccessRate: sentThen === 0 ? 1 : (metrics.okBySecond[second] as number) / sentThen,
         edgeP99Ms: histogram.percentile(0.99),
         amplification: edgeThen === 0 ? 0 : (metrics.backendReceived[second] as number) / edgeThen,
+        goodput: metrics.goodputBySecond[second] as number,
       });
     }
+    const overload =
+      profile === undefined
+        ? undefined
+        : summarizeOverload(
+            capacityPerS,
+            profile,
+            durationS,
+            (second) => metrics.goodputBySecond[second] ?? 0,
+            (seconds) => {
+              const merged = new LatencyHistogram();
+              for (const second of seconds) metrics.okHistBySecond[second]?.mergeInto(merged);
+              return merged.count === 0 ? 0 : merged.percentile(0.99);
+            },
+          );
     const recoveryS =
       window !== undefined && recoveryScenarios.has(scenario.name) ? recoverySeconds(window, timeline) : undefined;
     const outage =
@@ -406,7 +471,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
     return {
       strategy: strategy.name,
       scenario: scenario.name,
-      rate,
+      rate: profile === undefined ? rate : Math.round(total / durationS),
       durationS,
       sent,
       answered: load.answered,
@@ -427,6 +492,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
       shed,
       received,
       recoveryS,
+      ...(overload === undefined ? {} : { overload }),
       ...(outage === undefined ? {} : { outage }),
       timeline,
       simulation: {
@@ -465,7 +531,7 @@ function instancesOf(
 }
 
 /** Real mode's warm-up: 10 callers, 5 requests each one after another (closed loop). */
-async function warmUp(clock: VirtualClock, network: SimNetwork, edges: readonly SimInstance[]): Promise<void> {
+export async function warmUp(clock: VirtualClock, network: SimNetwork, edges: readonly SimInstance[]): Promise<void> {
   let open = 0;
   const worker = (index: number) => {
     let round = 0;
@@ -488,4 +554,47 @@ async function warmUp(clock: VirtualClock, network: SimNetwork, edges: readonly 
   for (let index = 0; index < 10; index++) worker(index);
   const limit = clock.now() + 5000;
   while (open > 0 && clock.now() < limit) await clock.advanceTo(clock.now() + 50);
+}
+
+/**
+ * The backend tier's capacity: a closed loop straight to its instances (twice as many callers
+ * as they have slots, each sending again as soon as it is answered) for 2 virtual seconds;
+ * successful answers per second over the last 1.5 s.
+ */
+async function measureCapacity(
+  clock: VirtualClock,
+  network: SimNetwork,
+  backends: readonly SimInstance[],
+): Promise<number> {
+  let ok = 0;
+  let counting = false;
+  let running = true;
+  const callers = backends.reduce((n, backend) => n + 2 * backend.tier.capacity.maxConcurrent, 0);
+  for (let index = 0; index < callers; index++) {
+    const target = backends[index % backends.length] as SimInstance;
+    const caller: RawCaller = {
+      onResponse: (_exchange, status) => {
+        if (counting && status === 200) ok++;
+        // A refused request would come back at once; a short pause keeps the loop bounded.
+        if (running) clock.setTimeout(send, status === 200 ? 0 : 1);
+      },
+      onFailure: () => {
+        if (running) clock.setTimeout(send, 1);
+      },
+    };
+    const send = () => {
+      network.send(target.url, undefined, null, caller, null);
+    };
+    send();
+  }
+  const start = clock.now();
+  await clock.advanceTo(start + 500);
+  counting = true;
+  await clock.advanceTo(start + 2000);
+  counting = false;
+  running = false;
+  // Let the loop's last answers come back before the run starts.
+  await clock.advanceTo(clock.now() + 500);
+  for (const backend of backends) backend.counters.received = 0;
+  return ok / 1.5;
 }

@@ -8,14 +8,18 @@
  */
 import { createClient } from '../../client/index.js';
 import type { TimerHandle } from '../../core/clock.js';
+import type { ServerLimiter } from '../../server/index.js';
 import { deadlineServerDefaults } from '../../server/index.js';
 import telescopeStrategy, {
   countingTransport,
+  type TelescopeTierClientOptions,
   telescopeClientOptions,
   telescopeFailure,
+  telescopeServerLimiter,
   telescopeServerOptions,
   telescopeSuccess,
 } from '../strategies/telescope.js';
+import type { TopologyClientSettings } from '../topology.js';
 import type { VirtualClock } from './clock.js';
 import type { Exchange, RawCaller, SimCaller, SimInstance, SimNetwork, SimServe, SimTier } from './network.js';
 
@@ -31,6 +35,13 @@ export interface SimCallerContext {
   random: () => number;
   /** Counts every attempt the caller sends. */
   onAttempt(): void;
+  /**
+   * A failed call answers with a fallback (a topology's `fallback`).
+   * @default the strategy's choice (telescope: at the edge; the others: never)
+   */
+  fallback?: boolean;
+  /** telescope client settings over the strategy's (a topology's `client`). */
+  client?: TopologyClientSettings;
 }
 
 export interface SimStrategy {
@@ -38,6 +49,8 @@ export interface SimStrategy {
   description: string;
   /** How its servers admit requests by deadline (telescope's middleware), if they do. */
   serve?: SimServe;
+  /** Makes an instance's concurrency limiter (telescope's `concurrencyLimit`), if it has one. */
+  limiter?: (instance: SimInstance, clock: VirtualClock) => ServerLimiter | undefined;
   createCaller(context: SimCallerContext): SimCaller;
 }
 
@@ -48,11 +61,19 @@ const telescope: SimStrategy = {
   name: 'telescope',
   description: telescopeStrategy.description,
   serve: { ...telescopeServerOptions, headerName: deadlineServerDefaults.headerName },
-  createCaller({ tier, targets, network, clock, random, onAttempt }) {
-    const { service, options } = telescopeClientOptions(tier.role === 'edge' ? 'edge' : 'middle');
+  limiter: (instance, clock) => telescopeServerLimiter(instance.tier.role, clock),
+  createCaller({ tier, instance, targets, network, clock, random, onAttempt, fallback, client: settings }) {
+    const role = tier.role === 'edge' ? 'edge' : 'middle';
+    const { options } = telescopeClientOptions(role);
+    // The edge's client falls back to a degraded answer unless the topology says otherwise.
+    const { service } = telescopeClientOptions((fallback ?? role === 'edge') ? 'edge' : 'middle');
     const client = createClient(service, {
       ...options,
-      instances: targets.map((target) => target.url),
+      ...(settings as Partial<TelescopeTierClientOptions> | undefined),
+      instances: targets.map((target) =>
+        target.zone === undefined ? target.url : { url: target.url, zone: target.zone },
+      ),
+      ...(instance.zone === undefined ? {} : { zone: instance.zone }),
       transport: countingTransport(network.transport(), onAttempt),
       clock,
       random,

@@ -1,8 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ClientOptions, createClient } from '../../client/index.js';
+import type { Clock } from '../../core/clock.js';
 import { isTelescopeError } from '../../core/errors.js';
+import { checkLimitOptions } from '../../limit/index.js';
 import type { DeadlineRequest, DeadlineServerOptions } from '../../server/index.js';
-import { deadlineMiddleware } from '../../server/index.js';
+import {
+  type ConcurrencyLimitOptions,
+  concurrencyLimit,
+  concurrencyLimitDefaults,
+  deadlineMiddleware,
+  ServerLimiter,
+} from '../../server/index.js';
 import { defineService, endpoint } from '../../service/index.js';
 import { type AttemptTransport, transport } from '../../transport/index.js';
 import type { CallOutcome, StormStrategy } from '../strategy.js';
@@ -26,6 +34,15 @@ const nextTierWithFallback = defineService({
  * header parsing, `parseBudgetHeader`, with these options).
  */
 export const telescopeServerOptions = Object.freeze({ maxMs: 3000, defaultMs: 3000 }) satisfies DeadlineServerOptions;
+
+/**
+ * Whether the tiers use the adaptive limits (servers: `concurrencyLimit` on middle and backend;
+ * clients: the adaptive bulkhead). Off by default: with them on, the three-tier lab is
+ * bistable under overload (docs/overload.md): the breakers of the calling tiers open on the
+ * limiters' 503s in some runs and goodput collapses. `TELESCOPE_STORM_ADAPTIVE=1` turns them
+ * on (real mode and simulation) until the breaker work of issue 14 lands.
+ */
+const adaptiveTiers = (): boolean => process.env.TELESCOPE_STORM_ADAPTIVE === '1';
 
 /** The client options of one tier, without `instances` (and transport, clock, random). */
 export type TelescopeTierClientOptions = Omit<ClientOptions, 'instances' | 'discovery'>;
@@ -58,9 +75,38 @@ export function telescopeClientOptions(tier: TierName): {
         minRequests: 20,
         intervalMs: 2000,
       },
-      bulkhead: { maxConcurrent: 256, maxQueue: 0 },
+      // The adaptive limit, shedding at once rather than queueing (with TELESCOPE_STORM_ADAPTIVE=1).
+      bulkhead: adaptiveTiers() ? { adaptive: 'gradient2', maxQueue: 0 } : { maxConcurrent: 256, maxQueue: 0 },
     },
   };
+}
+
+/**
+ * The concurrency limit in front of every tier's server (real mode: `concurrencyLimit`;
+ * simulation: the same `ServerLimiter`): it sheds with 503 before the tier's own queue fills,
+ * and only queues what the deadline allows.
+ */
+export const telescopeLimitOptions = Object.freeze({
+  adaptive: 'gradient2',
+  // Measured in the overload simulation (docs/overload.md): a queue of 2 keeps the slots busy
+  // between arrivals (goodput 0.99 of capacity) and adds at most a short wait; 8 doubles p99.
+  minConcurrent: 1,
+  maxQueue: 2,
+}) satisfies ConcurrencyLimitOptions;
+
+/** The limit options of a tier's server: a calling tier keeps at least 8 slots. */
+export function telescopeLimitOptionsOf(tier: TierName): ConcurrencyLimitOptions {
+  return tier === 'backend' ? telescopeLimitOptions : { ...telescopeLimitOptions, minConcurrent: 8 };
+}
+
+/**
+ * The simulator's limiter for one tier instance (as real mode's `concurrencyLimit`): none at
+ * the edge, whose fallback answers what the tiers behind it cannot.
+ */
+export function telescopeServerLimiter(tier: TierName, clock: Clock): ServerLimiter | undefined {
+  if (!adaptiveTiers() || tier === 'edge') return undefined;
+  const checked = checkLimitOptions('', telescopeLimitOptionsOf(tier), concurrencyLimitDefaults);
+  return new ServerLimiter({ ...checked, name: 'tier' }, clock);
 }
 
 /**
@@ -104,6 +150,7 @@ export function telescopeFailure(error: unknown): CallOutcome {
 
 /** Made on first use: importing the strategy (the simulator does) has no side effect. */
 let middleware: ReturnType<typeof deadlineMiddleware> | undefined;
+let limiter: ReturnType<typeof concurrencyLimit> | undefined;
 
 /**
  * telescope: a 3 s edge budget that telescopes into each hop (the middle takes at most 1 s),
@@ -114,10 +161,13 @@ const telescope: StormStrategy = {
   name: 'telescope',
   description:
     '3 s edge budget → 1 s middle, 1 retry on another instance within a 10% retry budget, breaker + edge fallback',
-  createCaller({ tier, targets, onAttempt }) {
-    const { service, options } = telescopeClientOptions(tier);
+  createCaller({ tier, targets, onAttempt, fallback, client: settings }) {
+    const { options } = telescopeClientOptions(tier);
+    // The edge's client falls back to a degraded answer unless the topology says otherwise.
+    const { service } = telescopeClientOptions((fallback ?? tier === 'edge') ? 'edge' : 'middle');
     const client = createClient(service, {
       ...options,
+      ...(settings as Partial<TelescopeTierClientOptions> | undefined),
       instances: targets,
       transport: countingTransport(transport({}), onAttempt),
     });
@@ -132,9 +182,21 @@ const telescope: StormStrategy = {
       close: () => client.close(),
     };
   },
-  serve(request: IncomingMessage, response: ServerResponse, next: () => void) {
+  serve(request: IncomingMessage, response: ServerResponse, next: () => void, tier?: TierName) {
     middleware ??= deadlineMiddleware(telescopeServerOptions);
-    middleware(request, response, next);
+    if (!adaptiveTiers() || tier === 'edge') {
+      // The front door takes what the load offers (see telescopeServerLimiter).
+      middleware(request, response, next);
+      return;
+    }
+    limiter ??= concurrencyLimit({
+      ...telescopeLimitOptionsOf(tier ?? 'backend'),
+      maxMs: telescopeServerOptions.maxMs,
+      name: 'tier',
+    });
+    const limit = limiter;
+    // Deadline first (504 for a budget gone, req.deadline set), then the limit (which reads it).
+    middleware(request, response, () => limit(request, response, next));
   },
   expired(request: IncomingMessage) {
     return (request as DeadlineRequest).deadline?.expired === true;

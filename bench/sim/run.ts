@@ -1,0 +1,60 @@
+/**
+ * `npm run bench:sim`: how fast the storm simulator runs the library's client code.
+ * Prints simulated requests (every request received by every service) per wall second.
+ *
+ *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope]
+ */
+import { parseArgs } from 'node:util';
+import { checkTopology } from '../../src/storm/index.js';
+import { simulateTopology } from '../../src/storm/sim/graph.js';
+import { fleetChain, twentyServices } from './topologies.js';
+
+const { values } = parseArgs({
+  options: {
+    case: { type: 'string', default: 'both' },
+    duration: { type: 'string', default: '60' },
+    instances: { type: 'string' },
+    rate: { type: 'string' },
+    strategy: { type: 'string', default: 'telescope' },
+  },
+});
+const durationS = Number(values.duration);
+const cases = values.case === 'both' ? ['fleet', 'graph'] : [String(values.case)];
+
+for (const name of cases) {
+  const topology =
+    name === 'fleet'
+      ? fleetChain({
+          tiers: 5,
+          instances: Number(values.instances ?? 500),
+          rate: Number(values.rate ?? 100_000),
+          durationS,
+        })
+      : twentyServices({ instances: Number(values.instances ?? 20), rate: Number(values.rate ?? 2000), durationS });
+  const cpuBefore = process.cpuUsage();
+  const result = await simulateTopology({
+    topology: checkTopology(topology),
+    strategy: String(values.strategy),
+    onProgress: ({ elapsedS, wallS }) => {
+      if (elapsedS % 10 === 0) process.stderr.write(`${name}: ${elapsedS} s virtual in ${wallS.toFixed(1)} s wall\n`);
+    },
+  });
+  const cpu = process.cpuUsage(cpuBefore);
+  const simulation = result.simulation as NonNullable<typeof result.simulation>;
+  const requests = result.services.reduce((n, service) => n + service.received, 0);
+  const line = {
+    case: name,
+    topology: topology.description,
+    strategy: result.strategy,
+    virtualS: simulation.virtualS,
+    wallS: Number(simulation.wallS.toFixed(1)),
+    cpuS: Number(((cpu.user + cpu.system) / 1e6).toFixed(1)),
+    entryRequests: result.sent,
+    requests,
+    requestsPerWallS: Math.round(requests / simulation.wallS),
+    success: result.successRate,
+    p99Ms: result.latency.p99Ms,
+    peakRssMB: simulation.peakRssMB,
+  };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
