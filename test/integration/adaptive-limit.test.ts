@@ -88,7 +88,10 @@ describe('the adaptive limit on a real server', () => {
       timeoutMs: 10_000,
       retry: false,
       breaker: false,
-      bulkhead: { adaptive: 'gradient2', minConcurrent: 5 },
+      // Demand (80 callers) above the highest limit: the client is limit-bound, as under load.
+      // With spare limit (inflight under half of it) Gradient2 leaves the limit alone, as
+      // Netflix's does: a client that is not limited has nothing to learn.
+      bulkhead: { adaptive: 'gradient2', minConcurrent: 5, maxConcurrent: 60, maxQueue: 1000 },
     });
     const load = closedLoop(() => client.get(), 80);
     const limit = () => client.stats().bulkhead?.limit ?? 0;
