@@ -178,6 +178,35 @@ describe('p2c-ewma', () => {
     expect(slowCalls).toBeLessThanOrEqual(2);
   });
 
+  it('an instance that joins later gets its share, not more: its average is not younger, hence lower, than its peers', () => {
+    const clock = manualClock(0);
+    const { instances, context } = setup(three, {
+      balancer: 'p2c-ewma',
+      clock,
+      outlier: false,
+      random: seededRandom(7),
+    });
+    const counts = new Map<string, number>();
+    const run = (calls: number, count: boolean) => {
+      for (let index = 0; index < calls; index++) {
+        const state = instances.pick(context()) as InstanceState;
+        state.outstanding++;
+        const startedAt = instances.pickedAt;
+        clock.advance(10);
+        instances.record(state, 'success', startedAt);
+        if (count) counts.set(state.instance.url, (counts.get(state.instance.url) ?? 0) + 1);
+      }
+    };
+    // 100 calls/s, all instances answering in 10 ms; d joins after 20 s.
+    run(2000, false);
+    instances.update(parseInstances([...three, 'http://d:1']));
+    run(200, true);
+    // Measured with the average started at 0: d, reading far below its 10 ms, won every pair
+    // it was in (95 of 200).
+    expect(counts.get('http://d:1')).toBeGreaterThan(0.15 * 200);
+    expect(counts.get('http://d:1')).toBeLessThanOrEqual(0.35 * 200);
+  });
+
   it('a failing instance costs more than its latency: 10% fast 503s cut its share', () => {
     const clock = manualClock(0);
     const { instances, context } = setup(three, { balancer: 'p2c-ewma', clock, outlier: false });
