@@ -147,17 +147,21 @@ export class HistogramSlot {
 export interface EndpointSlots {
   /** `http.client.request.duration`, by instance URL, then by status (number) or error code. */
   readonly attempts: Map<string, Map<number | string, HistogramSlot>>;
-  /** `telescope.call.duration` and `telescope.calls`, by error code (`OK` for a success). */
+  /** `telescope.calls`, by error code (`OK` for a success). */
   readonly calls: Map<string, CallSlot>;
+  /** `telescope.call.duration`, by outcome (`success`, `failure`: not by error code). */
+  readonly callDurations: Map<string, HistogramSlot>;
   /** `{ telescope.service, telescope.endpoint }`, for the counters derived from the slots. */
   readonly attributes: Attributes;
 }
 
-/** `telescope.call.duration` (attributes of the histogram) and `telescope.calls` of one outcome. */
+/** `telescope.calls` of one error code, and the `telescope.call.duration` of its outcome. */
 export interface CallSlot {
   readonly histogram: HistogramSlot;
   /** The histogram's attributes, plus `error.type` for a failure. */
   readonly callAttributes: Attributes;
+  /** Calls ever ended with this code. */
+  count: number;
 }
 
 /** An event counter's or gauge's value for one attribute set. */
@@ -184,13 +188,17 @@ export class TelescopeAggregates {
       [
         channels.callEnd.name as string,
         guard((message: CallEndMessage) => {
-          this.#callSlot(message.context, 'OK').histogram.record(message.durationMs / 1000);
+          const slot = this.#callSlot(message.context, 'OK');
+          slot.count++;
+          slot.histogram.record(message.durationMs / 1000);
         }),
       ],
       [
         channels.callError.name as string,
         guard((message: CallErrorMessage) => {
-          this.#callSlot(message.context, errorType(message.error)).histogram.record(message.durationMs / 1000);
+          const slot = this.#callSlot(message.context, errorType(message.error));
+          slot.count++;
+          slot.histogram.record(message.durationMs / 1000);
         }),
       ],
       [channels.clientEvent.name as string, onClientEvent],
@@ -220,6 +228,7 @@ export class TelescopeAggregates {
       slots = {
         attempts: new Map(),
         calls: new Map(),
+        callDurations: new Map(),
         attributes: { 'telescope.service': service, 'telescope.endpoint': endpoint },
       };
       byEndpoint.set(endpoint, slots);
@@ -264,10 +273,14 @@ export class TelescopeAggregates {
     let slot = slots.calls.get(code);
     if (slot === undefined) {
       const outcome = code === 'OK' ? 'success' : 'failure';
-      const durationAttributes: Attributes = { ...slots.attributes, 'telescope.outcome': outcome };
+      let histogram = slots.callDurations.get(outcome);
+      if (histogram === undefined) {
+        histogram = new HistogramSlot({ ...slots.attributes, 'telescope.outcome': outcome }, callDurationBuckets);
+        slots.callDurations.set(outcome, histogram);
+      }
       const callAttributes: Attributes =
-        code === 'OK' ? durationAttributes : { ...durationAttributes, 'error.type': code };
-      slot = { histogram: new HistogramSlot(durationAttributes, callDurationBuckets), callAttributes };
+        code === 'OK' ? histogram.attributes : { ...histogram.attributes, 'error.type': code };
+      slot = { histogram, callAttributes, count: 0 };
       slots.calls.set(code, slot);
     }
     return slot;

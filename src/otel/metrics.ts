@@ -123,10 +123,10 @@ function startMetrics(meter: Meter): OtelMetricsIntegration {
             }
           }
           if (attemptCount > 0) result.observe(attemptsCounter, attemptCount, slots.attributes);
-          for (const { histogram, callAttributes } of slots.calls.values()) {
-            result.observe(callsCounter, histogram.total, callAttributes);
-            flush(histogram, callDuration);
+          for (const { count, callAttributes } of slots.calls.values()) {
+            result.observe(callsCounter, count, callAttributes);
           }
+          for (const histogram of slots.callDurations.values()) flush(histogram, callDuration);
         }
       }
       for (const [metric, values] of aggregates.eventValues) {

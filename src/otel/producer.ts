@@ -187,9 +187,11 @@ export function otelMetricProducer(options: OtelMetricProducerOptions = {}): Ote
         }
         const attempts = sumPoint(slots.attributes, attemptCount, startTime, endTime);
         if (attempts !== null && attemptCount > 0) attemptsPoints.push(attempts);
-        for (const { histogram, callAttributes } of slots.calls.values()) {
-          const calls = sumPoint(callAttributes, histogram.total, startTime, endTime);
+        for (const { count, callAttributes } of slots.calls.values()) {
+          const calls = sumPoint(callAttributes, count, startTime, endTime);
           if (calls !== null) callsPoints.push(calls);
+        }
+        for (const histogram of slots.callDurations.values()) {
           const point = histogramPoint(histogram, startTime, endTime);
           if (point !== null) callPoints.push(point);
         }
