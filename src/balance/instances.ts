@@ -502,8 +502,7 @@ export class InstanceSet {
       const decayed = state.latencyCost * keep;
       state.latencyCost = Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 0.001));
     } else {
-      state.latencyCost =
-        weight > 0 ? (state.latencyCost * previous + sample * (1 - keep)) / weight : sample;
+      state.latencyCost = weight > 0 ? (state.latencyCost * previous + sample * (1 - keep)) / weight : sample;
     }
     state.latencyWeight = weight;
     state.latencyStamp = now;
