@@ -6,6 +6,7 @@
  * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5] [--only otel]`
  * (`--only`: the rows whose name contains it, plus `all layers`).
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
@@ -84,6 +85,17 @@ const withOtelMetricProducer =
       },
     };
   };
+/** Subscribers that do nothing, on the channels the metrics read: the cost of publishing alone. */
+const withEmptySubscribers: Around = () => {
+  const names = ['telescope:attempt:end', 'telescope:call:end', 'telescope:call:error', 'telescope:client:event'];
+  const nothing = () => {};
+  for (const name of names) subscribe(name, nothing);
+  return {
+    stop: () => {
+      for (const name of names) unsubscribe(name, nothing);
+    },
+  };
+};
 /** otelMetrics() with no SDK registered (the API's no-op meter provider). */
 const withOtelMetricsNoSdk: Around = () => {
   const integration = otelMetrics();
@@ -119,6 +131,7 @@ const allVariants: Variant[] = [
   ['- metrics', plain, { ...base, metrics: false }],
   ['- deadline header', plain, { ...base, deadlineHeader: false }],
   ['no optional layer', plain, { ...base, breaker: false, bulkhead: false, retry: false, metrics: false }],
+  ['+ empty subscribers on the otel metrics channels', plain, base, withEmptySubscribers],
   ['+ otelMetrics(), SDK meter provider: call path', plain, base, withOtelMetrics(false)],
   ['+ otelMetrics(), SDK meter provider: call path + collection', plain, base, withOtelMetrics(true)],
   ['+ otelMetrics(), no SDK (no-op provider)', plain, base, withOtelMetricsNoSdk],
