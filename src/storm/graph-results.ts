@@ -4,17 +4,11 @@
  * load and success over time, where the storm started and how it spread, recovery.
  */
 import type { ResolvedTopology } from './topology.js';
-import type { CallEdgeResult, ServiceResult, TierName, TopologyRunResult } from './types.js';
+import type { CallEdgeResult, ServiceResult, TopologyRunResult } from './types.js';
 
-/** What one service's instances counted, summed over them. */
-export interface ServiceCounts {
-  name: string;
-  role: TierName;
-  instances: number;
-  received: number;
-  shed: number;
-  wasted: number;
-  peakInFlight: number;
+/** What one service's instances counted, summed over them (the totals `ServiceResult` reports as is). */
+export interface ServiceCounts
+  extends Pick<ServiceResult, 'name' | 'role' | 'instances' | 'received' | 'shed' | 'wasted' | 'peakInFlight'> {
   /** Requests received in each second from the start of the load. */
   receivedBySecond: ArrayLike<number>;
   /** Of those, answered 200 with real data, by the second they arrived. */
@@ -22,12 +16,7 @@ export interface ServiceCounts {
 }
 
 /** Calls from one service to another, counted by the callers. */
-export interface EdgeCounts {
-  from: string;
-  to: string;
-  times: number;
-  attempts: number;
-}
+export type EdgeCounts = Pick<CallEdgeResult, 'from' | 'to' | 'times' | 'attempts'>;
 
 /** A storm shows as load above this multiple of the healthy load… */
 const stormLoadFactor = 1.5;
