@@ -66,6 +66,8 @@ export {
 } from './topology.js';
 export type {
   CallEdgeResult,
+  EntryOutcome,
+  EntrySecond,
   FaultStep,
   Scenario,
   ServiceResult,

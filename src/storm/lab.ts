@@ -12,6 +12,8 @@ import { type OverloadSummary, summarizeOverload } from './overload.js';
 import { loadFactorAt } from './scenarios.js';
 import type {
   EdgeSample,
+  EntryOutcome,
+  EntrySecond,
   FaultStep,
   FromTier,
   Scenario,
@@ -51,31 +53,14 @@ export interface RunOptions {
 }
 
 /** One second of the run, as the servers saw it. */
-export interface TimePoint {
-  second: number;
-  edgeRequests: number;
-  edgeSuccessRate: number;
-  edgeP99Ms: number;
-  /** Backend requests per edge request in this second. */
-  amplification: number;
+export interface TimePoint extends EntrySecond {
   /** Successful edge answers (real data) given in this second. */
   goodput: number;
 }
 
-export interface RunResult {
-  strategy: string;
+export interface RunResult extends EntryOutcome {
   scenario: string;
   rate: number;
-  durationS: number;
-  /** Requests the load generator sent. */
-  sent: number;
-  /** Edge answers (any status) before the drain ended. */
-  answered: number;
-  /** Edge answers with real data (200, not a fallback), over requests sent. */
-  successRate: number;
-  /** Edge answers that were fallbacks, over requests sent. */
-  fallbackRate: number;
-  latency: { p50Ms: number; p99Ms: number; maxMs: number };
   /** Backend requests (every attempt of every tier) per edge request admitted (not shed at the door). */
   amplification: number;
   /** Requests a tier finished after its caller had given up or past its deadline, per tier. */

@@ -235,11 +235,9 @@ export interface CallEdgeResult {
   amplification: number;
 }
 
-/** A topology run, real or simulated: the entry's numbers, each service's and each edge's. */
-export interface TopologyRunResult {
+/** What the entry (the edge tier) answered over a run, from the load generator's side. */
+export interface EntryOutcome {
   strategy: string;
-  topology: string;
-  mode: 'real' | 'simulated';
   durationS: number;
   /** Requests the load generator sent to the entry. */
   sent: number;
@@ -249,17 +247,28 @@ export interface TopologyRunResult {
   successRate: number;
   /** Entry answers that were fallbacks, over requests sent. */
   fallbackRate: number;
+  /** Latency of every request sent; one never answered within the drain counts as the whole run and drain. */
   latency: { p50Ms: number; p99Ms: number; maxMs: number };
+}
+
+/** One second of the entry, by the second requests were sent (a request never answered fails in its second). */
+export interface EntrySecond {
+  second: number;
+  edgeRequests: number;
+  edgeSuccessRate: number;
+  edgeP99Ms: number;
+  /** Requests at the services that call nothing (backend requests) per entry request in this second. */
+  amplification: number;
+}
+
+/** A topology run, real or simulated: the entry's numbers, each service's and each edge's. */
+export interface TopologyRunResult extends EntryOutcome {
+  topology: string;
+  mode: 'real' | 'simulated';
   /** Requests at the services that call nothing (every attempt) per request the entry admitted. */
   amplification: number;
-  /** The entry, second by second (`amplification`: requests at the services that call nothing per entry request). */
-  timeline: Array<{
-    second: number;
-    edgeRequests: number;
-    edgeSuccessRate: number;
-    edgeP99Ms: number;
-    amplification: number;
-  }>;
+  /** The entry, second by second. */
+  timeline: EntrySecond[];
   services: ServiceResult[];
   calls: CallEdgeResult[];
   /** Services in the order the storm reached them (see `ServiceResult.stormAtS`). */

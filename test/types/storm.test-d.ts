@@ -3,6 +3,8 @@ import {
   builtInScenario,
   type CallEdgeResult,
   checkTopology,
+  type EntryOutcome,
+  type EntrySecond,
   type ResolvedTopology,
   type RunResult,
   type RunTopologyOptions,
@@ -57,6 +59,11 @@ describe('storm topology types', () => {
     expectTypeOf(runTopology).parameter(0).toEqualTypeOf<RunTopologyOptions>();
     expectTypeOf<TopologyRunResult['services'][number]>().toEqualTypeOf<ServiceResult>();
     expectTypeOf<TopologyRunResult['calls'][number]>().toEqualTypeOf<CallEdgeResult>();
+    // Both runs report the entry the same way.
+    expectTypeOf<TopologyRunResult>().toExtend<EntryOutcome>();
+    expectTypeOf<RunResult>().toExtend<EntryOutcome>();
+    expectTypeOf<TopologyRunResult['timeline'][number]>().toEqualTypeOf<EntrySecond>();
+    expectTypeOf<RunResult['timeline'][number]>().toExtend<EntrySecond>();
     expectTypeOf<ServiceResult['stormSignal']>().toEqualTypeOf<'fault' | 'load' | 'success' | undefined>();
     expectTypeOf<TopologyFault['fault']>().toEqualTypeOf<
       'hang' | 'down' | 'slow' | 'latency' | 'errors' | 'fail' | 'capacity' | 'none'
