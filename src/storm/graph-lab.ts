@@ -8,7 +8,7 @@ import { cpus, totalmem } from 'node:os';
 import { createClient } from '../client/index.js';
 import { EdgeLoad } from './edge-load.js';
 import { type EdgeCounts, type ServiceCounts, serviceResults } from './graph-results.js';
-import { percentile, poll, startTier, stopTiers, type TierProcess, warmUp } from './lab.js';
+import { entryOutcome, entrySecond, poll, startTier, stopTiers, type TierProcess, warmUp } from './lab.js';
 import { LoadProfile } from './load.js';
 import { telescopeClientOptions } from './strategies/telescope.js';
 import { type ResolvedTopology, topologyInstances } from './topology.js';
@@ -195,43 +195,25 @@ export async function runTopology(options: RunTopologyOptions): Promise<Topology
     );
 
     const entryCounts = counts[0] as ServiceCounts;
-    const statuses = countsOf(topology.entry).map((c) => c.statuses);
-    const count = (key: string) => statuses.reduce((n, s) => n + (s[key] ?? 0), 0);
     const worstMs = (durationS + drainS) * 1000;
-    const latencies = samples.map((sample) => sample.latencyMs).sort((a, b) => a - b);
-    for (let index = latencies.length; index < sent; index++) latencies.push(worstMs);
     const leaves = counts.filter((c) => c.role === 'backend');
     const timeline: TopologyRunResult['timeline'] = [];
     for (let second = 0; second < Math.ceil(durationS); second++) {
-      const arrived = samples.filter((sample) => Math.floor(sample.atMs / 1000) === second);
-      const sentThen = Math.max(sentBySecond[second] ?? 0, arrived.length);
-      const slowest = arrived.map((sample) => sample.latencyMs).sort((a, b) => a - b);
-      for (let index = arrived.length; index < sentThen; index++) slowest.push(worstMs);
       const entryThen = entryCounts.receivedBySecond[second] ?? 0;
       const leavesThen = leaves.reduce((n, c) => n + (c.receivedBySecond[second] ?? 0), 0);
       timeline.push({
-        second,
-        edgeRequests: sentThen,
-        edgeSuccessRate: sentThen === 0 ? 1 : arrived.filter((sample) => sample.ok).length / sentThen,
-        edgeP99Ms: percentile(slowest, 0.99),
+        ...entrySecond(second, sentBySecond, samples, worstMs),
         amplification: entryThen === 0 ? 0 : leavesThen / entryThen,
       });
     }
     const admitted = entryCounts.received - entryCounts.shed;
+    const statuses = countsOf(topology.entry).map((c) => c.statuses);
     return {
       strategy,
       topology: topology.name,
       mode: 'real',
       durationS,
-      sent,
-      answered,
-      successRate: sent === 0 ? 0 : count('200') / sent,
-      fallbackRate: sent === 0 ? 0 : count('200-fallback') / sent,
-      latency: {
-        p50Ms: percentile(latencies, 0.5),
-        p99Ms: percentile(latencies, 0.99),
-        maxMs: latencies.length === 0 ? 0 : (latencies[latencies.length - 1] as number),
-      },
+      ...entryOutcome(sent, answered, samples, statuses, worstMs),
       amplification: admitted === 0 ? 0 : leaves.reduce((n, c) => n + c.received, 0) / admitted,
       timeline,
       ...serviceResults(topology, counts, edges),

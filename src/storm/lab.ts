@@ -185,6 +185,56 @@ export function percentile(sorted: number[], quantile: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(quantile * sorted.length) - 1)] as number;
 }
 
+/**
+ * The entry's answers over a real run, from the load generator's count and the edge
+ * instances' samples and status counts. A request never answered within the drain counts as a
+ * failure with the longest latency (`worstMs`, the whole load and drain).
+ */
+export function entryOutcome(
+  sent: number,
+  answered: number,
+  samples: readonly EdgeSample[],
+  statuses: readonly Record<string, number>[],
+  worstMs: number,
+): Omit<EntryOutcome, 'strategy' | 'durationS'> {
+  const count = (key: string) => statuses.reduce((n, byStatus) => n + (byStatus[key] ?? 0), 0);
+  const latencies = samples.map((sample) => sample.latencyMs).sort((a, b) => a - b);
+  for (let index = latencies.length; index < sent; index++) latencies.push(worstMs);
+  return {
+    sent,
+    answered,
+    successRate: sent === 0 ? 0 : count('200') / sent,
+    fallbackRate: sent === 0 ? 0 : count('200-fallback') / sent,
+    latency: {
+      p50Ms: percentile(latencies, 0.5),
+      p99Ms: percentile(latencies, 0.99),
+      maxMs: latencies.length === 0 ? 0 : (latencies[latencies.length - 1] as number),
+    },
+  };
+}
+
+/**
+ * The entry in one second of a real run, by the second requests were sent: a request never
+ * answered counts as a failure of the second it left in, with the longest latency.
+ */
+export function entrySecond(
+  second: number,
+  sentBySecond: readonly number[],
+  samples: readonly EdgeSample[],
+  worstMs: number,
+): Pick<EntrySecond, 'second' | 'edgeRequests' | 'edgeSuccessRate' | 'edgeP99Ms'> {
+  const arrived = samples.filter((sample) => Math.floor(sample.atMs / 1000) === second);
+  const sentThen = Math.max(sentBySecond[second] ?? 0, arrived.length);
+  const slowest = arrived.map((sample) => sample.latencyMs).sort((a, b) => a - b);
+  for (let index = arrived.length; index < sentThen; index++) slowest.push(worstMs);
+  return {
+    second,
+    edgeRequests: sentThen,
+    edgeSuccessRate: sentThen === 0 ? 1 : arrived.filter((sample) => sample.ok).length / sentThen,
+    edgeP99Ms: percentile(slowest, 0.99),
+  };
+}
+
 /** Runs one strategy through one scenario and returns the servers' numbers. */
 export async function runStorm(options: RunOptions): Promise<RunResult> {
   const { scenario } = options;
@@ -361,27 +411,12 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       backend: Math.max(0, ...final.filter((p) => p.tier.tier === 'backend').map((p) => p.counters.peakInFlight)),
     };
     const edgeStatuses = final.filter((p) => p.tier.tier === 'edge').map((p) => p.counters.statuses);
-    const count = (key: string) => edgeStatuses.reduce((n, statuses) => n + (statuses[key] ?? 0), 0);
-    const latencies = allSamples.map((sample) => sample.latencyMs).sort((a, b) => a - b);
-    // Requests never answered within the drain count as failures with the longest latency.
-    const unanswered = Math.max(0, sent - latencies.length);
     const worstMs = (durationS + drainS) * 1000;
-    for (let index = 0; index < unanswered; index++) latencies.push(worstMs);
-
-    // Success and latency by the second a request was sent: a request never answered counts
-    // as a failure of the second it left in.
     const timeline: TimePoint[] = [];
     const seconds = Math.ceil(durationS);
     for (let second = 0; second < seconds; second++) {
-      const arrived = allSamples.filter((sample) => Math.floor(sample.atMs / 1000) === second);
-      const sentThen = Math.max(sentBySecond[second] ?? 0, arrived.length);
-      const slowest = arrived.map((sample) => sample.latencyMs).sort((a, b) => a - b);
-      for (let index = arrived.length; index < sentThen; index++) slowest.push(worstMs);
       timeline.push({
-        second,
-        edgeRequests: sentThen,
-        edgeSuccessRate: sentThen === 0 ? 1 : arrived.filter((sample) => sample.ok).length / sentThen,
-        edgeP99Ms: percentile(slowest, 0.99),
+        ...entrySecond(second, sentBySecond, allSamples, worstMs),
         amplification: amplificationBySecond[second + 1] ?? 0,
         goodput: allSamples.filter(
           (sample) => sample.ok && Math.floor((sample.atMs + sample.latencyMs) / 1000) === second,
@@ -423,15 +458,7 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       scenario: scenario.name,
       rate: profile === undefined ? rate : Math.round(total / durationS),
       durationS,
-      sent,
-      answered,
-      successRate: sent === 0 ? 0 : count('200') / sent,
-      fallbackRate: sent === 0 ? 0 : count('200-fallback') / sent,
-      latency: {
-        p50Ms: percentile(latencies, 0.5),
-        p99Ms: percentile(latencies, 0.99),
-        maxMs: latencies.length === 0 ? 0 : (latencies[latencies.length - 1] as number),
-      },
+      ...entryOutcome(sent, answered, allSamples, edgeStatuses, worstMs),
       amplification: admittedAtEdge === 0 ? 0 : received.backend / admittedAtEdge,
       wasted: perTier((c) => c.wasted),
       peakInFlight: peak,
