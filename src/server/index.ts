@@ -16,6 +16,7 @@ import { type Cancellation, Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 import { deadlineStorage, markAmbientDeadlinesUsed } from '../deadline/storage.js';
 import { deadlineServerDefaults, parseBudgetHeader } from './budget.js';
+import type { FastifyLike } from './fastify.js';
 
 export { Deadline } from '../core/deadline.js';
 
@@ -151,22 +152,6 @@ export function deadlineMiddleware(
     }
     deadlineStorage.run(deadline, next);
   };
-}
-
-/** Minimal structural types of the Fastify API the plugin uses (no dependency on fastify). */
-interface FastifyLike {
-  addHook(
-    name: 'onRequest',
-    hook: (
-      request: { raw: IncomingMessage; deadline?: Deadline },
-      reply: {
-        raw: ServerResponse;
-        code(status: number): { header(name: string, value: string): { send(body: string): unknown } };
-      },
-      done: () => void,
-    ) => void,
-  ): unknown;
-  decorateRequest?(name: string, value: unknown): unknown;
 }
 
 /**

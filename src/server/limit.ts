@@ -18,6 +18,7 @@ import type { Deadline } from '../core/deadline.js';
 import { invalidOption } from '../core/errors.js';
 import { AdaptiveLimit, checkLimitOptions, type LimitAlgorithmName } from '../limit/index.js';
 import { deadlineServerDefaults, parseBudgetHeader } from './budget.js';
+import type { FastifyLike } from './fastify.js';
 
 /** Options of {@link concurrencyLimit}. */
 export interface ConcurrencyLimitOptions {
@@ -78,21 +79,6 @@ export const concurrencyLimitDefaults = {
 } as const;
 
 type Next = (error?: unknown) => void;
-
-/** Minimal structural types of the Fastify API the plugin uses (no dependency on fastify). */
-interface FastifyLike {
-  addHook(
-    name: 'onRequest',
-    hook: (
-      request: { raw: IncomingMessage; deadline?: Deadline },
-      reply: {
-        raw: ServerResponse;
-        code(status: number): { headers(values: Record<string, string>): { send(body: string): unknown } };
-      },
-      done: () => void,
-    ) => void,
-  ): unknown;
-}
 
 /** The middleware (Express / Connect / `node:http`) with its stats and a Fastify plugin. */
 export interface ConcurrencyLimiter {
