@@ -11,6 +11,9 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { expect, onTestFinished } from 'vitest';
+import { type Client, createClient, ErrorCode } from '../../src/index.js';
+import { failure } from './assert.js';
+import { movies } from './movies.js';
 import { delay, type Handler, sendJson } from './server.js';
 
 export interface Sdk {
@@ -103,3 +106,21 @@ export function movieHandler(): Handler {
 
 /** The movies client's `getMovie` call site attributes. */
 export const se = { 'telescope.service': 'movies', 'telescope.endpoint': 'getMovie' };
+
+/**
+ * A movies client on `url` (a `movieHandler()` server, closed when the test finishes) whose
+ * breaker it has opened: three 503s, then a call refused with CIRCUIT_OPEN. It stays open for a
+ * minute, longer than any test.
+ */
+export async function clientWithOpenBreaker(url: string): Promise<Client<typeof movies>> {
+  const breaking = client(
+    createClient(movies, {
+      instances: [url],
+      retry: false,
+      breaker: { volumeThreshold: 3, errorThresholdPercentage: 50, minResetTimeoutMs: 60_000, resetTimeoutMs: 60_000 },
+    }),
+  );
+  for (let index = 0; index < 3; index++) await failure(breaking.getMovie({ id: 503 }));
+  expect((await failure(breaking.getMovie({ id: 7 }))).code).toBe(ErrorCode.CIRCUIT_OPEN);
+  return breaking;
+}

@@ -20,6 +20,7 @@ import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import {
   client,
+  clientWithOpenBreaker,
   counterValue,
   histogramValue,
   movieHandler,
@@ -94,20 +95,7 @@ describe('otelMetricProducer: the same metrics as otelMetrics()', () => {
     const down = client(createClient(movies, { instances: [`http://127.0.0.1:${port}`], retry: false }));
     expect((await failure(down.getMovie({ id: 1 }))).code).toBe(ErrorCode.CONNECT_FAILED);
     // A breaker that opens: a gauge, a transition counter and CIRCUIT_OPEN calls.
-    const breaking = client(
-      createClient(movies, {
-        instances: [server.url],
-        retry: false,
-        breaker: {
-          volumeThreshold: 3,
-          errorThresholdPercentage: 50,
-          minResetTimeoutMs: 60_000,
-          resetTimeoutMs: 60_000,
-        },
-      }),
-    );
-    for (let index = 0; index < 3; index++) await failure(breaking.getMovie({ id: 503 }));
-    expect((await failure(breaking.getMovie({ id: 7 }))).code).toBe(ErrorCode.CIRCUIT_OPEN);
+    await clientWithOpenBreaker(server.url);
 
     const expected = await meterPath.read();
     const produced = await producerPath.read();

@@ -15,7 +15,15 @@ import { type Client, createClient, ErrorCode } from '../../src/index.js';
 import { otelMetrics, otelMetricsDefaults } from '../../src/otel/index.js';
 import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
-import { client, counterValue, histogramValue, movieHandler, sdk, se } from '../helpers/otel-metrics.js';
+import {
+  client,
+  clientWithOpenBreaker,
+  counterValue,
+  histogramValue,
+  movieHandler,
+  sdk,
+  se,
+} from '../helpers/otel-metrics.js';
 import { closedPort, startServer } from '../helpers/server.js';
 
 // --- helpers ---------------------------------------------------------------------------------
@@ -132,20 +140,7 @@ describe('otelMetrics: telescope instruments', () => {
     const { provider, read } = sdk();
     start(provider);
     const server = await startServer(movieHandler());
-    const moviesClient = client(
-      createClient(movies, {
-        instances: [server.url],
-        retry: false,
-        breaker: {
-          volumeThreshold: 3,
-          errorThresholdPercentage: 50,
-          minResetTimeoutMs: 60_000,
-          resetTimeoutMs: 60_000,
-        },
-      }),
-    );
-    for (let index = 0; index < 3; index++) await failure(moviesClient.getMovie({ id: 503 }));
-    expect((await failure(moviesClient.getMovie({ id: 7 }))).code).toBe(ErrorCode.CIRCUIT_OPEN);
+    await clientWithOpenBreaker(server.url);
     const metrics = await read();
     expect(counterValue(metrics.get('telescope.breaker.state'), se)).toBe(2);
     expect(
