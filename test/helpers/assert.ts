@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { TelescopeError } from '../../src/index.js';
+import { isTelescopeError, TelescopeError } from '../../src/index.js';
 import { delay } from './server.js';
 
 /** Awaits a call that must fail and returns its error, checked to be a TelescopeError. */
@@ -11,6 +11,17 @@ export async function failure(promise: Promise<unknown>): Promise<TelescopeError
     return error as TelescopeError;
   }
   throw new Error('expected the call to fail, it succeeded');
+}
+
+/** Runs a function that must throw a TelescopeError synchronously (a refused option) and returns the error. */
+export function thrown(fn: () => unknown): TelescopeError {
+  try {
+    fn();
+  } catch (error) {
+    expect(isTelescopeError(error)).toBe(true);
+    return error as TelescopeError;
+  }
+  throw new Error('expected a TelescopeError to be thrown');
 }
 
 /** Like {@link failure}, plus how long the call took (real time, ms). */

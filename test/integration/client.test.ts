@@ -18,24 +18,13 @@ import {
   ValidationError,
   wheelOf,
 } from '../../src/index.js';
-import { failure, waitFor } from '../helpers/assert.js';
+import { failure, thrown, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/** Runs a function that must throw a TelescopeError synchronously and returns the error. */
-function thrown(fn: () => unknown): TelescopeError {
-  try {
-    fn();
-  } catch (error) {
-    expect(isTelescopeError(error)).toBe(true);
-    return error as TelescopeError;
-  }
-  throw new Error('expected a TelescopeError to be thrown');
-}
 
 const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 

@@ -5,27 +5,10 @@
  * steady load fail no call.
  */
 import { describe, expect, expectTypeOf, it, onTestFinished } from 'vitest';
-import {
-  type ClientConfiguration,
-  type ClientEvents,
-  createClient,
-  ErrorCode,
-  isTelescopeError,
-  type TelescopeError,
-} from '../../src/index.js';
-import { failure, waitFor } from '../helpers/assert.js';
+import { type ClientConfiguration, type ClientEvents, createClient, ErrorCode } from '../../src/index.js';
+import { failure, thrown, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
 import { delay, sendJson, startServer } from '../helpers/server.js';
-
-function thrown(fn: () => unknown): TelescopeError {
-  try {
-    fn();
-  } catch (error) {
-    expect(isTelescopeError(error)).toBe(true);
-    return error as TelescopeError;
-  }
-  throw new Error('expected a TelescopeError to be thrown');
-}
 
 /** A movie server answering after `latencyMs` (changeable) with `status` (changeable). */
 async function movieServer(initial: { latencyMs?: number; status?: number } = {}) {

@@ -23,6 +23,7 @@ import {
   type Logger,
   TelescopeError,
 } from '../../src/index.js';
+import { thrown } from '../helpers/assert.js';
 import { type ManualClock, manualClock } from '../helpers/clock.js';
 import { movies } from '../helpers/movies.js';
 
@@ -175,16 +176,6 @@ async function rejection(promise: Promise<unknown>): Promise<TelescopeError> {
     return error as TelescopeError;
   }
   throw new Error('expected a rejection');
-}
-
-function thrown(fn: () => unknown): TelescopeError {
-  try {
-    fn();
-  } catch (error) {
-    expect(isTelescopeError(error)).toBe(true);
-    return error as TelescopeError;
-  }
-  throw new Error('expected a TelescopeError to be thrown');
 }
 
 // --- read path -------------------------------------------------------------------------------------
