@@ -14,7 +14,7 @@ import { Pool } from 'undici';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { ErrorCode, isTelescopeError, systemClock, wheelOf } from '../../src/index.js';
 import { type ConcurrencyLimitOptions, concurrencyLimit } from '../../src/server/index.js';
-import { delay } from '../helpers/server.js';
+import { delay, listenOnLoopback } from '../helpers/server.js';
 
 type Kind = 'node:http' | 'express' | 'fastify';
 const kinds: Kind[] = ['node:http', 'express', 'fastify'];
@@ -59,15 +59,9 @@ async function startApp(kind: Kind, options: ConcurrencyLimitOptions, latencyMs:
         });
       });
     }
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    onTestFinished(
-      () =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    );
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const listening = await listenOnLoopback(server);
+    onTestFinished(listening.close);
+    url = listening.url;
   }
   const pool = new Pool(url, { connections: null });
   onTestFinished(() => pool.destroy());

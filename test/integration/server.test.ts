@@ -23,7 +23,7 @@ import {
   deadlineMiddleware,
   fastifyDeadline,
 } from '../../src/server/index.js';
-import { delay, sendJson, startServer } from '../helpers/server.js';
+import { delay, listenOnLoopback, sendJson, startServer } from '../helpers/server.js';
 
 // --- a raw HTTP caller: full control of header values (empty, duplicated) -------------------
 
@@ -130,15 +130,9 @@ async function startApp(kind: Kind, options: DeadlineServerOptions, work?: Work)
         });
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    onTestFinished(
-      () =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    );
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, handled, shed, shedRequests };
+    const listening = await listenOnLoopback(server);
+    onTestFinished(listening.close);
+    return { url: listening.url, handled, shed, shedRequests };
   }
 
   if (kind === 'express') {
@@ -151,19 +145,9 @@ async function startApp(kind: Kind, options: DeadlineServerOptions, work?: Work)
     };
     app.get('/', handler);
     app.post('/', handler);
-    const server = app.listen(0, '127.0.0.1');
-    await new Promise<void>((resolve, reject) => {
-      server.once('listening', resolve);
-      server.once('error', reject);
-    });
-    onTestFinished(
-      () =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    );
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, handled, shed, shedRequests };
+    const listening = await listenOnLoopback(createServer(app));
+    onTestFinished(listening.close);
+    return { url: listening.url, handled, shed, shedRequests };
   }
 
   const app = Fastify();
@@ -333,15 +317,8 @@ describe('deadline middleware on node:http, body read after next()', () => {
         });
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    onTestFinished(
-      () =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    );
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { url, close } = await listenOnLoopback(server);
+    onTestFinished(close);
     const reply = await send(url, { 'x-request-timeout-ms': '650' }, { method: 'POST', body: 'x'.repeat(100_000) });
     expect(reply.status).toBe(200);
     expect(JSON.parse(reply.body)).toEqual({ length: 100_000 });
