@@ -3,7 +3,7 @@
  * sockets among its file descriptors, and the connections undici opened and has not closed.
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
 /** Sockets among this process's file descriptors (Linux); undefined elsewhere. */
@@ -55,4 +55,14 @@ export function trackUndiciSockets(): UndiciSockets {
       opened = 0;
     },
   };
+}
+
+/** Whether process `pid` is running (Linux): a killed process nobody has reaped yet, a zombie, is not. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }

@@ -20,6 +20,7 @@ import {
   topologyFromScenario,
 } from '../../src/storm/index.js';
 import { simulateStorm } from '../../src/storm/sim/index.js';
+import { processAlive } from '../helpers/process-resources.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -336,23 +337,13 @@ describe('storm topology: command line', () => {
     const { code } = await done;
     expect(code).toBe(130);
     await new Promise((r) => setTimeout(r, 500));
-    expect(pids.filter(alive)).toEqual([]);
+    expect(pids.filter(processAlive)).toEqual([]);
   }, 40_000);
 
   it('cleans up its scratch files', () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 });
-
-/** Running (a zombie is not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 /** The lab's service processes among the direct children of a process (Linux /proc). */
 function servicePids(parent: number): number[] {

@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { builtInScenario, liveTierPids, type RunOptions, type RunResult, runStorm } from '../../src/storm/index.js';
 import { simulateStorm } from '../../src/storm/sim/index.js';
+import { processAlive } from '../helpers/process-resources.js';
 
 /**
  * Simulation vs real mode, same scenario and parameters. Measured on a 2-core machine over
@@ -47,16 +48,6 @@ async function expectSimulationAgrees(real: RunResult, options: RunOptions): Pro
     Math.abs(sim.successRate - real.successRate),
     context(`success ${real.successRate} vs ${sim.successRate}`),
   ).toBeLessThanOrEqual(agreement.successPoints);
-}
-
-/** Running (a killed process that nobody has reaped yet, a zombie, is not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 describe('storm lab: canonical scenario (backend tier hangs)', () => {
@@ -194,7 +185,7 @@ describe('storm lab: cleanup', () => {
     const code = await new Promise<number | null>((resolve) => cli.once('exit', resolve));
     expect(code).toBe(130);
     await new Promise((r) => setTimeout(r, 500));
-    expect(tierPids.filter(alive)).toEqual([]);
+    expect(tierPids.filter(processAlive)).toEqual([]);
   }, 40_000);
 
   it('rejects bad arguments with a clear message and exit code 2', async () => {
