@@ -16,7 +16,7 @@ import { channels } from '../core/channels.js';
 import { type Clock, type WheelEntry, wheelOf } from '../core/clock.js';
 import { ErrorCode, type HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
 import { AdaptiveLimit, checkLimitOptions, type LimitAlgorithmName } from '../limit/index.js';
-import { type QueueLink, STANDING_QUEUE_MS, WaitQueue } from './queue.js';
+import { type QueueLink, WaitQueue } from './queue.js';
 
 /** Static `bulkhead` option of `createClient`: a fixed bound. */
 export interface BulkheadOptions {
@@ -63,6 +63,7 @@ class Waiter implements WheelEntry, QueueLink {
   queued = false;
   constructor(
     readonly context: CallContext,
+    readonly lifoAfter: number,
     readonly admit: () => void,
     readonly expire: (waiter: Waiter) => void,
   ) {}
@@ -233,10 +234,9 @@ export function bulkhead(
     if (queue.length === 0) return;
     const now = clock.now();
     const rtt = rttMs();
-    // Standing: the queue has not drained for an interval (and at least one RTT) → LIFO.
-    const standingMs = rtt > STANDING_QUEUE_MS ? rtt : STANDING_QUEUE_MS;
     while (queue.length > 0 && active < currentLimit()) {
-      const waiter = queue.shift(now, standingMs) as Waiter;
+      // Oldest first, newest first while the queue is standing (src/bulkhead/queue.ts).
+      const waiter = queue.shift(now) as Waiter;
       wheel.cancel(waiter);
       // A waiter whose budget no longer covers one RTT would be sent to certain failure: shed
       // it now (retryable, fallback applies) and keep the slot for one that can finish.
@@ -297,6 +297,7 @@ export function bulkhead(
       };
       const waiter = new Waiter(
         context,
+        (now + deadlineAt) / 2,
         () => {
           signal?.removeEventListener('abort', onAbort);
           next(request, context).then(releaseAfterSuccess, releaseAfterFailure).then(resolve, reject);
@@ -307,7 +308,7 @@ export function bulkhead(
           reject(shed(context, 'queue-timeout'));
         },
       );
-      queue.push(waiter, now);
+      queue.push(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
       if (deadlineAt !== Number.POSITIVE_INFINITY) wheel.schedule(waiter, deadlineAt - rtt);
     });

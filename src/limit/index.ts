@@ -111,7 +111,7 @@ export class AdaptiveLimit {
   readonly #maxWindowMs: number;
   readonly #windowSamples: number;
   readonly #onChange: ((limit: number) => void) | undefined;
-  readonly #window: LimitWindow = { rttMs: 0, maxInflight: 0, dropped: false, limited: false };
+  readonly #window: LimitWindow = { rttMs: 0, maxInflight: 0, dropped: false, dropShare: 0, limited: false };
   /** ∫ inflight dt over the window (call-milliseconds). */
   #area = 0;
   #lastAt: number;
@@ -177,6 +177,7 @@ export class AdaptiveLimit {
     window.rttMs = rttMs > 0 ? rttMs : 0.001;
     window.maxInflight = this.#maxInflight;
     window.dropped = this.#drops * 100 >= this.#completed && this.#drops > 0;
+    window.dropShare = this.#drops / this.#completed;
     window.limited = this.#limited;
     this.rttMs = window.rttMs;
     this.windows++;

@@ -347,22 +347,22 @@ describe('bulkhead: queue discipline', () => {
     expect(wheelOf(bh.clock).size).toBe(0);
   });
 
-  it('FIFO while the queue drains; newest first (LIFO) once it has stood for longer than 100 ms; FIFO again once it empties', async () => {
+  it('FIFO while waits are short; newest first (LIFO) once the oldest waiter has spent half its budget; FIFO again after', async () => {
     const bh = setup({ maxConcurrent: 1, maxQueue: 10 });
     bh.start('a');
-    for (const id of ['b', 'c', 'd']) bh.start(id, 10_000);
+    for (const id of ['b', 'c', 'd']) bh.start(id, 200);
     await bh.settle();
     bh.clock.advance(50);
     bh.take('a').resolve();
     await bh.settle();
-    // Not standing yet (50 ms): the oldest first.
+    // The oldest waiter has waited 50 of its 200 ms: the oldest first.
     expect(bh.inner.map((entry) => entry.id)).toEqual(['b']);
     bh.clock.advance(60);
-    bh.start('e', 10_000);
+    bh.start('e', 200);
     await bh.settle();
     bh.take('b').resolve();
     await bh.settle();
-    // Non-empty for 110 ms: standing, the newest first.
+    // c has waited 110 of its 200 ms: standing, the newest first.
     expect(bh.inner.map((entry) => entry.id)).toEqual(['e']);
     bh.take('e').resolve();
     await bh.settle();
@@ -370,13 +370,50 @@ describe('bulkhead: queue discipline', () => {
     bh.take('d').resolve();
     await bh.settle();
     expect(bh.inner.map((entry) => entry.id)).toEqual(['c']);
-    // Drained: the next queue is served in arrival order again.
-    for (const id of ['f', 'g', 'h']) bh.start(id, 10_000);
+    // Fresh waiters: arrival order again.
+    for (const id of ['f', 'g', 'h']) bh.start(id, 200);
     await bh.settle();
     bh.clock.advance(20);
     bh.take('c').resolve();
     await bh.settle();
     expect(bh.inner.map((entry) => entry.id)).toEqual(['f']);
+  });
+
+  it('a demand just above the limit (waits short against the budgets) stays FIFO: no waiter starves', async () => {
+    // A closed loop of 6 callers over 4 slots, one call answered every 5 ms (each takes about
+    // 20 ms), budgets of 1 s, for 5 s: the queue never empties, but no call waits long.
+    const bh = setup({ maxConcurrent: 4, maxQueue: 10 });
+    let next = 0;
+    const startedAt = new Map<string, number>();
+    const startOne = () => {
+      const id = String(next++);
+      startedAt.set(id, bh.clock.now());
+      bh.start(id, 1000);
+    };
+    for (let caller = 0; caller < 6; caller++) startOne();
+    await bh.settle();
+    let longestWait = 0;
+    let answered = 0;
+    for (let step = 0; step < 1000; step++) {
+      bh.clock.advance(5);
+      const oldest = bh.inner.shift();
+      if (oldest !== undefined) {
+        oldest.resolve();
+        answered++;
+      }
+      await bh.settle();
+      expect(bh.layer.queued).toBeGreaterThan(0);
+      startOne();
+      await bh.settle();
+      for (const entry of bh.inner) {
+        const waited = bh.clock.now() - (startedAt.get(entry.id) ?? 0);
+        if (startedAt.delete(entry.id)) longestWait = Math.max(longestWait, waited);
+      }
+    }
+    expect(answered).toBe(1000);
+    expect(bh.shed).toEqual([]);
+    // FIFO: two waiters ahead, one slot every 5 ms.
+    expect(longestWait).toBeLessThanOrEqual(15);
   });
 
   it('a standing overload at 2× capacity (RTT 100 ms, budget 250 ms): the capacity is served, the excess shed, nothing waits past its deadline', async () => {
