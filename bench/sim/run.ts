@@ -2,7 +2,9 @@
  * `npm run bench:sim`: how fast the storm simulator runs the library's client code.
  * Prints simulated requests (every request received by every service) per wall second.
  *
- *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope]
+ *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope] [--every 10]
+ *
+ * `--every N` prints progress every N virtual seconds (stderr).
  */
 import { parseArgs } from 'node:util';
 import { checkTopology } from '../../src/storm/index.js';
@@ -16,9 +18,11 @@ const { values } = parseArgs({
     instances: { type: 'string' },
     rate: { type: 'string' },
     strategy: { type: 'string', default: 'telescope' },
+    every: { type: 'string', default: '10' },
   },
 });
 const durationS = Number(values.duration);
+const everyS = Math.max(1, Number(values.every));
 const cases = values.case === 'both' ? ['fleet', 'graph'] : [String(values.case)];
 
 for (const name of cases) {
@@ -36,7 +40,8 @@ for (const name of cases) {
     topology: checkTopology(topology),
     strategy: String(values.strategy),
     onProgress: ({ elapsedS, wallS }) => {
-      if (elapsedS % 10 === 0) process.stderr.write(`${name}: ${elapsedS} s virtual in ${wallS.toFixed(1)} s wall\n`);
+      if (elapsedS % everyS === 0)
+        process.stderr.write(`${name}: ${elapsedS} s virtual in ${wallS.toFixed(1)} s wall\n`);
     },
   });
   const cpu = process.cpuUsage(cpuBefore);

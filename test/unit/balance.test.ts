@@ -303,3 +303,45 @@ describe('outcomeOf', () => {
     expect(state.outstanding).toBe(0);
   });
 });
+
+describe('parseInstances', () => {
+  it('gives the origin the URL parser gives, with or without its fast path', () => {
+    const inputs = [
+      'http://10.0.0.1:8080',
+      'https://api.internal',
+      'http://a-.b-c.d:65535',
+      'http://1.a',
+      'HTTP://Example.COM',
+      'http://example.com:80',
+      'https://example.com:443',
+      'http://example.com/',
+      'http://127.1',
+      'http://0x7f.0.0.1',
+      'http://010.0.0.1',
+      'http://xn--bcher-kva.example',
+      'http://host:0080',
+      'http://[::1]:3000',
+    ];
+    // One at a time: several of them are the same origin.
+    const origins = inputs.map((input) => parseInstances([input])[0]?.url);
+    expect(origins).toEqual(inputs.map((input) => new URL(input).origin));
+    // A canonical origin is kept as given (the same string, not a copy per client).
+    expect(parseInstances(['http://10.0.0.1:8080'])[0]?.url).toBe('http://10.0.0.1:8080');
+  });
+
+  it('rejects what is not an http(s) origin, fast path or not', () => {
+    for (const bad of [
+      'http://a:65536',
+      'http://a.0x1',
+      'ftp://a',
+      'http://a/path',
+      'http://u:p@a',
+      'http://a?q',
+      'not a url',
+    ]) {
+      expect(() => parseInstances([bad]), bad).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+    }
+    expect(() => parseInstances(['http://a:1', 'http://a:1'])).toThrow(/not a duplicate/);
+    expect(() => parseInstances(['http://u:secret@a'])).toThrow(/\[credentials removed\]/);
+  });
+});
