@@ -16,7 +16,7 @@ import { channels } from '../core/channels.js';
 import { type Clock, type WheelEntry, wheelOf } from '../core/clock.js';
 import { ErrorCode, type HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
 import { AdaptiveLimit, checkLimitOptions, type LimitAlgorithmName } from '../limit/index.js';
-import { type QueueLink, WaitQueue } from './queue.js';
+import { type QueueLink, standingAt, WaitQueue } from './queue.js';
 
 /** Static `bulkhead` option of `createClient`: a fixed bound. */
 export interface BulkheadOptions {
@@ -297,7 +297,7 @@ export function bulkhead(
       };
       const waiter = new Waiter(
         context,
-        (now + deadlineAt) / 2,
+        standingAt(now, deadlineAt, rtt),
         () => {
           signal?.removeEventListener('abort', onAbort);
           next(request, context).then(releaseAfterSuccess, releaseAfterFailure).then(resolve, reject);

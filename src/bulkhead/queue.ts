@@ -2,17 +2,18 @@
  * The bulkhead's wait queue: a doubly linked deque (O(1) to add, to take from either end and to
  * remove a waiter that expires or is aborted from anywhere in it) served in adaptive LIFO order.
  *
- * Adaptive LIFO (Facebook, "Fail at Scale"): while waits are short against the callers'
- * budgets, waiters are served first in, first out, which is fair. Once the oldest waiter has
- * spent half its budget waiting, the queue is standing (arrivals exceed what the slots serve,
- * for about as long as the deadlines): the newest waiter is served first. It has the most
- * budget left, so it still finishes in time, while the oldest, which FIFO would send with too
- * little budget to succeed, leave once their budget no longer covers a call. Under a standing
- * overload FIFO sends every call late and none succeeds; LIFO serves what the dependency can
- * carry. A demand just above the limit (short waits) stays FIFO, so no waiter starves: CoDel's
- * fixed interval (100 ms) would switch such a queue to LIFO and keep its oldest waiters there
- * until their deadline.
+ * Adaptive LIFO (Facebook, "Fail at Scale"; the standing-queue test is CoDel's): while waits
+ * are short, waiters are served first in, first out, which is fair. Once the oldest waiter has
+ * waited longer than an interval (100 ms, or one RTT if longer) or half its budget, whichever
+ * comes first, the queue is standing: arrivals exceed what the slots serve. The newest waiter
+ * is then served first: it has the most budget left, so it still finishes in time, while the
+ * oldest, which FIFO would send late, leave once their budget no longer covers a call. Under
+ * a standing overload FIFO sends every call late and none succeeds; LIFO serves what the
+ * dependency can carry, with the latency of a short wait. The test is on the oldest waiter's
+ * age, not on how long the queue has been non-empty: a demand just above the limit keeps a
+ * few waiters queued all the time, each briefly, and stays FIFO, so none of them starves.
  */
+export const STANDING_QUEUE_MS = 100;
 
 /** What the queue links: the fields live on the waiter itself, so queueing allocates nothing more. */
 export interface QueueLink {
@@ -22,9 +23,19 @@ export interface QueueLink {
   queued: boolean;
   /**
    * Clock time after which, while this entry is the oldest, the queue is standing and served
-   * newest first: halfway between its arrival and its deadline (never, without a deadline).
+   * newest first (see {@link standingAt}).
    */
   lifoAfter: number;
+}
+
+/**
+ * When a waiter that arrives at `now` makes its queue standing if it is still the oldest:
+ * after the interval (`max(100 ms, rttMs)`) or half its budget, whichever is first.
+ */
+export function standingAt(now: number, deadlineAt: number, rttMs: number): number {
+  const interval = now + (rttMs > STANDING_QUEUE_MS ? rttMs : STANDING_QUEUE_MS);
+  const half = (now + deadlineAt) / 2;
+  return half < interval ? half : interval;
 }
 
 export class WaitQueue<T extends QueueLink> {
@@ -43,7 +54,7 @@ export class WaitQueue<T extends QueueLink> {
     this.length++;
   }
 
-  /** Whether, at clock time `now`, the queue is standing: its oldest waiter has spent half its budget. */
+  /** Whether, at clock time `now`, the queue is standing: its oldest waiter has waited too long. */
   standing(now: number): boolean {
     return this.#head !== null && now >= this.#head.lifoAfter;
   }

@@ -194,11 +194,11 @@ describe('bulkhead: waiting', () => {
   it('a waiter expiring from the middle of the queue leaves the others in order', async () => {
     const bh = setup({ maxConcurrent: 1, maxQueue: 3 });
     bh.start('a');
-    bh.start('b', 500);
-    bh.start('c', 100);
-    bh.start('d', 500);
+    bh.start('b', 1000);
+    bh.start('c', 50);
+    bh.start('d', 1000);
     await bh.settle();
-    bh.clock.advance(100);
+    bh.clock.advance(50);
     await bh.settle();
     expect(bh.shed).toEqual([{ id: 'c', reason: 'queue-timeout' }]);
     bh.take('a').resolve();
