@@ -1,8 +1,10 @@
 /**
  * Bulkhead layer: bounds the calls a client has in flight to a service, so one slow
  * dependency cannot take every socket, every handler and all memory with it. Overflow waits
- * in a bounded queue (at most its own deadline), or is shed at once with `BULKHEAD_FULL`:
- * never an unbounded queue.
+ * in a bounded queue, or is shed at once with `BULKHEAD_FULL`: never an unbounded queue. The
+ * queue holds only what the deadlines allow (expected wait and one RTT within the budget), a
+ * waiter leaves once its budget is under one RTT, and a standing queue is served newest
+ * first (adaptive LIFO, src/bulkhead/queue.ts; docs/overload.md).
  *
  * The bound is static (`{ maxConcurrent, maxQueue }`) or adaptive (`{ adaptive: 'gradient2' }`):
  * learned from the calls' latency and drops (src/limit). Adaptive is the default, because a
