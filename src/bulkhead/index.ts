@@ -282,10 +282,12 @@ export function bulkhead(
     const now = clock.now();
     const rtt = rttMs();
     const deadlineAt = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.at;
-    if (rtt > 0 && deadlineAt !== Number.POSITIVE_INFINITY) {
-      // The queue holds only what the deadlines allow: by Little's law the slots serve `limit`
-      // calls per RTT, so this call would wait about (queued + 1) × RTT ÷ limit, then need one
-      // RTT. A call that cannot make it is shed now, not after spending its budget waiting.
+    if (rtt > 0 && deadlineAt !== Number.POSITIVE_INFINITY && limiter?.congested === true) {
+      // By Little's law the slots serve `limit` calls per RTT: this call would wait about
+      // (queued + 1) × RTT ÷ limit, then need one RTT. While the dependency is at its capacity
+      // the queue holds only what the deadlines allow: a call that cannot make it is shed now,
+      // not after spending its budget waiting. (While the limit grows, as in a burst, the queue
+      // drains faster than that, and the estimate would shed healthy load.)
       const expectedMs = ((queue.length + 1) * rtt) / currentLimit() + rtt;
       if (deadlineAt - now < expectedMs) return Promise.reject(shed(context, 'full', expectedMs));
     }
@@ -299,7 +301,7 @@ export function bulkhead(
       };
       const waiter = new Waiter(
         context,
-        standingAt(now, deadlineAt, rtt),
+        standingAt(now, deadlineAt),
         () => {
           signal?.removeEventListener('abort', onAbort);
           next(request, context).then(releaseAfterSuccess, releaseAfterFailure).then(resolve, reject);

@@ -2,19 +2,19 @@
  * The bulkhead's wait queue: a doubly linked deque (O(1) to add, to take from either end and to
  * remove a waiter that expires or is aborted from anywhere in it) served in adaptive LIFO order.
  *
- * Adaptive LIFO (Facebook, "Fail at Scale"; the standing-queue test is CoDel's): while waits
- * are short, waiters are served first in, first out, which is fair. Once the oldest waiter has
- * waited longer than an interval (100 ms, or one RTT if longer) or half its budget, whichever
- * comes first, the queue is standing: arrivals exceed what the slots serve. The newest waiter
- * is then served first: it has the most budget left, so it still finishes in time, while the
- * oldest, which FIFO would send late, leave once their budget no longer covers a call. Under
- * a standing overload FIFO sends every call late and none succeeds; LIFO serves what the
- * dependency can carry, with the latency of a short wait. The test is on the oldest waiter's
- * age, not on how long the queue has been non-empty: a demand just above the limit keeps a
- * few waiters queued all the time, each briefly, and stays FIFO, so none of them starves.
+ * Adaptive LIFO (Facebook, "Fail at Scale"): while waits are short against the callers'
+ * budgets, waiters are served first in, first out, which is fair. Once the oldest waiter has
+ * spent half its budget waiting, the queue is standing: the newest waiter is served first. It
+ * has the most budget left, so it still finishes in time, while the oldest, which FIFO would
+ * send late, leave once their budget no longer covers a call. Under a standing overload FIFO
+ * sends every call late and none succeeds; LIFO serves what the dependency can carry.
+ *
+ * The test is the oldest waiter's age against its budget, not a fixed interval: CoDel's 100 ms
+ * (how long the queue has been non-empty, or the oldest waiter's age) switched the queue of a
+ * healthy ramp-up (2,000 calls/s while the limit doubles from 100) to LIFO, and the oldest
+ * waiters then reached their deadline while newer ones went first; a demand just above the
+ * limit keeps a few calls waiting all the time, each briefly, and must stay FIFO too.
  */
-export const STANDING_QUEUE_MS = 100;
-
 /** What the queue links: the fields live on the waiter itself, so queueing allocates nothing more. */
 export interface QueueLink {
   queuePrev: QueueLink | null;
@@ -30,12 +30,10 @@ export interface QueueLink {
 
 /**
  * When a waiter that arrives at `now` makes its queue standing if it is still the oldest:
- * after the interval (`max(100 ms, rttMs)`) or half its budget, whichever is first.
+ * once it has spent half its budget (never, without a deadline).
  */
-export function standingAt(now: number, deadlineAt: number, rttMs: number): number {
-  const interval = now + (rttMs > STANDING_QUEUE_MS ? rttMs : STANDING_QUEUE_MS);
-  const half = (now + deadlineAt) / 2;
-  return half < interval ? half : interval;
+export function standingAt(now: number, deadlineAt: number): number {
+  return (now + deadlineAt) / 2;
 }
 
 export class WaitQueue<T extends QueueLink> {

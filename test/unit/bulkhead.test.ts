@@ -292,12 +292,19 @@ describe('bulkhead: waiting', () => {
 
 /**
  * An adaptive bulkhead held at `slots` (min = max) whose limiter has measured one window of
- * calls taking `rttMs`: the queue's estimates need an RTT. Returns the measured RTT.
+ * calls taking `rttMs` with demand above the limit (one more caller each round, who gives up
+ * at once): the dependency is at capacity, and the queue's estimates need an RTT. Returns the
+ * measured RTT.
  */
-async function warmedUp(slots: number, rttMs: number, maxQueue = 1000) {
+async function warmedUp(slots: number, rttMs: number, maxQueue = 1000, atCapacity = true) {
   const bh = setup({ adaptive: 'aimd', minConcurrent: slots, maxConcurrent: slots, maxQueue });
   for (let round = 0; round < 12 && bh.layer.snapshot().rttMs === 0; round++) {
     for (let slot = 0; slot < slots; slot++) bh.start(`warm-${round}-${slot}`);
+    if (atCapacity) {
+      const impatient = new AbortController();
+      bh.start(`impatient-${round}`, 1000, impatient.signal);
+      impatient.abort();
+    }
     await bh.settle();
     bh.clock.advance(rttMs);
     for (let slot = 0; slot < slots; slot++) bh.take(`warm-${round}-${slot}`).resolve();
@@ -330,6 +337,16 @@ describe('bulkhead: queue discipline', () => {
     expect(bh.shed.filter((entry) => entry.reason === 'full')).toHaveLength(1 + 5);
     expect(bh.results.get(`q${fits - 1}`)).toEqual({ status: 'pending' });
     expect(bh.results.get(`q${fits}`)).toMatchObject({ status: 'error', error: { code: ErrorCode.BULKHEAD_FULL } });
+  });
+
+  it('while the limit can still grow (demand never above it), the estimate sheds nothing: the call waits', async () => {
+    const { bh, rtt } = await warmedUp(2, 100, 1000, false);
+    bh.start('a');
+    bh.start('b');
+    bh.start('short', Math.floor(1.5 * rtt) - 2);
+    await bh.settle();
+    expect(bh.results.get('short')).toEqual({ status: 'pending' });
+    expect(bh.shed).toEqual([]);
   });
 
   it('a waiter leaves (queue-timeout) as soon as its budget no longer covers one RTT, not at its deadline', async () => {
