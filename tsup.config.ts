@@ -18,7 +18,7 @@ export default defineConfig({
   // import.meta.url in the CommonJS build (the lab finds its tier module beside itself).
   shims: true,
   // Optional peers stay imports: they are the user's own copies.
-  external: ['prom-client', '@opentelemetry/api', 'redis'],
+  external: ['prom-client', '@opentelemetry/api', '@opentelemetry/sdk-metrics', 'redis'],
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,

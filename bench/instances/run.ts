@@ -7,7 +7,10 @@
  * - slow-one: one of 3 instances answers in 50 ms, the others in 10 ms, 100 calls/s: the slow
  *   instance's share and the callers' p99, against a run with only the two fast instances.
  *
- * `node --import tsx bench/instances/run.ts [--seconds 30] [--scenario all|flaky-one|slow-one]`
+ * - alike: 3 instances answering in 10 ms, 100 calls/s: how evenly each balancer shares
+ *   like instances on this machine (latency noise must not move traffic).
+ *
+ * `node --import tsx bench/instances/run.ts [--seconds 30] [--scenario all|flaky-one|slow-one|alike]`
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -136,8 +139,9 @@ if (only === 'all' || only === 'flaky-one') {
   console.log(`flaky-one: 200 calls/s for ${seconds} s; share of attempts from 10 s on`);
   console.log('| scenario | client | flaky share after 10 s | caller errors | attempts per call | ejections |');
   console.log('| --- | --- | ---: | ---: | ---: | ---: |');
-  await flakyOne('defaults (p2c, consecutive failures only)', {});
-  await flakyOne('outlier.failurePercentage 5, intervalMs 1000', {
+  await flakyOne("balancer 'p2c', consecutive failures only", { balancer: 'p2c' });
+  await flakyOne("balancer 'p2c' + failurePercentage 5, intervalMs 1000", {
+    balancer: 'p2c',
     outlier: { failurePercentage: 5, intervalMs: 1000 },
   });
   await flakyOne("balancer 'p2c-ewma', no rate ejection", { balancer: 'p2c-ewma' });
@@ -151,7 +155,34 @@ if (only === 'all' || only === 'slow-one') {
   console.log('| scenario | client | slow share | caller p99 | errors |');
   console.log('| --- | --- | ---: | ---: | ---: |');
   const baseline = await slowOne('two fast instances only (baseline)', {}, false);
-  const plain = await slowOne("balancer 'p2c' (default)", {}, true);
+  const plain = await slowOne("balancer 'p2c'", { balancer: 'p2c' }, true);
   const ewma = await slowOne("balancer 'p2c-ewma'", { balancer: 'p2c-ewma' }, true);
   console.log(`\np99 vs baseline: p2c ${(plain / baseline).toFixed(2)}×, p2c-ewma ${(ewma / baseline).toFixed(2)}×`);
+}
+
+async function alike(label: string, options: Partial<ClientOptions>) {
+  const all = [
+    await backend(() => ({ status: 200, delayMs: 10 })),
+    await backend(() => ({ status: 200, delayMs: 10 })),
+    await backend(() => ({ status: 200, delayMs: 10 })),
+  ];
+  const client = createClient(service, { instances: all.map((item) => item.url), ...options });
+  const run = await openLoop(() => client.get(), 100, seconds);
+  await client.close();
+  await closeAll(all);
+  const total = all.reduce((sum, item) => sum + item.attempts, 0);
+  const shares = all.map((item) => item.attempts / total);
+  const spread = Math.max(...shares) / Math.min(...shares);
+  const shown = shares.map((share) => `${(100 * share).toFixed(1)}%`).join(' / ');
+  console.log(`| alike | ${label} | ${shown} | ${spread.toFixed(2)} | ${run.p99.toFixed(1)} ms | ${run.errors} |`);
+}
+
+if (only === 'all' || only === 'alike') {
+  console.log(`\nalike: 3 instances at 10 ms, 100 calls/s for ${seconds} s`);
+  console.log('| scenario | client | shares | max / min | caller p99 | errors |');
+  console.log('| --- | --- | ---: | ---: | ---: | ---: |');
+  await alike("balancer 'p2c'", { balancer: 'p2c' });
+  await alike("balancer 'p2c-ewma'", { balancer: 'p2c-ewma' });
+  await alike("balancer 'p2c'", { balancer: 'p2c' });
+  await alike("balancer 'p2c-ewma'", { balancer: 'p2c-ewma' });
 }

@@ -3,12 +3,13 @@
  * answers at once, so no socket, parser or kernel time is in the numbers. Each row turns one
  * layer off (or on) against the full stack; the difference is that layer's cost per call.
  *
- * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5]`
+ * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5] [--only otel]`
+ * (`--only`: the rows whose name contains it, plus `all layers`).
  */
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
-import { otelMetrics } from '../../src/otel/index.js';
+import { otelMetricProducer, otelMetrics } from '../../src/otel/index.js';
 import {
   movies,
   moviesClassified,
@@ -18,7 +19,11 @@ import {
 import { movieJson } from './shared.js';
 
 const { values } = parseArgs({
-  options: { calls: { type: 'string', default: '300000' }, rounds: { type: 'string', default: '5' } },
+  options: {
+    calls: { type: 'string', default: '300000' },
+    rounds: { type: 'string', default: '5' },
+    only: { type: 'string' },
+  },
 });
 const calls = Number(values.calls);
 const rounds = Number(values.rounds);
@@ -61,6 +66,24 @@ const withOtelMetrics =
       },
     };
   };
+/**
+ * otelMetricProducer() on a reader of an SDK MeterProvider. `collect`: one collection at the
+ * end of the run, counted in the run's CPU (one data point per series).
+ */
+const withOtelMetricProducer =
+  (collect: boolean): Around =>
+  () => {
+    const producer = otelMetricProducer();
+    const reader = new ManualReader({ metricProducers: [producer] });
+    const provider = new MeterProvider({ readers: [reader] });
+    return {
+      atEnd: collect ? () => reader.collect() : undefined,
+      stop: () => {
+        producer.stop();
+        return provider.shutdown();
+      },
+    };
+  };
 /** otelMetrics() with no SDK registered (the API's no-op meter provider). */
 const withOtelMetricsNoSdk: Around = () => {
   const integration = otelMetrics();
@@ -69,7 +92,8 @@ const withOtelMetricsNoSdk: Around = () => {
 
 const base: ClientOptions = { instances: ['http://127.0.0.1:1'], timeoutMs: 1000, transport: instant };
 type Movies = typeof plain | typeof withSchema | typeof moviesWithAnOverriddenEndpoint | typeof moviesClassified;
-const variants: Array<[string, Movies, ClientOptions, Around?]> = [
+type Variant = [string, Movies, ClientOptions, Around?];
+const allVariants: Variant[] = [
   ['all layers', plain, base],
   [
     'all layers, 3 instances',
@@ -98,7 +122,12 @@ const variants: Array<[string, Movies, ClientOptions, Around?]> = [
   ['+ otelMetrics(), SDK meter provider: call path', plain, base, withOtelMetrics(false)],
   ['+ otelMetrics(), SDK meter provider: call path + collection', plain, base, withOtelMetrics(true)],
   ['+ otelMetrics(), no SDK (no-op provider)', plain, base, withOtelMetricsNoSdk],
+  ['+ otelMetricProducer() on an SDK reader: call path', plain, base, withOtelMetricProducer(false)],
+  ['+ otelMetricProducer() on an SDK reader: call path + collection', plain, base, withOtelMetricProducer(true)],
 ];
+const variants = allVariants.filter(
+  ([name]) => values.only === undefined || name === 'all layers' || name.includes(values.only),
+);
 
 async function measure(service: Movies, options: ClientOptions, around?: Around): Promise<number> {
   const client = createClient(service, options);

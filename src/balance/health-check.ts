@@ -4,7 +4,7 @@
  * `timeoutMs`; anything else (a hang, a refused connection, garbage, a redirect, a body over
  * the transport's size bound) fails it. Results go to {@link InstanceSet.recordCheck}.
  */
-import { type Call, CallContext } from '../core/call.js';
+import { type Call, CallContext, callNext } from '../core/call.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { invalidOption } from '../core/errors.js';
 import type { InstanceSet, InstanceState } from './instances.js';
@@ -97,13 +97,7 @@ export function startHealthChecks(
     context.instance = state.instance;
     context.attemptExpiresAt = clock.now() + timeoutMs;
     const request = { method: 'GET', path, headers: { 'accept-encoding': 'identity' }, body: undefined };
-    let settled: Promise<unknown>;
-    try {
-      settled = call(request, context);
-    } catch (error) {
-      settled = Promise.reject(error);
-    }
-    settled.then(
+    callNext(call, request, context).then(
       (response) =>
         done(state, (response as { status: number }).status >= 200 && (response as { status: number }).status < 300),
       () => done(state, false),

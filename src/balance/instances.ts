@@ -57,8 +57,14 @@ export class InstanceState {
   /** Outcomes in the current outlier interval. */
   windowRequests = 0;
   windowFailures = 0;
-  /** EWMA of attempt latency (ms) as of `latencyStamp`; 0 before the first measurement. */
+  /**
+   * Time-weighted average of attempt latency (ms) as of `latencyStamp`, bias-corrected (the
+   * average of what was measured, not pulled towards 0 by the time before the first sample);
+   * 0 before the first measurement.
+   */
   latencyCost = 0;
+  /** How much of the average's time window (0–1) samples have covered, as of `latencyStamp`. */
+  latencyWeight = 0;
   latencyStamp = 0;
   /** Clock time its slow start began (it joined, or came back); −∞ when it never ramped. */
   rampStart = Number.NEGATIVE_INFINITY;
@@ -474,21 +480,31 @@ export class InstanceSet {
 
   /**
    * Time-weighted EWMA of latency over unevenly spaced samples (Finagle's formula: a sample
-   * weighs 1 − e^(−Δt/τ)), starting from 0 when the instance appears, so instances that start
-   * together compare fairly from their first samples. Unlike Finagle's peak EWMA a slow
-   * success does not replace the average: on a busy host most peaks are the caller's own event
-   * loop stalling, which would move traffic away from whichever instance had calls in flight
-   * (measured: docs/instances.md). A failure is a peak: it doubles the cost at once, so an
-   * instance that fails fast does not look fast.
+   * weighs 1 − e^(−Δt/τ) for the Δt since the previous one, so it does not matter how many
+   * samples arrive). Bias-corrected: divided by the weight the samples have covered since the
+   * instance appeared, so the average is the measured latency from the first sample on rather
+   * than a value climbing from 0 over τ. Without the correction every instance reads far below
+   * its latency for the first 10–20 s, and an avoided instance (whose last sample is older)
+   * falls below its peers in seconds instead of τ: the slow instance kept winning picks
+   * (slow-one in simulation: 7% of the calls during the fault, docs/instances.md).
+   * Unlike Finagle's peak EWMA a slow success does not replace the average: on a busy host
+   * most peaks are the caller's own event loop stalling, which would move traffic away from
+   * whichever instance had calls in flight (measured: docs/instances.md). A failure is a
+   * peak: it doubles the cost at once, so an instance that fails fast does not look fast.
    */
   #observe(state: InstanceState, latencyMs: number, failed: boolean, now: number): void {
     const elapsed = now - state.latencyStamp;
-    const weight = elapsed > 0 ? Math.exp(-elapsed / latencyDecayMs) : 1;
-    const decayed = state.latencyCost * weight;
+    const keep = elapsed > 0 ? Math.exp(-elapsed / latencyDecayMs) : 1;
+    const previous = state.latencyWeight * keep;
+    const weight = previous + (1 - keep);
     const sample = latencyMs > 0 ? latencyMs : 0;
-    state.latencyCost = failed
-      ? Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 0.001))
-      : decayed + sample * (1 - weight);
+    if (failed) {
+      const decayed = state.latencyCost * keep;
+      state.latencyCost = Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 0.001));
+    } else {
+      state.latencyCost = weight > 0 ? (state.latencyCost * previous + sample * (1 - keep)) / weight : sample;
+    }
+    state.latencyWeight = weight;
     state.latencyStamp = now;
   }
 
@@ -615,6 +631,7 @@ export class InstanceSet {
     state.windowFailures = 0;
     // Its latency history is from before the ejection: measure it afresh, ramping up.
     state.latencyCost = 0;
+    state.latencyWeight = 0;
     state.latencyStamp = now;
     if (this.#slowStartMs > 0) state.rampStart = now;
     this.#ejected--;

@@ -23,7 +23,14 @@
  * Each circuit also carries the endpoint's client-side throttle (src/throttle), so that calls
  * the circuit fails fast are not counted by it and probes are never throttled.
  */
-import type { Call, CallContext, IncomingResponse, Layer, OutgoingRequest } from '../core/call.js';
+import {
+  type Call,
+  type CallContext,
+  callNext,
+  type IncomingResponse,
+  type Layer,
+  type OutgoingRequest,
+} from '../core/call.js';
 import { channels } from '../core/channels.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { ErrorCode, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
@@ -307,13 +314,7 @@ class EndpointCircuit implements CircuitControl {
       }
     }
     const slow = () => slowCallMs !== undefined && clock.now() - startedAt > slowCallMs;
-    let pending: Promise<IncomingResponse>;
-    try {
-      pending = next(request, context);
-    } catch (error) {
-      pending = Promise.reject(error);
-    }
-    return pending.then(
+    return callNext(next, request, context).then(
       (response) => {
         if (ramped) this.rampInFlight--;
         this.record('success', slow());
@@ -335,13 +336,7 @@ class EndpointCircuit implements CircuitControl {
     const episode = this.episode;
     const startedAt = clock.now();
     const slow = () => slowCallMs !== undefined && clock.now() - startedAt > slowCallMs;
-    let pending: Promise<IncomingResponse>;
-    try {
-      pending = next(request, context);
-    } catch (error) {
-      pending = Promise.reject(error);
-    }
-    return pending.then(
+    return callNext(next, request, context).then(
       (response) => {
         this.endProbe(episode, slow() ? 'failure' : 'success');
         return response;

@@ -16,6 +16,7 @@ import { channels } from '../core/channels.js';
 import { type Clock, type WheelEntry, wheelOf } from '../core/clock.js';
 import { ErrorCode, type HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
 import { AdaptiveLimit, checkLimitOptions, type LimitAlgorithmName } from '../limit/index.js';
+import { type QueueLink, STANDING_QUEUE_MS, WaitQueue } from './queue.js';
 
 /** Static `bulkhead` option of `createClient`: a fixed bound. */
 export interface BulkheadOptions {
@@ -53,10 +54,13 @@ export const adaptiveBulkheadDefaults = {
 /** Where the adaptive limit starts (clamped to [minConcurrent, maxConcurrent]): the old static default. */
 const initialAdaptiveLimit = 100;
 
-class Waiter implements WheelEntry {
+class Waiter implements WheelEntry, QueueLink {
   wheelSlot = -1;
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
+  queuePrev: QueueLink | null = null;
+  queueNext: QueueLink | null = null;
+  queued = false;
   constructor(
     readonly context: CallContext,
     readonly admit: () => void,
@@ -191,20 +195,24 @@ export function bulkhead(
     }
   }
   const wheel = wheelOf(clock);
-  const queue: Waiter[] = [];
+  const queue = new WaitQueue<Waiter>();
   let active = 0;
   const currentLimit = (): number => (limiter === undefined ? staticLimit : limiter.limit);
   prepare(options)();
 
-  const shed = (context: CallContext, reason: 'full' | 'queue-timeout') => {
+  const shed = (context: CallContext, reason: 'full' | 'queue-timeout', expectedMs?: number) => {
     onShed?.(context, reason);
-    return new TelescopeError(
-      ErrorCode.BULKHEAD_FULL,
-      reason === 'full'
-        ? `${context.service}: bulkhead full (${active} in flight of ${currentLimit()}, ${queue.length} of ${maxQueue} queued)`
-        : `${context.service}: no bulkhead slot within the call's deadline`,
-      { service: context.service, endpoint: context.endpoint, requestSent: false },
-    );
+    const message =
+      reason === 'queue-timeout'
+        ? `${context.service}: no bulkhead slot within the call's deadline`
+        : expectedMs === undefined
+          ? `${context.service}: bulkhead full (${active} in flight of ${currentLimit()}, ${queue.length} of ${maxQueue} queued)`
+          : `${context.service}: bulkhead full for this call's deadline (${active} in flight of ${currentLimit()}, ${queue.length} queued: about ${Math.round(expectedMs)} ms to wait and answer, ${Math.round(Math.max(0, (context.deadline?.at ?? 0) - clock.now()))} ms left)`;
+    return new TelescopeError(ErrorCode.BULKHEAD_FULL, message, {
+      service: context.service,
+      endpoint: context.endpoint,
+      requestSent: false,
+    });
   };
 
   const aborted = (context: CallContext) =>
@@ -219,10 +227,24 @@ export function bulkhead(
     active++;
     limiter?.acquire();
   };
+  /** The dependency's recent round-trip time (ms): adaptive only, 0 before the first window. */
+  const rttMs = (): number => (limiter === undefined ? 0 : limiter.rttMs);
   function admitWaiters(): void {
+    if (queue.length === 0) return;
+    const now = clock.now();
+    const rtt = rttMs();
+    // Standing: the queue has not drained for an interval (and at least one RTT) → LIFO.
+    const standingMs = rtt > STANDING_QUEUE_MS ? rtt : STANDING_QUEUE_MS;
     while (queue.length > 0 && active < currentLimit()) {
-      const waiter = queue.shift() as Waiter;
+      const waiter = queue.shift(now, standingMs) as Waiter;
       wheel.cancel(waiter);
+      // A waiter whose budget no longer covers one RTT would be sent to certain failure: shed
+      // it now (retryable, fallback applies) and keep the slot for one that can finish.
+      const deadline = waiter.context.deadline;
+      if (rtt > 0 && deadline !== undefined && deadline.at - now < rtt) {
+        waiter.expire(waiter);
+        continue;
+      }
       take();
       waiter.admit();
     }
@@ -255,11 +277,21 @@ export function bulkhead(
     if (queue.length >= maxQueue) return Promise.reject(shed(context, 'full'));
     const signal = context.callerSignal;
     if (signal?.aborted) return Promise.reject(aborted(context));
+    const now = clock.now();
+    const rtt = rttMs();
+    const deadlineAt = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.at;
+    if (rtt > 0 && deadlineAt !== Number.POSITIVE_INFINITY) {
+      // The queue holds only what the deadlines allow: by Little's law the slots serve `limit`
+      // calls per RTT, so this call would wait about (queued + 1) × RTT ÷ limit, then need one
+      // RTT. A call that cannot make it is shed now, not after spending its budget waiting.
+      const expectedMs = ((queue.length + 1) * rtt) / currentLimit() + rtt;
+      if (deadlineAt - now < expectedMs) return Promise.reject(shed(context, 'full', expectedMs));
+    }
     return new Promise<IncomingResponse>((resolve, reject) => {
-      // A waiter leaves the queue when admitted, at its deadline, or when its caller aborts.
+      // A waiter leaves the queue when admitted, once its budget no longer covers one RTT, or
+      // when its caller aborts.
       const onAbort = () => {
-        const index = queue.indexOf(waiter);
-        if (index !== -1) queue.splice(index, 1);
+        queue.remove(waiter);
         wheel.cancel(waiter);
         reject(aborted(context));
       };
@@ -271,15 +303,13 @@ export function bulkhead(
         },
         (expired) => {
           signal?.removeEventListener('abort', onAbort);
-          const index = queue.indexOf(expired);
-          if (index !== -1) queue.splice(index, 1);
+          queue.remove(expired);
           reject(shed(context, 'queue-timeout'));
         },
       );
-      queue.push(waiter);
+      queue.push(waiter, now);
       signal?.addEventListener('abort', onAbort, { once: true });
-      const expiresAt = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.at;
-      if (expiresAt !== Number.POSITIVE_INFINITY) wheel.schedule(waiter, expiresAt);
+      if (deadlineAt !== Number.POSITIVE_INFINITY) wheel.schedule(waiter, deadlineAt - rtt);
     });
   };
 

@@ -31,6 +31,18 @@ export function compose<Req = OutgoingRequest, Res = IncomingResponse>(
   };
 }
 
+/**
+ * Calls `next`, turning a synchronous throw into a rejected promise, so that a layer that
+ * counts outcomes in its `.then` handlers sees that failure too.
+ */
+export function callNext<Req, Res>(next: Call<Req, Res>, request: Req, context: CallContext): Promise<Res> {
+  try {
+    return next(request, context);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
 /** An instance of a service: where to send attempts, and what routing may look at. */
 export interface Instance {
   /** Origin, e.g. `http://10.0.0.1:8080` (no path). */

@@ -1,7 +1,8 @@
 /**
- * `telescope-http/otel`: OpenTelemetry tracing (`openTelemetry()`) and metrics (`otelMetrics()`,
- * in `./metrics.ts`) for every telescope client in the process, through
- * `@opentelemetry/api` only (an optional peer dependency; bring your own SDK).
+ * `telescope-http/otel`: OpenTelemetry tracing (`openTelemetry()`) and metrics (`otelMetrics()`
+ * in `./metrics.ts`, or `otelMetricProducer()` in `./producer.ts` for an SDK metric reader) for
+ * every telescope client in the process, through `@opentelemetry/api` (an optional peer
+ * dependency; bring your own SDK; `otelMetricProducer()`'s types are `@opentelemetry/sdk-metrics`'s).
  *
  * It subscribes to telescope's `node:diagnostics_channel` channels, so no client needs any
  * wiring. Per call it records:
@@ -53,6 +54,7 @@ export {
   otelMetrics,
   otelMetricsDefaults,
 } from './metrics.js';
+export { type OtelMetricProducer, type OtelMetricProducerOptions, otelMetricProducer } from './producer.js';
 
 /** Options of {@link openTelemetry}. */
 export interface OpenTelemetryOptions {

@@ -4,10 +4,9 @@
  * faults on schedule, and per-service counts polled from the processes every second.
  */
 
-import { setMaxListeners } from 'node:events';
 import { cpus, totalmem } from 'node:os';
-import { Pool } from 'undici';
 import { createClient } from '../client/index.js';
+import { EdgeLoad } from './edge-load.js';
 import { type EdgeCounts, type ServiceCounts, serviceResults } from './graph-results.js';
 import { percentile, poll, startTier, stopTiers, type TierProcess, warmUp } from './lab.js';
 import { LoadProfile } from './load.js';
@@ -128,31 +127,11 @@ export async function runTopology(options: RunTopologyOptions): Promise<Topology
     );
 
     // Open-loop load on the schedule: request i leaves when the schedule has offered it.
-    const pools = entry.map(
-      (instance) =>
-        new Pool(instance.url, { connections: null, headersTimeout: (durationS + drainS) * 1000, bodyTimeout: 0 }),
+    const load = new EdgeLoad(
+      entry.map((instance) => instance.url),
+      epochMs,
+      (durationS + drainS) * 1000,
     );
-    const abort = new AbortController();
-    setMaxListeners(0, abort.signal);
-    const inFlight = new Set<Promise<void>>();
-    const sentBySecond: number[] = [];
-    let sent = 0;
-    let answered = 0;
-    const fire = () => {
-      const pool = pools[sent % pools.length] as Pool;
-      sent++;
-      const second = Math.floor((Date.now() - epochMs) / 1000);
-      sentBySecond[second] = (sentBySecond[second] ?? 0) + 1;
-      const pending = pool
-        .request({ path: '/work', method: 'GET', signal: abort.signal })
-        .then(async (response) => {
-          await response.body.dump();
-          answered++;
-        })
-        .catch(() => undefined);
-      inFlight.add(pending);
-      void pending.finally(() => inFlight.delete(pending));
-    };
     const samples: EdgeSample[] = [];
     const collect = async () => {
       const polled = await Promise.all(all.map(async (instance) => ({ instance, ...(await poll(instance)) })));
@@ -166,24 +145,24 @@ export async function runTopology(options: RunTopologyOptions): Promise<Topology
       let second = 0;
       const tick = setInterval(() => {
         const elapsedMs = performance.now() - startedAt;
-        while (sent < total && profile.timeOf(sent) <= elapsedMs) fire();
-        if (sent >= total || elapsedMs >= durationS * 1000) {
+        while (load.sent < total && profile.timeOf(load.sent) <= elapsedMs) load.fire();
+        if (load.sent >= total || elapsedMs >= durationS * 1000) {
           clearInterval(tick);
           resolve();
         }
         if (elapsedMs >= (second + 1) * 1000) {
           second++;
           void collect().catch(() => undefined);
-          options.onProgress?.({ strategy, elapsedS: second, totalS, sent, answered });
+          options.onProgress?.({ strategy, elapsedS: second, totalS, sent: load.sent, answered: load.answered });
         }
       }, 5);
     });
     const drainEnd = performance.now() + drainS * 1000;
-    while (inFlight.size > 0 && performance.now() < drainEnd) await new Promise((resolve) => setTimeout(resolve, 250));
+    await load.drain(drainEnd);
     for (const timer of faultTimers) clearTimeout(timer);
     const final = await collect();
-    abort.abort();
-    await Promise.all(pools.map((pool) => pool.destroy()));
+    await load.close();
+    const { sent, answered, sentBySecond } = load;
 
     const seconds = Math.ceil(durationS + drainS) + 2;
     const countsOf = (name: string) =>

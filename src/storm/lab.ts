@@ -4,9 +4,9 @@
  * measures from the servers' own counts what a client strategy does to the system.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { setMaxListeners } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { EdgeLoad } from './edge-load.js';
 import { callerOf, faultWindow, type OutageSummary, recoverySeconds, summarizeOutage } from './outage.js';
 import { type OverloadSummary, summarizeOverload } from './overload.js';
 import { loadFactorAt } from './scenarios.js';
@@ -213,7 +213,6 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
   if (!(durationS > 0 && durationS <= 3600)) throw new RangeError(`duration must be in (0, 3600] s, got ${durationS}`);
 
   const tiers: TierProcess[] = [];
-  const pool = { current: undefined as Pool | undefined };
   try {
     const start = async (tier: TierName, count: number) => {
       const started = await Promise.all(
@@ -269,13 +268,11 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
     );
 
     // Open-loop load: requests leave on schedule whatever the answers do.
-    const edgeUrls = edges.map((edge) => edge.url);
-    const pools = edgeUrls.map(
-      (url) => new Pool(url, { connections: null, headersTimeout: (durationS + drainS) * 1000, bodyTimeout: 0 }),
+    const load = new EdgeLoad(
+      edges.map((edge) => edge.url),
+      epochMs,
+      (durationS + drainS) * 1000,
     );
-    pool.current = pools[0];
-    let sent = 0;
-    let answered = 0;
     // With a load profile, the rate follows it: requests due by t = ∫ capacity × factor.
     const offeredBy = (elapsedS: number): number => {
       if (profile === undefined) return elapsedS * rate;
@@ -286,26 +283,6 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       return sum;
     };
     const total = Math.round(offeredBy(durationS));
-    const inFlight = new Set<Promise<void>>();
-    const abort = new AbortController();
-    // One signal ends every request still open at the end of the drain.
-    setMaxListeners(0, abort.signal);
-    const sentBySecond: number[] = [];
-    const fire = () => {
-      const target = pools[sent % pools.length] as Pool;
-      sent++;
-      const second = Math.floor((Date.now() - epochMs) / 1000);
-      sentBySecond[second] = (sentBySecond[second] ?? 0) + 1;
-      const pending = target
-        .request({ path: '/work', method: 'GET', signal: abort.signal })
-        .then(async (response) => {
-          await response.body.dump();
-          answered++;
-        })
-        .catch(() => undefined);
-      inFlight.add(pending);
-      void pending.finally(() => inFlight.delete(pending));
-    };
 
     const amplificationBySecond: number[] = [];
     const allSamples: EdgeSample[] = [];
@@ -345,33 +322,44 @@ export async function runStorm(options: RunOptions): Promise<RunResult> {
       const tick = setInterval(() => {
         const elapsedMs = performance.now() - startedAt;
         const due = Math.min(total, Math.floor(offeredBy(elapsedMs / 1000)));
-        while (sent < due) fire();
-        if (sent >= total) {
+        while (load.sent < due) load.fire();
+        if (load.sent >= total) {
           clearInterval(tick);
           resolve();
         }
         if (elapsedMs >= (second + 1) * 1000) {
           second++;
           void collect(second).catch(() => undefined);
-          options.onProgress?.({ strategy: options.strategy, elapsedS: second, totalS, sent, answered });
+          options.onProgress?.({
+            strategy: options.strategy,
+            elapsedS: second,
+            totalS,
+            sent: load.sent,
+            answered: load.answered,
+          });
         }
       }, 5);
     });
     // Drain: wait for answers, bounded.
     const drainEnd = performance.now() + drainS * 1000;
     let second = Math.floor(durationS);
-    while (inFlight.size > 0 && performance.now() < drainEnd) {
-      await new Promise((resolve) => setTimeout(resolve, 250));
+    await load.drain(drainEnd, () => {
       const elapsedS = Math.floor((performance.now() - startedAt) / 1000);
       if (elapsedS > second) {
         second = elapsedS;
-        options.onProgress?.({ strategy: options.strategy, elapsedS, totalS, sent, answered });
+        options.onProgress?.({
+          strategy: options.strategy,
+          elapsedS,
+          totalS,
+          sent: load.sent,
+          answered: load.answered,
+        });
       }
-    }
+    });
     for (const timer of faultTimers) clearTimeout(timer);
     const final = await collect(Math.ceil((performance.now() - startedAt) / 1000));
-    abort.abort();
-    await Promise.all(pools.map((p) => p.destroy()));
+    await load.close();
+    const { sent, answered, sentBySecond } = load;
 
     const sum = (tier: TierName, pick: (counters: TierCounters) => number) =>
       final.filter((p) => p.tier.tier === tier).reduce((n, p) => n + pick(p.counters), 0);

@@ -79,7 +79,7 @@ export interface TopologyClientSettings {
   attemptTimeoutMs?: number;
   reserveMs?: number;
   minAttemptMs?: number;
-  balancer?: 'p2c' | 'round-robin';
+  balancer?: 'p2c' | 'p2c-ewma' | 'round-robin';
   retry?: Record<string, unknown> | false;
   hedge?: Record<string, unknown> | false;
   outlier?: Record<string, unknown> | false;

@@ -153,6 +153,8 @@ export interface SimulationTier {
   name: string;
   instances: number;
   received: number;
+  /** Requests each instance received, by index (tiers of at most 100 instances). */
+  receivedByInstance?: number[];
   shed: number;
   wasted: number;
   /** The most requests one instance of the tier held at once. */

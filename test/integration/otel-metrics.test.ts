@@ -8,105 +8,23 @@
  */
 import { channel } from 'node:diagnostics_channel';
 import { metrics as metricsApi } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  DataPointType,
-  type HistogramMetricData,
-  InMemoryMetricExporter,
-  MeterProvider,
-  type MetricData,
-  PeriodicExportingMetricReader,
-} from '@opentelemetry/sdk-metrics';
+import type { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { withCache } from '../../src/cache/index.js';
 import { type Client, createClient, ErrorCode } from '../../src/index.js';
 import { otelMetrics, otelMetricsDefaults } from '../../src/otel/index.js';
 import { failure } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
-import { closedPort, delay, type Handler, sendJson, startServer } from '../helpers/server.js';
+import { client, counterValue, histogramValue, movieHandler, sdk, se } from '../helpers/otel-metrics.js';
+import { closedPort, startServer } from '../helpers/server.js';
 
 // --- helpers ---------------------------------------------------------------------------------
-
-interface Sdk {
-  provider: MeterProvider;
-  /** Collects and returns every metric, by name (cumulative). */
-  read(): Promise<Map<string, MetricData>>;
-}
-
-function sdk(): Sdk {
-  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-  const provider = new MeterProvider({ readers: [reader] });
-  onTestFinished(() => provider.shutdown());
-  return {
-    provider,
-    async read() {
-      exporter.reset();
-      await reader.forceFlush();
-      const byName = new Map<string, MetricData>();
-      for (const resourceMetrics of exporter.getMetrics()) {
-        for (const scope of resourceMetrics.scopeMetrics) {
-          for (const metric of scope.metrics) byName.set(metric.descriptor.name, metric);
-        }
-      }
-      return byName;
-    },
-  };
-}
 
 function start(provider: MeterProvider) {
   const integration = otelMetrics({ meterProvider: provider });
   onTestFinished(() => integration.stop());
   return integration;
 }
-
-function client<C extends { close(): Promise<void> }>(made: C): C {
-  onTestFinished(() => made.close());
-  return made;
-}
-
-type Point = MetricData['dataPoints'][number];
-
-/** The data point whose attributes are exactly `attributes`. */
-function point(metric: MetricData | undefined, attributes: Record<string, unknown>): Point | undefined {
-  expect(metric, 'metric present').toBeDefined();
-  const found = (metric!.dataPoints as Point[]).filter(
-    (candidate) =>
-      Object.keys(candidate.attributes).length === Object.keys(attributes).length &&
-      Object.entries(attributes).every(([key, value]) => candidate.attributes[key] === value),
-  );
-  expect(found.length, `${metric!.descriptor.name} ${JSON.stringify(attributes)}`).toBeLessThanOrEqual(1);
-  return found[0];
-}
-
-function histogramValue(metric: MetricData | undefined, attributes: Record<string, unknown>) {
-  expect(metric?.dataPointType).toBe(DataPointType.HISTOGRAM);
-  const found = point(metric as HistogramMetricData, attributes) as
-    | HistogramMetricData['dataPoints'][number]
-    | undefined;
-  return found?.value;
-}
-
-const counterValue = (metric: MetricData | undefined, attributes: Record<string, unknown>) =>
-  point(metric, attributes)?.value as number | undefined;
-
-/** 200 with a movie; id 503 always 503; id 42 503 the first time; id 900 after 60 ms. */
-function movieHandler(): Handler {
-  let seen42 = false;
-  return async (request, response) => {
-    const id = Number(/^\/movies\/(\d+)$/.exec(request.url ?? '')?.[1] ?? 0);
-    if (id === 503 || (id === 42 && !seen42)) {
-      if (id === 42) seen42 = true;
-      response.writeHead(503, { 'content-type': 'text/plain' });
-      response.end('unavailable');
-      return;
-    }
-    if (id === 900) await delay(60);
-    sendJson(response, 200, { id, title: 'Heat' });
-  };
-}
-
-const se = { 'telescope.service': 'movies', 'telescope.endpoint': 'getMovie' };
 
 // --- tests -----------------------------------------------------------------------------------
 

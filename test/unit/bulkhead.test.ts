@@ -1,9 +1,10 @@
 /**
  * The bulkhead layer on its own, over a fake inner call whose attempts the test settles by
- * hand, on a manual clock (queue timeouts run on the clock's shared timer wheel).
+ * hand, on a manual clock (queue timeouts run on the clock's shared timer wheel), and the queue
+ * discipline (deadline-aware admission, adaptive LIFO) under a simulated standing overload.
  */
 import { describe, expect, it } from 'vitest';
-import { type BulkheadOptions, bulkhead } from '../../src/bulkhead/index.js';
+import { type AdaptiveBulkheadOptions, type BulkheadOptions, bulkhead } from '../../src/bulkhead/index.js';
 import { CallContext, Deadline, ErrorCode, type IncomingResponse, TelescopeError, wheelOf } from '../../src/index.js';
 import { type ManualClock, manualClock } from '../helpers/clock.js';
 import { seededRandom } from '../helpers/random.js';
@@ -18,7 +19,7 @@ interface Pending {
 
 type Settled = { status: 'pending' } | { status: 'ok'; body: unknown } | { status: 'error'; error: TelescopeError };
 
-function setup(options: BulkheadOptions, clock: ManualClock = manualClock(0)) {
+function setup(options: BulkheadOptions | AdaptiveBulkheadOptions, clock: ManualClock = manualClock(0)) {
   const shed: Array<{ id: string; reason: string }> = [];
   const layer = bulkhead(options, {
     clock,
@@ -286,6 +287,164 @@ describe('bulkhead: waiting', () => {
     bh.take('a').resolve();
     await bh.settle();
     expect(bh.inner.map((entry) => entry.id)).toEqual(['b']);
+  });
+});
+
+/**
+ * An adaptive bulkhead held at `slots` (min = max) whose limiter has measured one window of
+ * calls taking `rttMs`: the queue's estimates need an RTT. Returns the measured RTT.
+ */
+async function warmedUp(slots: number, rttMs: number, maxQueue = 1000) {
+  const bh = setup({ adaptive: 'aimd', minConcurrent: slots, maxConcurrent: slots, maxQueue });
+  for (let round = 0; round < 12 && bh.layer.snapshot().rttMs === 0; round++) {
+    for (let slot = 0; slot < slots; slot++) bh.start(`warm-${round}-${slot}`);
+    await bh.settle();
+    bh.clock.advance(rttMs);
+    for (let slot = 0; slot < slots; slot++) bh.take(`warm-${round}-${slot}`).resolve();
+    await bh.settle();
+  }
+  const measured = bh.layer.snapshot().rttMs;
+  expect(measured).toBeGreaterThan(rttMs * 0.8);
+  expect(measured).toBeLessThanOrEqual(rttMs);
+  bh.shed.length = 0;
+  return { bh, rtt: measured };
+}
+
+describe('bulkhead: queue discipline', () => {
+  it('sheds at once a call whose budget cannot cover the expected wait ((queued + 1) × RTT ÷ limit) and one RTT', async () => {
+    const { bh, rtt } = await warmedUp(2, 100);
+    bh.start('a');
+    bh.start('b');
+    await bh.settle();
+    // Queue empty: a call needs RTT ÷ 2 of waiting and one RTT.
+    bh.start('short', Math.floor(1.5 * rtt) - 2);
+    await bh.settle();
+    expect(bh.results.get('short')).toMatchObject({ status: 'error', error: { code: ErrorCode.BULKHEAD_FULL } });
+    expect((bh.results.get('short') as { error: Error }).error.message).toMatch(/for this call's deadline/);
+    expect(bh.shed).toEqual([{ id: 'short', reason: 'full' }]);
+    // With a budget of 1000 ms, the queue takes what can be served in time, no more.
+    const fits = Math.floor(((1000 - rtt) * 2) / rtt);
+    for (let index = 0; index < fits + 5; index++) bh.start(`q${index}`, 1000);
+    await bh.settle();
+    expect(bh.layer.queued).toBe(fits);
+    expect(bh.shed.filter((entry) => entry.reason === 'full')).toHaveLength(1 + 5);
+    expect(bh.results.get(`q${fits - 1}`)).toEqual({ status: 'pending' });
+    expect(bh.results.get(`q${fits}`)).toMatchObject({ status: 'error', error: { code: ErrorCode.BULKHEAD_FULL } });
+  });
+
+  it('a waiter leaves (queue-timeout) as soon as its budget no longer covers one RTT, not at its deadline', async () => {
+    const { bh, rtt } = await warmedUp(1, 100);
+    bh.start('a');
+    bh.start('b', 400);
+    await bh.settle();
+    bh.clock.advance(Math.floor(400 - rtt) - 2);
+    await bh.settle();
+    expect(bh.results.get('b')).toEqual({ status: 'pending' });
+    bh.clock.advance(4);
+    await bh.settle();
+    expect(bh.results.get('b')).toMatchObject({ status: 'error', error: { code: ErrorCode.BULKHEAD_FULL } });
+    expect(bh.shed).toEqual([{ id: 'b', reason: 'queue-timeout' }]);
+    expect(wheelOf(bh.clock).size).toBe(0);
+  });
+
+  it('FIFO while the queue drains; newest first (LIFO) once it has stood for longer than 100 ms; FIFO again once it empties', async () => {
+    const bh = setup({ maxConcurrent: 1, maxQueue: 10 });
+    bh.start('a');
+    for (const id of ['b', 'c', 'd']) bh.start(id, 10_000);
+    await bh.settle();
+    bh.clock.advance(50);
+    bh.take('a').resolve();
+    await bh.settle();
+    // Not standing yet (50 ms): the oldest first.
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['b']);
+    bh.clock.advance(60);
+    bh.start('e', 10_000);
+    await bh.settle();
+    bh.take('b').resolve();
+    await bh.settle();
+    // Non-empty for 110 ms: standing, the newest first.
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['e']);
+    bh.take('e').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['d']);
+    bh.take('d').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['c']);
+    // Drained: the next queue is served in arrival order again.
+    for (const id of ['f', 'g', 'h']) bh.start(id, 10_000);
+    await bh.settle();
+    bh.clock.advance(20);
+    bh.take('c').resolve();
+    await bh.settle();
+    expect(bh.inner.map((entry) => entry.id)).toEqual(['f']);
+  });
+
+  it('a standing overload at 2× capacity (RTT 100 ms, budget 250 ms): the capacity is served, the excess shed, nothing waits past its deadline', async () => {
+    // 4 slots × 10 calls/s each = 40 calls/s; 80 calls/s offered for 10 s.
+    const slots = 4;
+    const serviceMs = 100;
+    const budgetMs = 250;
+    const clock = manualClock(0);
+    const layer = bulkhead({ adaptive: 'aimd', minConcurrent: slots, maxConcurrent: slots }, { clock });
+    // The dependency answers after serviceMs, or fails at the call's deadline if that comes first.
+    const call = layer.layer(
+      (_request, context) =>
+        new Promise<IncomingResponse>((resolve, reject) => {
+          const remaining = (context.deadline?.at ?? Number.POSITIVE_INFINITY) - clock.now();
+          if (remaining >= serviceMs) clock.setTimeout(() => resolve(ok('x')), serviceMs);
+          else {
+            clock.setTimeout(
+              () => reject(new TelescopeError(ErrorCode.DEADLINE_EXCEEDED, 'late')),
+              Math.max(0, remaining),
+            );
+          }
+        }),
+    );
+    const outcomes: Record<string, number> = {};
+    let latest = 0;
+    let offered = 0;
+    const seconds = 10;
+    const stepMs = 5;
+    // Then 1 s more for the calls in flight to settle (in steps, so that each settles on time).
+    for (let now = 0; now < (seconds + 1) * 1000; now += stepMs) {
+      // 80 calls/s: 2 every 25 ms.
+      if (now % 25 === 0 && now < seconds * 1000) {
+        for (let index = 0; index < 2; index++) {
+          offered++;
+          const startedAt = clock.now();
+          const context = new CallContext({
+            service: 'movies',
+            endpoint: 'getMovie',
+            idempotent: true,
+            clock,
+            timeoutMs: budgetMs,
+            deadline: Deadline.after(budgetMs, clock),
+          });
+          call({ method: 'GET', path: '/movies/1', headers: {}, body: undefined }, context).then(
+            () => {
+              outcomes.ok = (outcomes.ok ?? 0) + 1;
+              latest = Math.max(latest, clock.now() - startedAt);
+            },
+            (error: TelescopeError) => {
+              outcomes[error.code] = (outcomes[error.code] ?? 0) + 1;
+              latest = Math.max(latest, clock.now() - startedAt);
+            },
+          );
+        }
+      }
+      clock.advance(stepMs);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const settled = Object.values(outcomes).reduce((sum, count) => sum + count, 0);
+    expect(settled).toBe(offered);
+    // Served: nearly all of the capacity (40 calls/s), the rest shed with BULKHEAD_FULL. (A plain
+    // FIFO queue sends the oldest waiter with too little budget left: 16 of 800 succeeded.)
+    expect(outcomes.ok).toBeGreaterThanOrEqual(0.9 * 40 * seconds);
+    expect(outcomes[ErrorCode.BULKHEAD_FULL]).toBeGreaterThanOrEqual(0.4 * offered);
+    expect(outcomes[ErrorCode.DEADLINE_EXCEEDED] ?? 0).toBeLessThanOrEqual(0.02 * offered);
+    expect(latest).toBeLessThanOrEqual(budgetMs + stepMs);
+    expect(layer.snapshot()).toMatchObject({ inflight: 0, queued: 0 });
+    expect(wheelOf(clock).size).toBe(0);
   });
 });
 

@@ -462,6 +462,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
       name: tier.name,
       instances: tier.instances.length,
       received: tier.instances.reduce((n, i) => n + i.counters.received, 0),
+      ...(tier.instances.length > 100 ? {} : { receivedByInstance: tier.instances.map((i) => i.counters.received) }),
       shed: tier.instances.reduce((n, i) => n + i.counters.shed, 0),
       wasted: tier.instances.reduce((n, i) => n + i.counters.wasted, 0),
       peakInFlight: Math.max(0, ...tier.instances.map((i) => i.counters.peakInFlight)),
