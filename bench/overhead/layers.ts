@@ -3,9 +3,12 @@
  * answers at once, so no socket, parser or kernel time is in the numbers. Each row turns one
  * layer off (or on) against the full stack; the difference is that layer's cost per call.
  *
- * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5] [--only otel]`
- * (`--only`: the rows whose name contains it, plus `all layers`).
+ * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5] [--only otel] [--paired]`
+ * (`--only`: the rows whose name contains it, plus `all layers`. `--paired`: each row's
+ * difference is the median, over rounds, of the row minus an `all layers` run measured right
+ * after it, which cancels most of a shared machine's drift; it doubles the time.)
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     calls: { type: 'string', default: '300000' },
     rounds: { type: 'string', default: '5' },
     only: { type: 'string' },
+    paired: { type: 'boolean', default: false },
   },
 });
 const calls = Number(values.calls);
@@ -84,6 +88,17 @@ const withOtelMetricProducer =
       },
     };
   };
+/** Subscribers that do nothing, on the channels the metrics read: the cost of publishing alone. */
+const withEmptySubscribers: Around = () => {
+  const names = ['telescope:attempt:end', 'telescope:call:end', 'telescope:call:error', 'telescope:client:event'];
+  const nothing = () => {};
+  for (const name of names) subscribe(name, nothing);
+  return {
+    stop: () => {
+      for (const name of names) unsubscribe(name, nothing);
+    },
+  };
+};
 /** otelMetrics() with no SDK registered (the API's no-op meter provider). */
 const withOtelMetricsNoSdk: Around = () => {
   const integration = otelMetrics();
@@ -119,6 +134,7 @@ const allVariants: Variant[] = [
   ['- metrics', plain, { ...base, metrics: false }],
   ['- deadline header', plain, { ...base, deadlineHeader: false }],
   ['no optional layer', plain, { ...base, breaker: false, bulkhead: false, retry: false, metrics: false }],
+  ['+ empty subscribers on the otel metrics channels', plain, base, withEmptySubscribers],
   ['+ otelMetrics(), SDK meter provider: call path', plain, base, withOtelMetrics(false)],
   ['+ otelMetrics(), SDK meter provider: call path + collection', plain, base, withOtelMetrics(true)],
   ['+ otelMetrics(), no SDK (no-op provider)', plain, base, withOtelMetricsNoSdk],
@@ -151,19 +167,28 @@ async function measure(service: Movies, options: ClientOptions, around?: Around)
 }
 
 const results = new Map<string, number[]>();
+/** `--paired`: per row, its CPU per call minus that of an `all layers` run right after it. */
+const differences = new Map<string, number[]>();
+const [, fullService, fullOptions] = variants.find(([name]) => name === 'all layers') as Variant;
 for (let round = 0; round < rounds; round++) {
   for (const [name, service, options, around] of variants) {
     const micros = await measure(service, options, around);
     results.set(name, [...(results.get(name) ?? []), micros]);
+    if (values.paired && name !== 'all layers') {
+      const baseline = await measure(fullService, fullOptions);
+      differences.set(name, [...(differences.get(name) ?? []), micros - baseline]);
+    }
   }
 }
 const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)] as number;
 const full = median(results.get('all layers') as number[]);
+const paired = values.paired ? ', paired' : '';
 console.log(
-  `| Stack (in-process transport, ${calls} calls × ${rounds} rounds, 64 in flight) | µs CPU/call | vs all layers |`,
+  `| Stack (in-process transport, ${calls} calls × ${rounds} rounds, 64 in flight${paired}) | µs CPU/call | vs all layers |`,
 );
 console.log('| --- | ---: | ---: |');
 for (const [name, list] of results) {
   const value = median(list);
-  console.log(`| ${name} | ${value.toFixed(2)} | ${value - full >= 0 ? '+' : ''}${(value - full).toFixed(2)} |`);
+  const difference = differences.has(name) ? median(differences.get(name) as number[]) : value - full;
+  console.log(`| ${name} | ${value.toFixed(2)} | ${difference >= 0 ? '+' : ''}${difference.toFixed(2)} |`);
 }

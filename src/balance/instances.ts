@@ -761,6 +761,16 @@ export class InstanceSet {
     return count;
   }
 
+  /**
+   * 'p2c-ewma': the latency average the balancer compares for `state` now (decayed since its
+   * last sample), in ms; undefined with other balancers or before its first measurement.
+   */
+  latencyOf(state: InstanceState): number | undefined {
+    if (!this.#latencyAware) return undefined;
+    const latency = this.#latency(state, this.#clock.now());
+    return latency === 0 ? undefined : latency;
+  }
+
   /** Number of instances currently ejected. */
   get ejectedCount(): number {
     return this.#ejected;

@@ -717,6 +717,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       bulkhead: current.bulkhead === false ? null : bulkheadLayer.snapshot(),
       instances: instanceSet.instances.map((state) => {
         const ejected = state.ejectedUntil > clock.now();
+        const latencyMs = instanceSet.latencyOf(state);
         return {
           url: state.instance.url,
           outstanding: state.outstanding,
@@ -724,6 +725,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
           healthy: state.healthy,
           consecutiveFailures: state.consecutiveFailures,
           ...(ejected && state.ejectionReason !== undefined ? { ejectionReason: state.ejectionReason } : {}),
+          ...(latencyMs === undefined ? {} : { latencyMs }),
         };
       }),
       endpoints: Object.fromEntries([...endpointStats].map(([name, stats]) => [name, stats.snapshot()])),

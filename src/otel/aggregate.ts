@@ -153,6 +153,12 @@ export interface EndpointSlots {
   readonly callDurations: Map<string, HistogramSlot>;
   /** `{ telescope.service, telescope.endpoint }`, for the counters derived from the slots. */
   readonly attributes: Attributes;
+  /** The last attempt's instance, key and histogram: most attempts in a row land on the same. */
+  lastInstance: string | undefined;
+  lastKey: number | string | undefined;
+  lastAttempt: HistogramSlot | undefined;
+  /** `calls.get('OK')`, once there is one. */
+  ok: CallSlot | undefined;
 }
 
 /** `telescope.calls` of one error code, and the `telescope.call.duration` of its outcome. */
@@ -177,6 +183,11 @@ export class TelescopeAggregates {
   /** Event counters' and gauges' values, by label values joined with NUL. */
   readonly eventValues = new Map<EventMetric, Map<string, EventValue>>();
   readonly #servers = new Map<string, { address: string; port: number } | null>();
+  // The last call site's slots: a hot call site skips the two Map lookups (compared by identity
+  // first, the same strings come from the same client every call).
+  #lastService: string | undefined;
+  #lastEndpoint: string | undefined;
+  #lastSlots: EndpointSlots | undefined;
   readonly #subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]>;
   #stopped = false;
 
@@ -218,6 +229,7 @@ export class TelescopeAggregates {
   }
 
   #slotsOf(service: string, endpoint: string): EndpointSlots {
+    if (service === this.#lastService && endpoint === this.#lastEndpoint) return this.#lastSlots as EndpointSlots;
     let byEndpoint = this.sites.get(service);
     if (byEndpoint === undefined) {
       byEndpoint = new Map();
@@ -230,27 +242,53 @@ export class TelescopeAggregates {
         calls: new Map(),
         callDurations: new Map(),
         attributes: { 'telescope.service': service, 'telescope.endpoint': endpoint },
+        lastInstance: undefined,
+        lastKey: undefined,
+        lastAttempt: undefined,
+        ok: undefined,
       };
       byEndpoint.set(endpoint, slots);
     }
+    this.#lastService = service;
+    this.#lastEndpoint = endpoint;
+    this.#lastSlots = slots;
     return slots;
   }
 
   #onAttemptEnd(message: AttemptEndMessage): void {
-    const { context, request, instance = '', response, error } = message;
+    const { context, instance = '', response, error } = message;
     const slots = this.#slotsOf(context.service, context.endpoint);
+    // The common case, an answer below 400, is keyed by its status alone.
+    const rawStatus = response !== undefined ? response.status : (error as { status?: unknown } | null)?.status;
+    const status = typeof rawStatus === 'number' ? rawStatus : undefined;
+    const key = status !== undefined && (status >= 400 || error === undefined) ? status : errorType(error);
+    let histogram: HistogramSlot | undefined;
+    if (instance === slots.lastInstance && key === slots.lastKey) {
+      histogram = slots.lastAttempt as HistogramSlot;
+    } else {
+      histogram = this.#attemptSlot(slots, message, instance, status, key);
+      slots.lastInstance = instance;
+      slots.lastKey = key;
+      slots.lastAttempt = histogram;
+    }
+    histogram.record(message.durationMs / 1000);
+  }
+
+  #attemptSlot(
+    slots: EndpointSlots,
+    message: AttemptEndMessage,
+    instance: string,
+    status: number | undefined,
+    key: number | string,
+  ): HistogramSlot {
     let byOutcome = slots.attempts.get(instance);
     if (byOutcome === undefined) {
       byOutcome = new Map();
       slots.attempts.set(instance, byOutcome);
     }
-    // The common case, an answer below 400, is keyed by its status alone.
-    const rawStatus = response !== undefined ? response.status : (error as { status?: unknown } | null)?.status;
-    const status = typeof rawStatus === 'number' ? rawStatus : undefined;
-    const key = status !== undefined && (status >= 400 || error === undefined) ? status : errorType(error);
     let histogram = byOutcome.get(key);
     if (histogram === undefined) {
-      const method = knownMethods.has(request.method) ? request.method : '_OTHER';
+      const method = knownMethods.has(message.request.method) ? message.request.method : '_OTHER';
       const attributes: Attributes = { 'http.request.method': method, ...slots.attributes };
       const server = this.#serverOf(instance);
       if (server !== null) {
@@ -261,15 +299,16 @@ export class TelescopeAggregates {
       // An HTTP error status is its own error type (as the semantic conventions ask); any other
       // failure is its telescope error code.
       if (status !== undefined && status >= 400) attributes['error.type'] = String(status);
-      else if (error !== undefined) attributes['error.type'] = key;
+      else if (message.error !== undefined) attributes['error.type'] = key;
       histogram = new HistogramSlot(attributes, httpDurationBuckets);
       byOutcome.set(key, histogram);
     }
-    histogram.record(message.durationMs / 1000);
+    return histogram;
   }
 
   #callSlot(context: CallContext, code: string): CallSlot {
     const slots = this.#slotsOf(context.service, context.endpoint);
+    if (code === 'OK' && slots.ok !== undefined) return slots.ok;
     let slot = slots.calls.get(code);
     if (slot === undefined) {
       const outcome = code === 'OK' ? 'success' : 'failure';
@@ -282,6 +321,7 @@ export class TelescopeAggregates {
         code === 'OK' ? histogram.attributes : { ...histogram.attributes, 'error.type': code };
       slot = { histogram, callAttributes, count: 0 };
       slots.calls.set(code, slot);
+      if (code === 'OK') slots.ok = slot;
     }
     return slot;
   }

@@ -93,12 +93,28 @@ describe('otelMetricProducer: the same metrics as otelMetrics()', () => {
     const port = await closedPort();
     const down = client(createClient(movies, { instances: [`http://127.0.0.1:${port}`], retry: false }));
     expect((await failure(down.getMovie({ id: 1 }))).code).toBe(ErrorCode.CONNECT_FAILED);
+    // A breaker that opens: a gauge, a transition counter and CIRCUIT_OPEN calls.
+    const breaking = client(
+      createClient(movies, {
+        instances: [server.url],
+        retry: false,
+        breaker: {
+          volumeThreshold: 3,
+          errorThresholdPercentage: 50,
+          minResetTimeoutMs: 60_000,
+          resetTimeoutMs: 60_000,
+        },
+      }),
+    );
+    for (let index = 0; index < 3; index++) await failure(breaking.getMovie({ id: 503 }));
+    expect((await failure(breaking.getMovie({ id: 7 }))).code).toBe(ErrorCode.CIRCUIT_OPEN);
 
     const expected = await meterPath.read();
     const produced = await producerPath.read();
     expect([...produced.keys()].sort()).toEqual([...expected.keys()].sort());
     expect(produced.has('http.client.request.duration')).toBe(true);
     expect(produced.has('telescope.retries')).toBe(true);
+    expect(produced.get('telescope.breaker.state')?.dataPointType).toBe(DataPointType.GAUGE);
     for (const [name, metric] of expected) {
       const mine = produced.get(name) as MetricData;
       expect(mine.descriptor.unit, name).toBe(metric.descriptor.unit);
@@ -132,7 +148,8 @@ describe('otelMetricProducer: the same metrics as otelMetrics()', () => {
       ...se,
     });
     expect(refused?.count).toBe(1);
-    expect(counterValue(produced.get('telescope.attempts'), se)).toBe(13); // 8, 2, 2 and the refused one
+    expect(counterValue(produced.get('telescope.attempts'), se)).toBe(16); // 8, 2, 2, the refused one, 3 to 503
+    expect(counterValue(produced.get('telescope.breaker.state'), se)).toBe(2);
   });
 
   it('reports under the reader’s resource, in one telescope scope', async () => {
@@ -166,6 +183,25 @@ describe('otelMetricProducer: temporality', () => {
       );
     }
     expect(startTimes.size).toBe(1);
+  });
+
+  it('cumulative: readers sharing one producer each see every observation', async () => {
+    const shared = producer();
+    const first = sdk({ metricProducers: [shared] });
+    const second = sdk({ metricProducers: [shared] });
+    const server = await startServer(movieHandler());
+    const moviesClient = client(createClient(movies, { instances: [server.url], breaker: false }));
+    const durations = attemptDurations();
+    for (const readers of [
+      [first, second],
+      [second, first],
+    ]) {
+      await Promise.all(Array.from({ length: 5 }, () => moviesClient.getMovie({ id: 7 })));
+      for (const reader of readers) {
+        const duration = byName(await reader.collect()).get('http.client.request.duration');
+        expectHistogramOf(histogramValue(duration, okAttempt(server.port)), durations);
+      }
+    }
   });
 
   it('delta: each collection reports what happened since the previous one', async () => {

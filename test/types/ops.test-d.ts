@@ -1,4 +1,5 @@
 import type { MeterProvider } from '@opentelemetry/api';
+import type { MetricProducer, MetricReaderOptions } from '@opentelemetry/sdk-metrics';
 import { describe, expectTypeOf, it } from 'vitest';
 import {
   type DashboardAction,
@@ -12,7 +13,14 @@ import {
   type SourceStatus,
 } from '../../src/dashboard/index.js';
 import { type Client, createClient, defineService, endpoint } from '../../src/index.js';
-import { type OtelMetricsIntegration, type OtelMetricsOptions, otelMetrics } from '../../src/otel/index.js';
+import {
+  type OtelMetricProducer,
+  type OtelMetricProducerOptions,
+  type OtelMetricsIntegration,
+  type OtelMetricsOptions,
+  otelMetricProducer,
+  otelMetrics,
+} from '../../src/otel/index.js';
 
 const movies = defineService({ name: 'movies', endpoints: { health: endpoint({ method: 'GET', path: '/health' }) } });
 
@@ -22,6 +30,19 @@ describe('otelMetrics', () => {
     expectTypeOf<OtelMetricsOptions['meterProvider']>().toEqualTypeOf<MeterProvider | undefined>();
     expectTypeOf(otelMetrics()).toEqualTypeOf<OtelMetricsIntegration>();
     expectTypeOf<OtelMetricsIntegration['stop']>().toEqualTypeOf<() => void>();
+  });
+});
+
+describe('otelMetricProducer', () => {
+  it("is an SDK MetricProducer for a reader's metricProducers, with stop()", () => {
+    expectTypeOf(otelMetricProducer).parameter(0).toEqualTypeOf<OtelMetricProducerOptions | undefined>();
+    expectTypeOf<OtelMetricProducerOptions['temporality']>().toEqualTypeOf<'cumulative' | 'delta' | undefined>();
+    expectTypeOf(otelMetricProducer()).toEqualTypeOf<OtelMetricProducer>();
+    expectTypeOf<OtelMetricProducer>().toExtend<MetricProducer>();
+    expectTypeOf<OtelMetricProducer['stop']>().toEqualTypeOf<() => void>();
+    expectTypeOf<[OtelMetricProducer]>().toExtend<NonNullable<MetricReaderOptions['metricProducers']>>();
+    // @ts-expect-error temporality is 'cumulative' or 'delta'
+    otelMetricProducer({ temporality: 'weekly' });
   });
 });
 
