@@ -9,6 +9,7 @@
  * of the sums; the others are never held up by it (every source is polled in parallel).
  */
 import { Agent, request } from 'undici';
+import type { EjectionReason } from '../balance/index.js';
 import { mergeBuckets, summarizeBuckets } from '../observe/histogram.js';
 import type { BreakerState, ClientStats, EndpointStatsSnapshot } from '../observe/stats.js';
 
@@ -203,6 +204,7 @@ const name = (value: unknown): string => {
   return value;
 };
 const breakerStates: readonly BreakerState[] = ['closed', 'open', 'half-open', 'disabled'];
+const ejectionReasons: readonly EjectionReason[] = ['consecutive-failures', 'failure-percentage', 'success-rate'];
 
 /** A source's `stats.json`, checked and copied field by field; anything else throws. */
 export function readSnapshot(value: unknown): ClientStats[] {
@@ -219,13 +221,20 @@ export function readSnapshot(value: unknown): ClientStats[] {
       service,
       // JSON has no Infinity: an unlimited budget arrives as null.
       retryTokens: client.retryTokens === null ? Number.POSITIVE_INFINITY : count(client.retryTokens),
-      instances: instances.filter(isObject).map((instance) => ({
-        url: displayUrl(String(instance.url)),
-        outstanding: count(instance.outstanding),
-        ejected: instance.ejected === true,
-        healthy: instance.healthy !== false,
-        consecutiveFailures: count(instance.consecutiveFailures),
-      })),
+      instances: instances.filter(isObject).map((instance) => {
+        const ejected = instance.ejected === true;
+        const reason = ejectionReasons.find((known) => known === instance.ejectionReason);
+        const latencyMs = instance.latencyMs;
+        return {
+          url: displayUrl(String(instance.url)),
+          outstanding: count(instance.outstanding),
+          ejected,
+          healthy: instance.healthy !== false,
+          consecutiveFailures: count(instance.consecutiveFailures),
+          ...(ejected && reason !== undefined ? { ejectionReason: reason } : {}),
+          ...(typeof latencyMs === 'number' && Number.isFinite(latencyMs) && latencyMs >= 0 ? { latencyMs } : {}),
+        };
+      }),
       endpoints: Object.fromEntries(
         entries.map(([endpoint, snapshot]) => [name(endpoint), readEndpoint(service, name(endpoint), snapshot)]),
       ),
@@ -300,8 +309,11 @@ export function mergeClients(processes: ReadonlyArray<readonly ClientStats[]>): 
         else {
           seen.outstanding += instance.outstanding;
           seen.ejected ||= instance.ejected;
+          seen.ejectionReason ??= instance.ejectionReason;
           seen.healthy &&= instance.healthy;
           seen.consecutiveFailures = Math.max(seen.consecutiveFailures, instance.consecutiveFailures);
+          // Each client has its own average: the worst one shows.
+          if (instance.latencyMs !== undefined) seen.latencyMs = Math.max(seen.latencyMs ?? 0, instance.latencyMs);
         }
       }
     }

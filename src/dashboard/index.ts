@@ -1014,6 +1014,10 @@ const PAGE_JS = String.raw`
           ? 'failing health checks'
           : instance.outstanding + ' in flight';
       item.appendChild(el('b', '', label));
+      // p2c-ewma: the latency the balancer weighs it by (why it gets less traffic).
+      if (!out && typeof instance.latencyMs === 'number') {
+        item.appendChild(document.createTextNode(' · ' + instance.latencyMs.toFixed(1) + ' ms'));
+      }
       section.chips.appendChild(item);
     }
   }

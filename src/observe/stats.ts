@@ -92,6 +92,12 @@ export interface ClientStats {
     /** While ejected: what ejected it. */
     ejectionReason?: 'consecutive-failures' | 'failure-percentage' | 'success-rate';
     consecutiveFailures: number;
+    /**
+     * `balancer: 'p2c-ewma'`: the latency average (ms) the balancer weighs this instance by now,
+     * so an instance getting less traffic shows why; absent with other balancers and before
+     * its first answer.
+     */
+    latencyMs?: number;
   }>;
   endpoints: Record<string, EndpointStatsSnapshot>;
 }

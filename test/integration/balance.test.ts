@@ -171,9 +171,11 @@ describe('balance: outlier ejection', () => {
       expect(eject2.failingRequests).toBe(return1.failingRequests + 2);
       const first = return1.at - eject1.at;
       const second = return2.at - eject2.at;
-      expect(first).toBeGreaterThanOrEqual(eject1.ejectionMs! - 1);
+      // Marks are taken when the listeners run: on a loaded machine the eject listener can run
+      // a few ms after the ejection started, so allow 30 ms; an early return would be a period short.
+      expect(first).toBeGreaterThanOrEqual(eject1.ejectionMs! - 30);
       expect(first).toBeLessThan(800);
-      expect(second).toBeGreaterThanOrEqual(eject2.ejectionMs! - 1);
+      expect(second).toBeGreaterThanOrEqual(eject2.ejectionMs! - 30);
       expect(second).toBeLessThan(1300);
       expect(second / first).toBeGreaterThan(1.4);
       // After the return, the instance gets traffic again.

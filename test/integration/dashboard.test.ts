@@ -470,6 +470,7 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
             ejected: false,
             healthy: true,
             consecutiveFailures: 0,
+            latencyMs: 12.345,
           },
         ],
         endpoints: {
@@ -520,6 +521,8 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
       expect(await page.textContent('.codes')).toContain('<b>CODE</b>');
       expect(await page.textContent('.chips')).toContain('<script>window.__pwned=3</script>');
       expect(await page.textContent('.chips')).toContain('∞');
+      // p2c-ewma's latency average on the instance's chip.
+      expect(await page.textContent('.chips')).toContain('0 in flight · 12.3 ms');
       await delay(300);
       expect(await page.evaluate(() => (globalThis as unknown as PageGlobal).__pwned)).toBeUndefined();
       expect(await page.$$('main img, main script, [onerror], [onload], .codes b b')).toHaveLength(0);

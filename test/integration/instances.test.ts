@@ -369,6 +369,10 @@ describe('the numbers, bounded (bench/instances/run.ts runs them at full length)
       expect(results.every((result) => result.ok)).toBe(true);
       const share = slow.requests.length / (slow.requests.length + fast[0]!.requests.length + fast[1]!.requests.length);
       expect(share).toBeLessThanOrEqual(0.1);
+      // stats() shows why: the latency average the balancer weighs each instance by.
+      const latencies = client.stats().instances.map((instance) => instance.latencyMs ?? 0);
+      expect(latencies[0]).toBeGreaterThan(latencies[1]!);
+      expect(latencies[0]).toBeGreaterThan(latencies[2]!);
     } finally {
       await client.close();
     }

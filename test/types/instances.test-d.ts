@@ -3,6 +3,7 @@ import type {
   BalancerName,
   ClientEvents,
   ClientOptions,
+  ClientStats,
   EjectionReason,
   HealthCheckOptions,
   InstanceEvent,
@@ -21,6 +22,7 @@ describe('instance health types', () => {
     expectTypeOf<OutlierOptions['successRateStdevFactor']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<OutlierOptions['minRequests']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<OutlierOptions['intervalMs']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<ClientStats['instances'][number]['latencyMs']>().toEqualTypeOf<number | undefined>();
     const options: ClientOptions = {
       instances: ['http://127.0.0.1:1'],
       balancer: 'p2c-ewma',
