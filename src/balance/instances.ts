@@ -689,23 +689,43 @@ export class InstanceSet {
     if (this.#closed) return;
     const now = this.#clock.now();
     const states = this.#routing.all.states;
-    for (const state of states) {
-      if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) this.#return(state, now, 'expired');
-    }
     const outlier = this.#outlier;
-    if (outlier !== undefined && this.#rateDetection && now >= this.#nextIntervalAt) {
-      const candidates = states.filter((state) => state.ejectedUntil === 0 && state.healthy);
-      for (const found of intervalOutliers(candidates, outlier)) {
-        this.#eject(found.state, now, found.reason, found.rate, found.threshold);
+    const judging = outlier !== undefined && this.#rateDetection && now >= this.#nextIntervalAt;
+    const minRequests = outlier?.minRequests ?? 0;
+    // One pass over the instances (a client of a large fleet has hundreds): ejections that
+    // ended, the next one to end, and the interval's counts, kept only for the instances
+    // with enough requests to be judged.
+    let judged: InstanceState[] | undefined;
+    let nextReturn = Number.POSITIVE_INFINITY;
+    for (const state of states) {
+      const ejectedUntil = state.ejectedUntil;
+      if (ejectedUntil !== 0) {
+        if (ejectedUntil <= now) this.#return(state, now, 'expired');
+        else if (ejectedUntil < nextReturn) nextReturn = ejectedUntil;
       }
-      for (const state of states) {
+      if (!judging) continue;
+      if (state.ejectedUntil === 0 && state.healthy && state.windowRequests >= minRequests) {
+        if (judged === undefined) judged = [state];
+        else judged.push(state);
+      } else {
         state.windowRequests = 0;
         state.windowFailures = 0;
       }
+    }
+    if (judging) {
+      if (judged !== undefined) {
+        // An ejection here arms the timer for its own end.
+        for (const found of intervalOutliers(judged, outlier)) {
+          this.#eject(found.state, now, found.reason, found.rate, found.threshold);
+        }
+        for (const state of judged) {
+          state.windowRequests = 0;
+          state.windowFailures = 0;
+        }
+      }
       this.#nextIntervalAt = now + outlier.intervalMs;
     }
-    let next = this.#nextIntervalAt;
-    for (const state of states) if (state.ejectedUntil !== 0 && state.ejectedUntil < next) next = state.ejectedUntil;
+    const next = Math.min(this.#nextIntervalAt, nextReturn);
     if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
   }
 

@@ -1,8 +1,10 @@
 /**
  * Bulkhead layer: bounds the calls a client has in flight to a service, so one slow
  * dependency cannot take every socket, every handler and all memory with it. Overflow waits
- * in a bounded queue (at most its own deadline), or is shed at once with `BULKHEAD_FULL`:
- * never an unbounded queue.
+ * in a bounded queue, or is shed at once with `BULKHEAD_FULL`: never an unbounded queue. The
+ * queue holds only what the deadlines allow (expected wait and one RTT within the budget), a
+ * waiter leaves once its budget is under one RTT, and a standing queue is served newest
+ * first (adaptive LIFO, src/bulkhead/queue.ts; docs/overload.md).
  *
  * The bound is static (`{ maxConcurrent, maxQueue }`) or adaptive (`{ adaptive: 'gradient2' }`):
  * learned from the calls' latency and drops (src/limit). Adaptive is the default, because a
@@ -16,7 +18,7 @@ import { channels } from '../core/channels.js';
 import { type Clock, type WheelEntry, wheelOf } from '../core/clock.js';
 import { ErrorCode, type HttpStatusError, invalidOption, isTelescopeError, TelescopeError } from '../core/errors.js';
 import { AdaptiveLimit, checkLimitOptions, type LimitAlgorithmName } from '../limit/index.js';
-import { type QueueLink, STANDING_QUEUE_MS, WaitQueue } from './queue.js';
+import { type QueueLink, standingAt, WaitQueue } from './queue.js';
 
 /** Static `bulkhead` option of `createClient`: a fixed bound. */
 export interface BulkheadOptions {
@@ -63,6 +65,7 @@ class Waiter implements WheelEntry, QueueLink {
   queued = false;
   constructor(
     readonly context: CallContext,
+    readonly lifoAfter: number,
     readonly admit: () => void,
     readonly expire: (waiter: Waiter) => void,
   ) {}
@@ -233,10 +236,9 @@ export function bulkhead(
     if (queue.length === 0) return;
     const now = clock.now();
     const rtt = rttMs();
-    // Standing: the queue has not drained for an interval (and at least one RTT) → LIFO.
-    const standingMs = rtt > STANDING_QUEUE_MS ? rtt : STANDING_QUEUE_MS;
     while (queue.length > 0 && active < currentLimit()) {
-      const waiter = queue.shift(now, standingMs) as Waiter;
+      // Oldest first, newest first while the queue is standing (src/bulkhead/queue.ts).
+      const waiter = queue.shift(now) as Waiter;
       wheel.cancel(waiter);
       // A waiter whose budget no longer covers one RTT would be sent to certain failure: shed
       // it now (retryable, fallback applies) and keep the slot for one that can finish.
@@ -280,10 +282,12 @@ export function bulkhead(
     const now = clock.now();
     const rtt = rttMs();
     const deadlineAt = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.at;
-    if (rtt > 0 && deadlineAt !== Number.POSITIVE_INFINITY) {
-      // The queue holds only what the deadlines allow: by Little's law the slots serve `limit`
-      // calls per RTT, so this call would wait about (queued + 1) × RTT ÷ limit, then need one
-      // RTT. A call that cannot make it is shed now, not after spending its budget waiting.
+    if (rtt > 0 && deadlineAt !== Number.POSITIVE_INFINITY && limiter?.congested === true) {
+      // By Little's law the slots serve `limit` calls per RTT: this call would wait about
+      // (queued + 1) × RTT ÷ limit, then need one RTT. While the dependency is at its capacity
+      // the queue holds only what the deadlines allow: a call that cannot make it is shed now,
+      // not after spending its budget waiting. (While the limit grows, as in a burst, the queue
+      // drains faster than that, and the estimate would shed healthy load.)
       const expectedMs = ((queue.length + 1) * rtt) / currentLimit() + rtt;
       if (deadlineAt - now < expectedMs) return Promise.reject(shed(context, 'full', expectedMs));
     }
@@ -297,6 +301,7 @@ export function bulkhead(
       };
       const waiter = new Waiter(
         context,
+        standingAt(now, deadlineAt),
         () => {
           signal?.removeEventListener('abort', onAbort);
           next(request, context).then(releaseAfterSuccess, releaseAfterFailure).then(resolve, reject);
@@ -307,7 +312,7 @@ export function bulkhead(
           reject(shed(context, 'queue-timeout'));
         },
       );
-      queue.push(waiter, now);
+      queue.push(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
       if (deadlineAt !== Number.POSITIVE_INFINITY) wheel.schedule(waiter, deadlineAt - rtt);
     });

@@ -862,15 +862,18 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       // cancellation (the inbound request was abandoned) cancels the call like the caller's signal.
       const ambient = ambientDeadline();
       const inherited = callOptions?.deadline ?? ambient;
-      const cancellation = inherited?.cancellation ?? ambient?.cancellation;
+      let cancellation = inherited?.cancellation ?? ambient?.cancellation;
       let callerSignal = callOptions?.signal;
       let unlink: (() => void) | undefined;
-      if (cancellation !== undefined) {
+      if (cancellation !== undefined && (callerSignal !== undefined || cancellation.watch === undefined)) {
+        // The caller's own signal too, or a cancellation without the cheap form: one signal.
         const inbound = cancellation.signal;
+        cancellation = undefined;
         if (callerSignal === undefined || callerSignal === inbound) callerSignal = inbound;
         else [callerSignal, unlink] = linkSignals(callerSignal, inbound);
       }
-      if (callerSignal?.aborted) {
+      if (callerSignal?.aborted || cancellation?.isCancelled === true) {
+        callerSignal ??= cancellation?.signal as AbortSignal;
         unlink?.();
         const own = callOptions?.signal?.aborted === true;
         throw new TelescopeError(
@@ -893,6 +896,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         clock,
         timeoutMs: callTimeoutMs,
         callerSignal,
+        cancellation,
         deadline: inherited,
         route: callOptions?.route,
         logger,

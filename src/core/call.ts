@@ -1,5 +1,5 @@
 import { type Clock, type WheelEntry, wheelOf } from './clock.js';
-import type { Deadline } from './deadline.js';
+import type { Cancellation, CancellationListener, Deadline } from './deadline.js';
 import { ErrorCode, TelescopeError } from './errors.js';
 
 /**
@@ -117,8 +117,9 @@ export class CallContext {
   /** Whether repeating the call is safe (GET/HEAD/PUT/DELETE, declared, or an idempotency key). */
   idempotent: boolean;
   readonly clock: Clock;
-  /** The caller's own abort signal, when it passed one. */
-  readonly callerSignal: AbortSignal | undefined;
+  readonly #callerSignal: AbortSignal | undefined;
+  /** The inbound request's cancellation, when the caller's abort is that alone (no signal built yet). */
+  readonly #cancellation: Cancellation | undefined;
   /** The call's budget; set by the deadline layer (or the caller) before any attempt. */
   deadline: Deadline | undefined;
   /** This call's own timeout; the deadline layer combines it with any inbound deadline. */
@@ -159,6 +160,12 @@ export class CallContext {
     clock: Clock;
     timeoutMs: number;
     callerSignal?: AbortSignal | undefined;
+    /**
+     * The caller's abort as an inbound request's cancellation with the cheap members
+     * (`isCancelled`, `watch`, `unwatch`); `callerSignal` is then built from it on first read.
+     * Ignored when `callerSignal` is given.
+     */
+    cancellation?: Cancellation | undefined;
     deadline?: Deadline | undefined;
     route?: RouteHints | undefined;
     logger?: Logger | undefined;
@@ -167,11 +174,46 @@ export class CallContext {
     this.endpoint = init.endpoint;
     this.idempotent = init.idempotent;
     this.clock = init.clock;
-    this.callerSignal = init.callerSignal;
+    this.#callerSignal = init.callerSignal;
+    this.#cancellation =
+      init.callerSignal === undefined &&
+      init.cancellation?.watch !== undefined &&
+      init.cancellation.unwatch !== undefined &&
+      init.cancellation.isCancelled !== undefined
+        ? init.cancellation
+        : undefined;
+    if (init.callerSignal === undefined && this.#cancellation === undefined && init.cancellation !== undefined) {
+      this.#callerSignal = init.cancellation.signal;
+    }
     this.deadline = init.deadline;
     this.timeoutMs = init.timeoutMs;
     this.route = init.route;
     this.logger = init.logger;
+  }
+
+  /** The caller's abort signal (its own, or its inbound request's cancellation), if any. */
+  get callerSignal(): AbortSignal | undefined {
+    return this.#callerSignal ?? this.#cancellation?.signal;
+  }
+
+  /** Whether the caller aborted (as `callerSignal?.aborted`, without building a signal). */
+  get callerAborted(): boolean {
+    const signal = this.#callerSignal;
+    if (signal !== undefined) return signal.aborted;
+    return this.#cancellation?.isCancelled === true;
+  }
+
+  /** Calls `listener.handleEvent()` when the caller aborts; {@link unwatchCaller} removes it. */
+  watchCaller(listener: CancellationListener): void {
+    const signal = this.#callerSignal;
+    if (signal !== undefined) signal.addEventListener('abort', listener);
+    else this.#cancellation?.watch?.(listener);
+  }
+
+  unwatchCaller(listener: CancellationListener): void {
+    const signal = this.#callerSignal;
+    if (signal !== undefined) signal.removeEventListener('abort', listener);
+    else this.#cancellation?.unwatch?.(listener);
   }
 
   /**

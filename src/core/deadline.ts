@@ -5,9 +5,94 @@ import { ErrorCode, TelescopeError } from './errors.js';
  * Tells the work under a deadline that its caller went away (the inbound request was closed
  * before its answer). Read lazily: `signal` is only built when a downstream call asks for it,
  * so a request that calls nothing pays nothing. An `AbortController` is one.
+ *
+ * The optional members are the cheap form the client uses when they are there (a
+ * {@link CancellationSource} has them): `isCancelled` instead of `signal.aborted`, and
+ * `watch`/`unwatch` instead of an 'abort' listener on `signal`, so the calls of an inbound
+ * request need no `AbortSignal` at all unless a layer asks for one.
  */
 export interface Cancellation {
   readonly signal: AbortSignal;
+  /** Whether it fired (as `signal.aborted`, without building `signal`). */
+  readonly isCancelled?: boolean;
+  /** Calls `listener.handleEvent()` once when it fires (both or neither of watch/unwatch). */
+  watch?(listener: CancellationListener): void;
+  /** Removes a listener `watch` added; a listener not watching is ignored. */
+  unwatch?(listener: CancellationListener): void;
+}
+
+/** Told once when the {@link Cancellation} it watches fires (the EventListener object form). */
+export interface CancellationListener {
+  handleEvent(): void;
+}
+
+/**
+ * A {@link Cancellation} fired by {@link cancel}: its `AbortSignal` is built only when
+ * something reads `signal` (aborted at once if it already fired); until then watchers are
+ * kept in a list, which costs far less per call than an `AbortController` and an
+ * EventTarget listener (measured in the storm simulator: about a tenth of its CPU).
+ */
+export class CancellationSource implements Cancellation {
+  #controller: AbortController | undefined = undefined;
+  #cancelled = false;
+  #reason: unknown = undefined;
+  #first: CancellationListener | undefined = undefined;
+  #more: CancellationListener[] | undefined = undefined;
+  #used = false;
+
+  get isCancelled(): boolean {
+    if (!this.#used) this.#use();
+    return this.#cancelled;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (!this.#used) this.#use();
+      if (this.#cancelled) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  watch(listener: CancellationListener): void {
+    if (!this.#used) this.#use();
+    if (this.#first === undefined) this.#first = listener;
+    else if (this.#more === undefined) this.#more = [listener];
+    else this.#more.push(listener);
+  }
+
+  unwatch(listener: CancellationListener): void {
+    if (this.#first === listener) {
+      this.#first = this.#more?.pop();
+      return;
+    }
+    const more = this.#more;
+    if (more === undefined) return;
+    const index = more.indexOf(listener);
+    if (index !== -1) more.splice(index, 1);
+  }
+
+  /** Fires (once): the signal aborts with `reason`, then each watcher is told. */
+  cancel(reason: unknown): void {
+    if (this.#cancelled) return;
+    this.#cancelled = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+    const first = this.#first;
+    const more = this.#more;
+    this.#first = undefined;
+    this.#more = undefined;
+    first?.handleEvent();
+    if (more !== undefined) for (const listener of more) listener.handleEvent();
+  }
+
+  #use(): void {
+    this.#used = true;
+    this.onFirstUse();
+  }
+
+  /** Called once, the first time anything reads or watches it (a subclass starts listening). */
+  protected onFirstUse(): void {}
 }
 
 /**

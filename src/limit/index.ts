@@ -103,6 +103,12 @@ export class AdaptiveLimit {
   windows = 0;
   /** RTT of the last window (ms), 0 before the first. */
   rttMs = 0;
+  /**
+   * The last window wanted more than the limit and the algorithm did not raise it: the
+   * dependency is at its capacity (latency grew or calls dropped). While the limit grows (a
+   * burst, slow start), a queue drains faster than the current limit says.
+   */
+  congested = false;
   readonly minConcurrent: number;
   readonly maxConcurrent: number;
   readonly algorithm: LimitAlgorithm;
@@ -111,7 +117,7 @@ export class AdaptiveLimit {
   readonly #maxWindowMs: number;
   readonly #windowSamples: number;
   readonly #onChange: ((limit: number) => void) | undefined;
-  readonly #window: LimitWindow = { rttMs: 0, maxInflight: 0, dropped: false, limited: false };
+  readonly #window: LimitWindow = { rttMs: 0, maxInflight: 0, dropped: false, dropShare: 0, limited: false };
   /** ∫ inflight dt over the window (call-milliseconds). */
   #area = 0;
   #lastAt: number;
@@ -177,10 +183,13 @@ export class AdaptiveLimit {
     window.rttMs = rttMs > 0 ? rttMs : 0.001;
     window.maxInflight = this.#maxInflight;
     window.dropped = this.#drops * 100 >= this.#completed && this.#drops > 0;
+    window.dropShare = this.#drops / this.#completed;
     window.limited = this.#limited;
     this.rttMs = window.rttMs;
     this.windows++;
-    this.estimate = this.#clamp(this.algorithm.update(this.estimate, window));
+    const previous = this.estimate;
+    this.estimate = this.#clamp(this.algorithm.update(previous, window));
+    this.congested = window.limited && !(this.estimate > previous);
     this.#area = 0;
     this.#completed = 0;
     this.#admitted = 0;

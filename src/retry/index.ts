@@ -153,7 +153,7 @@ export function retry(options: RetryLayerOptions): Layer {
     if (context.attempt > maxRetries || context.probe) return undefined;
     // A write is repeated only when it certainly never reached the server.
     if (!context.idempotent && error.requestSent !== false) return undefined;
-    if (context.callerSignal?.aborted) return undefined;
+    if (context.callerAborted) return undefined;
     const retryAfterMs = (error as { retryAfterMs?: number }).retryAfterMs ?? 0;
     const remainingMs = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.remainingMs();
     // Retry-After beyond the budget: fail fast instead of waiting for a sure timeout.
@@ -198,13 +198,13 @@ export function retry(options: RetryLayerOptions): Layer {
         delayMs,
       });
       if (delayMs > 0) await sleep(clock, delayMs, context.callerSignal);
-      if (context.callerSignal?.aborted) {
+      if (context.callerAborted) {
         throw new TelescopeError(ErrorCode.ABORTED, 'call aborted by the caller while it waited to retry', {
           service: context.service,
           endpoint: context.endpoint,
           attempt: context.attempt,
           requestSent: (error as TelescopeError).requestSent,
-          cause: context.callerSignal.reason,
+          cause: context.callerSignal?.reason,
         });
       }
       try {
@@ -312,7 +312,7 @@ function hedged(
           if (settled) return;
           const remainingMs =
             context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.remainingMs();
-          if (remainingMs < attemptNeedsMs || context.callerSignal?.aborted) return;
+          if (remainingMs < attemptNeedsMs || context.callerAborted) return;
           if (budget !== undefined && !budget.tryWithdraw()) return;
           onEvent?.({
             type: 'hedge',

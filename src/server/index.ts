@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Clock, systemClock } from '../core/clock.js';
-import { type Cancellation, Deadline } from '../core/deadline.js';
+import { CancellationSource, Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 import { deadlineStorage, markAmbientDeadlinesUsed } from '../deadline/storage.js';
 import { deadlineServerDefaults, parseBudgetHeader } from './budget.js';
@@ -89,33 +89,29 @@ const abandonedReason = (): TelescopeError =>
   new TelescopeError(ErrorCode.ABORTED, 'the inbound request was abandoned by its client before the answer');
 
 /**
- * The cancellation of one inbound request: aborts when the response closes before it was
+ * The cancellation of one inbound request: fires when the response closes before it was
  * finished (the client closed the connection or reset the stream). Costs one small object per
- * request; the controller and the one 'close' listener exist only once a call made while
- * handling the request reads `signal`, and the listener goes with the response (it fires,
- * once, when the response finishes too), so keep-alive connections accumulate nothing.
+ * request; the one 'close' listener exists only once a call made while handling the request
+ * uses it (and an `AbortController` only if something reads `signal`), and the listener goes
+ * with the response (it fires, once, when the response finishes too), so keep-alive
+ * connections accumulate nothing.
  */
-class InboundCancellation implements Cancellation {
-  #controller: AbortController | undefined;
+class InboundCancellation extends CancellationSource {
+  constructor(readonly response: ServerResponse) {
+    super();
+  }
 
-  constructor(readonly response: ServerResponse) {}
-
-  get signal(): AbortSignal {
-    if (this.#controller === undefined) {
-      const controller = new AbortController();
-      this.#controller = controller;
-      const response = this.response;
-      if (response.writableFinished) {
-        // Answered already: work that goes on after the answer is not cancelled by the client.
-      } else if (response.destroyed || response.socket?.destroyed === true) {
-        controller.abort(abandonedReason());
-      } else {
-        response.once('close', () => {
-          if (!response.writableFinished) controller.abort(abandonedReason());
-        });
-      }
+  protected override onFirstUse(): void {
+    const response = this.response;
+    if (response.writableFinished) {
+      // Answered already: work that goes on after the answer is not cancelled by the client.
+    } else if (response.destroyed || response.socket?.destroyed === true) {
+      this.cancel(abandonedReason());
+    } else {
+      response.once('close', () => {
+        if (!response.writableFinished) this.cancel(abandonedReason());
+      });
     }
-    return this.#controller.signal;
   }
 }
 

@@ -99,7 +99,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
   arm(): void {
     const context = this.context;
     if (context.attemptExpiresAt !== Number.POSITIVE_INFINITY) this.wheel.schedule(this, context.attemptExpiresAt);
-    context.callerSignal?.addEventListener('abort', this);
+    context.watchCaller(this);
   }
 
   // --- undici DispatchHandler -------------------------------------------------------------
@@ -246,7 +246,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
     );
   }
 
-  /** AbortSignal listener (EventListener object form, so no closure per call). */
+  /** The caller's abort (EventListener object form, so no closure per call). */
   handleEvent(): void {
     const error = (message: string) =>
       new TelescopeError(ErrorCode.ABORTED, message, {
@@ -375,7 +375,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
     if (body === null) return;
     this.#body = null;
     if (this.wheelSlot !== -1) this.wheel.cancel(this);
-    this.context.callerSignal?.removeEventListener('abort', this);
+    this.context.unwatchCaller(this);
     if (body.decoder !== null) {
       body.decoder.first.destroy();
       body.decoder.last.destroy();
@@ -470,7 +470,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
   #settle(): void {
     this.#settled = true;
     if (this.wheelSlot !== -1) this.wheel.cancel(this);
-    this.context.callerSignal?.removeEventListener('abort', this);
+    this.context.unwatchCaller(this);
     this.onFinished?.();
   }
 

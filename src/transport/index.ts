@@ -144,7 +144,7 @@ export function transport(options: TransportOptions = {}): Transport {
     const instance = context.instance;
     if (closed || instance === undefined) return Promise.reject(cannotSend(closed, context));
     const handler = new AttemptHandler(request, context, instance.url, handlerSettings, wheel);
-    if (context.callerSignal?.aborted) {
+    if (context.callerAborted) {
       handler.handleEvent();
       return handler.promise;
     }

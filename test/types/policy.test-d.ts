@@ -2,6 +2,7 @@ import { describe, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
 import {
   type BackoffOptions,
+  type CallContext,
   type Cancellation,
   type ClassifiedFailureError,
   type Classifier,
@@ -80,5 +81,10 @@ describe('per-endpoint policy and classification types', () => {
   it('a deadline can carry a cancellation', () => {
     expectTypeOf<Deadline['cancellation']>().toEqualTypeOf<Cancellation | undefined>();
     expectTypeOf(new Deadline(0, undefined, new AbortController())).toEqualTypeOf<Deadline>();
+    // The cheap form is optional: an AbortController is still a Cancellation.
+    expectTypeOf<Cancellation['isCancelled']>().toEqualTypeOf<boolean | undefined>();
+    expectTypeOf<NonNullable<Cancellation['watch']>>().parameter(0).toEqualTypeOf<{ handleEvent(): void }>();
+    expectTypeOf<CallContext['callerAborted']>().toEqualTypeOf<boolean>();
+    expectTypeOf<CallContext['callerSignal']>().toEqualTypeOf<AbortSignal | undefined>();
   });
 });

@@ -194,11 +194,11 @@ describe('bulkhead: waiting', () => {
   it('a waiter expiring from the middle of the queue leaves the others in order', async () => {
     const bh = setup({ maxConcurrent: 1, maxQueue: 3 });
     bh.start('a');
-    bh.start('b', 500);
-    bh.start('c', 100);
-    bh.start('d', 500);
+    bh.start('b', 1000);
+    bh.start('c', 50);
+    bh.start('d', 1000);
     await bh.settle();
-    bh.clock.advance(100);
+    bh.clock.advance(50);
     await bh.settle();
     expect(bh.shed).toEqual([{ id: 'c', reason: 'queue-timeout' }]);
     bh.take('a').resolve();
@@ -292,12 +292,19 @@ describe('bulkhead: waiting', () => {
 
 /**
  * An adaptive bulkhead held at `slots` (min = max) whose limiter has measured one window of
- * calls taking `rttMs`: the queue's estimates need an RTT. Returns the measured RTT.
+ * calls taking `rttMs` with demand above the limit (one more caller each round, who gives up
+ * at once): the dependency is at capacity, and the queue's estimates need an RTT. Returns the
+ * measured RTT.
  */
-async function warmedUp(slots: number, rttMs: number, maxQueue = 1000) {
+async function warmedUp(slots: number, rttMs: number, maxQueue = 1000, atCapacity = true) {
   const bh = setup({ adaptive: 'aimd', minConcurrent: slots, maxConcurrent: slots, maxQueue });
   for (let round = 0; round < 12 && bh.layer.snapshot().rttMs === 0; round++) {
     for (let slot = 0; slot < slots; slot++) bh.start(`warm-${round}-${slot}`);
+    if (atCapacity) {
+      const impatient = new AbortController();
+      bh.start(`impatient-${round}`, 1000, impatient.signal);
+      impatient.abort();
+    }
     await bh.settle();
     bh.clock.advance(rttMs);
     for (let slot = 0; slot < slots; slot++) bh.take(`warm-${round}-${slot}`).resolve();
@@ -332,6 +339,16 @@ describe('bulkhead: queue discipline', () => {
     expect(bh.results.get(`q${fits}`)).toMatchObject({ status: 'error', error: { code: ErrorCode.BULKHEAD_FULL } });
   });
 
+  it('while the limit can still grow (demand never above it), the estimate sheds nothing: the call waits', async () => {
+    const { bh, rtt } = await warmedUp(2, 100, 1000, false);
+    bh.start('a');
+    bh.start('b');
+    bh.start('short', Math.floor(1.5 * rtt) - 2);
+    await bh.settle();
+    expect(bh.results.get('short')).toEqual({ status: 'pending' });
+    expect(bh.shed).toEqual([]);
+  });
+
   it('a waiter leaves (queue-timeout) as soon as its budget no longer covers one RTT, not at its deadline', async () => {
     const { bh, rtt } = await warmedUp(1, 100);
     bh.start('a');
@@ -347,22 +364,22 @@ describe('bulkhead: queue discipline', () => {
     expect(wheelOf(bh.clock).size).toBe(0);
   });
 
-  it('FIFO while the queue drains; newest first (LIFO) once it has stood for longer than 100 ms; FIFO again once it empties', async () => {
+  it('FIFO while waits are short; newest first (LIFO) once the oldest waiter has spent half its budget; FIFO again after', async () => {
     const bh = setup({ maxConcurrent: 1, maxQueue: 10 });
     bh.start('a');
-    for (const id of ['b', 'c', 'd']) bh.start(id, 10_000);
+    for (const id of ['b', 'c', 'd']) bh.start(id, 200);
     await bh.settle();
     bh.clock.advance(50);
     bh.take('a').resolve();
     await bh.settle();
-    // Not standing yet (50 ms): the oldest first.
+    // The oldest waiter has waited 50 of its 200 ms: the oldest first.
     expect(bh.inner.map((entry) => entry.id)).toEqual(['b']);
     bh.clock.advance(60);
-    bh.start('e', 10_000);
+    bh.start('e', 200);
     await bh.settle();
     bh.take('b').resolve();
     await bh.settle();
-    // Non-empty for 110 ms: standing, the newest first.
+    // c has waited 110 of its 200 ms: standing, the newest first.
     expect(bh.inner.map((entry) => entry.id)).toEqual(['e']);
     bh.take('e').resolve();
     await bh.settle();
@@ -370,13 +387,50 @@ describe('bulkhead: queue discipline', () => {
     bh.take('d').resolve();
     await bh.settle();
     expect(bh.inner.map((entry) => entry.id)).toEqual(['c']);
-    // Drained: the next queue is served in arrival order again.
-    for (const id of ['f', 'g', 'h']) bh.start(id, 10_000);
+    // Fresh waiters: arrival order again.
+    for (const id of ['f', 'g', 'h']) bh.start(id, 200);
     await bh.settle();
     bh.clock.advance(20);
     bh.take('c').resolve();
     await bh.settle();
     expect(bh.inner.map((entry) => entry.id)).toEqual(['f']);
+  });
+
+  it('a demand just above the limit (waits short against the budgets) stays FIFO: no waiter starves', async () => {
+    // A closed loop of 6 callers over 4 slots, one call answered every 5 ms (each takes about
+    // 20 ms), budgets of 1 s, for 5 s: the queue never empties, but no call waits long.
+    const bh = setup({ maxConcurrent: 4, maxQueue: 10 });
+    let next = 0;
+    const startedAt = new Map<string, number>();
+    const startOne = () => {
+      const id = String(next++);
+      startedAt.set(id, bh.clock.now());
+      bh.start(id, 1000);
+    };
+    for (let caller = 0; caller < 6; caller++) startOne();
+    await bh.settle();
+    let longestWait = 0;
+    let answered = 0;
+    for (let step = 0; step < 1000; step++) {
+      bh.clock.advance(5);
+      const oldest = bh.inner.shift();
+      if (oldest !== undefined) {
+        oldest.resolve();
+        answered++;
+      }
+      await bh.settle();
+      expect(bh.layer.queued).toBeGreaterThan(0);
+      startOne();
+      await bh.settle();
+      for (const entry of bh.inner) {
+        const waited = bh.clock.now() - (startedAt.get(entry.id) ?? 0);
+        if (startedAt.delete(entry.id)) longestWait = Math.max(longestWait, waited);
+      }
+    }
+    expect(answered).toBe(1000);
+    expect(bh.shed).toEqual([]);
+    // FIFO: two waiters ahead, one slot every 5 ms.
+    expect(longestWait).toBeLessThanOrEqual(15);
   });
 
   it('a standing overload at 2× capacity (RTT 100 ms, budget 250 ms): the capacity is served, the excess shed, nothing waits past its deadline', async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { CancellationSource } from '../../src/core/deadline.js';
 import {
   attempt,
   type Call,
@@ -280,5 +281,61 @@ describe('withDeadline / currentDeadline', () => {
       expect.objectContaining({ code: ErrorCode.INVALID_OPTION }),
     );
     expect(() => withDeadline('100' as unknown as number, () => undefined)).toThrow(/withDeadline budget/);
+  });
+});
+
+describe('CancellationSource', () => {
+  it('tells its watchers once, builds its signal only when read, aborted if read after it fired', () => {
+    const source = new CancellationSource();
+    const told: string[] = [];
+    const first = { handleEvent: () => told.push('first') };
+    const second = { handleEvent: () => told.push('second') };
+    const removed = { handleEvent: () => told.push('removed') };
+    source.watch(first);
+    source.watch(removed);
+    source.watch(second);
+    source.unwatch(removed);
+    expect(source.isCancelled).toBe(false);
+    const reason = new Error('gone');
+    source.cancel(reason);
+    source.cancel(new Error('again'));
+    expect(told).toEqual(['first', 'second']);
+    expect(source.isCancelled).toBe(true);
+    expect(source.signal.aborted).toBe(true);
+    expect(source.signal.reason).toBe(reason);
+  });
+
+  it("a context under it sees the caller's abort without a signal, and reads one on demand", () => {
+    const clock = manualClock();
+    const source = new CancellationSource();
+    const call = new CallContext({
+      service: 's',
+      endpoint: 'e',
+      idempotent: true,
+      clock,
+      timeoutMs: 100,
+      cancellation: source,
+    });
+    let told = 0;
+    const listener = { handleEvent: () => told++ };
+    call.watchCaller(listener);
+    expect(call.callerAborted).toBe(false);
+    source.cancel(new Error('gone'));
+    expect(told).toBe(1);
+    expect(call.callerAborted).toBe(true);
+    expect(call.callerSignal?.aborted).toBe(true);
+    call.unwatchCaller(listener);
+    // A caller signal given too wins over the cancellation.
+    const own = new AbortController();
+    const both = new CallContext({
+      service: 's',
+      endpoint: 'e',
+      idempotent: true,
+      clock,
+      timeoutMs: 100,
+      callerSignal: own.signal,
+      cancellation: new CancellationSource(),
+    });
+    expect(both.callerSignal).toBe(own.signal);
   });
 });

@@ -4,7 +4,13 @@
  * goes.
  */
 import { describe, expect, it } from 'vitest';
-import { AdaptiveLimit, type LimitAlgorithmName, limitAlgorithms } from '../../src/limit/index.js';
+import {
+  AdaptiveLimit,
+  Gradient2,
+  type LimitAlgorithmName,
+  type LimitWindow,
+  limitAlgorithms,
+} from '../../src/limit/index.js';
 import { manualClock } from '../helpers/clock.js';
 import { seededRandom } from '../helpers/random.js';
 
@@ -125,5 +131,43 @@ describe('AdaptiveLimit windows', () => {
     run({ demand: 50, latencyMs: 40 }, 3000);
     expect(limit.rttMs).toBeGreaterThan(36);
     expect(limit.rttMs).toBeLessThan(44);
+  });
+});
+
+describe('Gradient2 on congestion', () => {
+  const window = (overrides: Partial<LimitWindow>): LimitWindow => ({
+    rttMs: 100,
+    maxInflight: 1000,
+    dropped: false,
+    dropShare: 0,
+    limited: true,
+    ...overrides,
+  });
+
+  it('a window with a few drops takes 10% off; one where most calls dropped keeps the share that did not, at least half', () => {
+    expect(new Gradient2().update(100, window({ dropped: true, dropShare: 0.02 }))).toBeCloseTo(90);
+    expect(new Gradient2().update(100, window({ dropped: true, dropShare: 0.3 }))).toBeCloseTo(70);
+    expect(new Gradient2().update(100, window({ dropped: true, dropShare: 0.95 }))).toBeCloseTo(50);
+  });
+
+  it('slow start stops at half the limit of the last congestion until 10 calm windows have passed (TCP ssthresh)', () => {
+    const gradient2 = new Gradient2();
+    // Demand above the limit, RTT flat: slow start doubles.
+    expect(gradient2.update(100, window({}))).toBe(200);
+    // Drops at 200: the threshold is 100.
+    const after = gradient2.update(200, window({ dropped: true, dropShare: 0.5 }));
+    expect(after).toBeCloseTo(100);
+    expect(gradient2.ssthresh).toBe(100);
+    // A clean window at 60: doubling stops at the threshold; above it, growth is additive.
+    expect(gradient2.update(60, window({}))).toBe(100);
+    const additive = gradient2.update(100, window({}));
+    expect(additive).toBeGreaterThan(100);
+    expect(additive).toBeLessThan(105);
+    // The tenth calm window forgets the threshold, and slow start doubles again.
+    let limit = additive;
+    for (let calm = 3; calm < 10; calm++) limit = gradient2.update(limit, window({}));
+    expect(gradient2.ssthresh).toBe(100);
+    expect(gradient2.update(limit, window({}))).toBeCloseTo(limit * 2);
+    expect(gradient2.ssthresh).toBe(Number.POSITIVE_INFINITY);
   });
 });

@@ -19,7 +19,7 @@
 import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../../core/call.js';
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
-import { Deadline } from '../../core/deadline.js';
+import { CancellationSource, Deadline } from '../../core/deadline.js';
 import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import { deadlineShedBody, parseBudgetHeader, type ServerLimiter } from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
@@ -104,7 +104,7 @@ const callerWentAway = new TelescopeError(ErrorCode.ABORTED, 'the inbound reques
  * server's request state. Also the undici `DispatchController` the handler aborts to give up,
  * and the heap event for the server's CPU and latency steps.
  */
-export class Exchange implements SimEvent, Dispatcher.DispatchController {
+export class Exchange extends CancellationSource implements SimEvent, Dispatcher.DispatchController {
   at = 0;
   seq = 0;
   cancelled = false;
@@ -146,7 +146,9 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
     readonly handler: AttemptHandler | null,
     readonly raw: RawCaller | null,
     readonly transport: SimTransport | null,
-  ) {}
+  ) {
+    super();
+  }
 
   // --- undici DispatchController (the handler gives up through it) -----------------------
 
@@ -155,24 +157,12 @@ export class Exchange implements SimEvent, Dispatcher.DispatchController {
   }
 
   // --- the inbound request's cancellation (as the deadline middleware's) -------------------
-
-  #cancel: AbortController | undefined = undefined;
-
-  /**
-   * Aborts when the caller closes this request's connection: the calls the instance makes
-   * for it are cancelled, as under `deadlineMiddleware`. Built only when a call asks.
-   */
-  get signal(): AbortSignal {
-    if (this.#cancel === undefined) {
-      this.#cancel = new AbortController();
-      if (this.gone) this.#cancel.abort(callerWentAway);
-    }
-    return this.#cancel.signal;
-  }
+  // The exchange is its request's Cancellation (a CancellationSource): the calls the instance
+  // makes for it are cancelled when the caller closes the connection, as under deadlineMiddleware.
 
   /** @internal the caller closed the connection: cancel what the instance started for it. */
   cancelCalls(): void {
-    this.#cancel?.abort(callerWentAway);
+    this.cancel(callerWentAway);
   }
   get paused(): boolean {
     return false;
@@ -530,11 +520,11 @@ export class SimInstance {
     if (exchange.gone) return;
     exchange.gone = true;
     this.#unlinkOpen(exchange);
+    exchange.cancelCalls();
     if (exchange.phase === Phase.LimiterQueued) {
       this.limiter?.forget(exchange);
       return;
     }
-    exchange.cancelCalls();
     // As the real tier's response 'close' listener: frees a slot, or a place in the queue.
     if (exchange.phase !== Phase.Refused) this.release(exchange);
   }
@@ -713,7 +703,7 @@ export class SimTransport implements AttemptTransport {
     const instance = context.instance;
     if (this.#closed || instance === undefined) return Promise.reject(cannotSend(this.#closed, context));
     const handler = new AttemptHandler(request, context, instance.url, simulatedHandlerSettings, this.#wheel);
-    if (context.callerSignal?.aborted) {
+    if (context.callerAborted) {
       handler.handleEvent();
       return handler.promise;
     }

@@ -124,9 +124,12 @@ export function countingTransport(inner: AttemptTransport, onAttempt: () => void
   };
 }
 
-/** The status a tier answers with when its call to the next tier returned `body`. */
+const answered: CallOutcome = Object.freeze({ status: 200 });
+const fellBack: CallOutcome = Object.freeze({ status: 200, fallback: true });
+
+/** The status a tier answers with when its call to the next tier returned `body` (shared, frozen). */
 export function telescopeSuccess(body: unknown): CallOutcome {
-  return body === degradedAnswer ? { status: 200, fallback: true } : { status: 200 };
+  return body === degradedAnswer ? fellBack : answered;
 }
 
 /** The status a tier answers with when its call to the next tier failed with `error`. */
