@@ -66,3 +66,24 @@ export function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * The storm lab's tier and service processes among the direct children of process `parent`
+ * (Linux /proc); only those (tsx has a child of its own).
+ */
+export function stormTierPids(parent: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === parent && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('storm/tier')) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return pids;
+}

@@ -6,7 +6,7 @@
  * naming the field before anything starts, and an interrupted real run stops every process.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -20,7 +20,7 @@ import {
   topologyFromScenario,
 } from '../../src/storm/index.js';
 import { simulateStorm } from '../../src/storm/sim/index.js';
-import { processAlive } from '../helpers/process-resources.js';
+import { processAlive, stormTierPids } from '../helpers/process-resources.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -331,7 +331,7 @@ describe('storm topology: command line', () => {
     // The load is flowing once the first progress line is out (every process is up).
     while (!/naive: \d+s sent/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(stderr).toMatch(/naive: \d+s sent/);
-    const pids = servicePids(child?.pid as number);
+    const pids = stormTierPids(child?.pid as number);
     expect(pids).toHaveLength(3);
     child?.kill('SIGINT');
     const { code } = await done;
@@ -344,20 +344,3 @@ describe('storm topology: command line', () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 });
-
-/** The lab's service processes among the direct children of a process (Linux /proc). */
-function servicePids(parent: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === parent && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('storm/tier'))
-        pids.push(Number(entry));
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return pids;
-}

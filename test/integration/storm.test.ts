@@ -7,11 +7,10 @@
  * below (docs/storm-simulation.md).
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { builtInScenario, liveTierPids, type RunOptions, type RunResult, runStorm } from '../../src/storm/index.js';
 import { simulateStorm } from '../../src/storm/sim/index.js';
-import { processAlive } from '../helpers/process-resources.js';
+import { processAlive, stormTierPids } from '../helpers/process-resources.js';
 
 /**
  * Simulation vs real mode, same scenario and parameters. Measured on a 2-core machine over
@@ -179,7 +178,7 @@ describe('storm lab: cleanup', () => {
     const deadline = Date.now() + 20_000;
     while (!/naive: \d+s sent/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(stderr).toMatch(/naive: \d+s sent/);
-    const tierPids = await childPids(cli.pid as number);
+    const tierPids = stormTierPids(cli.pid as number);
     expect(tierPids.length).toBe(7);
     cli.kill('SIGINT');
     const code = await new Promise<number | null>((resolve) => cli.once('exit', resolve));
@@ -201,22 +200,3 @@ describe('storm lab: cleanup', () => {
     expect(stderr).toContain('--rate must be a number');
   }, 20_000);
 });
-
-/** Tier processes among the direct children of a process (Linux /proc). */
-async function childPids(parent: number): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      // Only the lab's tiers (tsx has a child of its own).
-      if (ppid === parent && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('storm/tier')) {
-        pids.push(Number(entry));
-      }
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return pids;
-}
