@@ -12,7 +12,7 @@ import { entryOutcome, entrySecond, poll, startTier, stopTiers, type TierProcess
 import { LoadProfile } from './load.js';
 import { telescopeClientOptions } from './strategies/telescope.js';
 import { type ResolvedTopology, topologyInstances } from './topology.js';
-import type { EdgeSample, TierCounters, TopologyRunResult, ToTier } from './types.js';
+import type { EdgeSample, RunProgress, TierCounters, TopologyRunResult, ToTier } from './types.js';
 
 /**
  * Processes a real-mode topology may start on this machine: 16 per CPU, and no more than
@@ -51,13 +51,7 @@ export interface RunTopologyOptions {
   strategy: string;
   /** Processes the run may start. @default topologyProcessLimit() */
   maxProcesses?: number;
-  onProgress?: (progress: {
-    strategy: string;
-    elapsedS: number;
-    totalS: number;
-    sent: number;
-    answered: number;
-  }) => void;
+  onProgress?: (progress: RunProgress) => void;
 }
 
 /** Runs a topology with one default strategy on real processes. */

@@ -69,6 +69,7 @@ export type {
   EntryOutcome,
   EntrySecond,
   FaultStep,
+  RunProgress,
   Scenario,
   ServiceResult,
   SimulationInfo,

@@ -16,6 +16,7 @@ import type {
   EntrySecond,
   FaultStep,
   FromTier,
+  RunProgress,
   Scenario,
   TierCapacity,
   TierConfig,
@@ -42,13 +43,7 @@ export interface RunOptions {
   /** Backend answer latency in milliseconds when healthy. @default 5 */
   backendLatencyMs?: number;
   /** Called about once a second with progress. */
-  onProgress?: (progress: {
-    strategy: string;
-    elapsedS: number;
-    totalS: number;
-    sent: number;
-    answered: number;
-  }) => void;
+  onProgress?: (progress: RunProgress) => void;
   seed?: number;
 }
 

@@ -235,6 +235,19 @@ export interface CallEdgeResult {
   amplification: number;
 }
 
+/** A run's progress, reported about once a second while the load runs and drains. */
+export interface RunProgress {
+  strategy: string;
+  /** Seconds since the load started. */
+  elapsedS: number;
+  /** Seconds of load and drain in all. */
+  totalS: number;
+  /** Requests the load generator has sent so far. */
+  sent: number;
+  /** Entry answers so far. */
+  answered: number;
+}
+
 /** What the entry (the edge tier) answered over a run, from the load generator's side. */
 export interface EntryOutcome {
   strategy: string;

@@ -6,6 +6,7 @@ import {
   type EntryOutcome,
   type EntrySecond,
   type ResolvedTopology,
+  type RunProgress,
   type RunResult,
   type RunTopologyOptions,
   runTopology,
@@ -64,6 +65,7 @@ describe('storm topology types', () => {
     expectTypeOf<RunResult>().toExtend<EntryOutcome>();
     expectTypeOf<TopologyRunResult['timeline'][number]>().toEqualTypeOf<EntrySecond>();
     expectTypeOf<RunResult['timeline'][number]>().toExtend<EntrySecond>();
+    expectTypeOf<RunTopologyOptions['onProgress']>().toEqualTypeOf<((progress: RunProgress) => void) | undefined>();
     expectTypeOf<ServiceResult['stormSignal']>().toEqualTypeOf<'fault' | 'load' | 'success' | undefined>();
     expectTypeOf<TopologyFault['fault']>().toEqualTypeOf<
       'hang' | 'down' | 'slow' | 'latency' | 'errors' | 'fail' | 'capacity' | 'none'
