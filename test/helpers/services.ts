@@ -74,6 +74,25 @@ export interface ServiceProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * Spawns `binary` (in `cwd`), tracked in `children` until it exits or fails to start, so a
+ * test run that ends early kills it; its stdout and stderr go to `output`, interleaved.
+ */
+function spawnCollecting(binary: string, args: string[], cwd?: string): { child: ChildProcess; output: string } {
+  const child = spawn(binary, args, { ...(cwd === undefined ? {} : { cwd }), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const spawned = { child, output: '' };
+  const collect = (chunk: Buffer) => {
+    spawned.output += chunk.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const untrack = () => children.delete(child);
+  child.once('exit', untrack);
+  child.once('error', untrack);
+  return spawned;
+}
+
 async function startProcess(
   binary: string,
   argsFor: (port: number, dir: string) => string[],
@@ -83,26 +102,17 @@ async function startProcess(
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), `telescope-${binary}-`));
-    const child = spawn(binary, argsFor(port, dir), { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let output = '';
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
+    const spawned = spawnCollecting(binary, argsFor(port, dir), dir);
+    const { child } = spawned;
     let exited = false;
     const exit = new Promise<void>((resolve) => {
       child.once('exit', () => {
         exited = true;
-        children.delete(child);
         resolve();
       });
       child.once('error', (error) => {
-        output += String(error);
+        spawned.output += String(error);
         exited = true;
-        children.delete(child);
         resolve();
       });
     });
@@ -148,7 +158,7 @@ async function startProcess(
     child.kill('SIGKILL');
     await exit;
     rmSync(dir, { recursive: true, force: true });
-    lastError = output.trim().slice(-500);
+    lastError = spawned.output.trim().slice(-500);
   }
   throw new Error(`${binary} did not start: ${lastError}`);
 }
@@ -507,23 +517,11 @@ export async function startRedisSentinel(
 /** Runs a command to the end; rejects with its output when it fails. */
 function runCommand(binary: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let output = '';
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.once('error', (error) => {
-      children.delete(child);
-      reject(error);
-    });
-    child.once('exit', (code) => {
-      children.delete(child);
-      if (code === 0) resolve(output);
-      else reject(new Error(`${binary} ${args.join(' ')} exited with ${code}: ${output.slice(-500)}`));
+    const spawned = spawnCollecting(binary, args);
+    spawned.child.once('error', reject);
+    spawned.child.once('exit', (code) => {
+      if (code === 0) resolve(spawned.output);
+      else reject(new Error(`${binary} ${args.join(' ')} exited with ${code}: ${spawned.output.slice(-500)}`));
     });
   });
 }
