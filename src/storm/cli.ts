@@ -15,7 +15,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { constants, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { killAllTiers, runStorm } from './lab.js';
+import { killAllTiers, killTiersOnExit, runStorm } from './lab.js';
 import { htmlReport, markdownTable, type StormResult, simulationTierTable } from './report.js';
 import { type BuiltInScenario, builtInScenario, builtInScenarios, scenarioFromFile } from './scenarios.js';
 import { checkSimOptions, simLimits, simulateStorm } from './sim/run.js';
@@ -153,16 +153,7 @@ export async function main(argv: string[]): Promise<void> {
     }
   }
 
-  // Every tier process goes with the lab, whatever ends it.
-  const cleanup = () => killAllTiers();
-  process.on('exit', cleanup);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      cleanup();
-      process.stderr.write(`\ntelescope-storm: stopped by ${signal}\n`);
-      process.exit(130);
-    });
-  }
+  killTiersOnExit();
 
   const tty = process.stderr.isTTY === true && !values.json;
   const results: StormResult[] = [];

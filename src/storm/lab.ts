@@ -118,6 +118,21 @@ export function killAllTiers(): void {
   liveChildren.clear();
 }
 
+/**
+ * For the storm CLIs: every tier process goes with this process, whatever ends it (exit,
+ * SIGINT, SIGTERM; a signal exits with code 130).
+ */
+export function killTiersOnExit(): void {
+  process.on('exit', killAllTiers);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      killAllTiers();
+      process.stderr.write(`\ntelescope-storm: stopped by ${signal}\n`);
+      process.exit(130);
+    });
+  }
+}
+
 export function startTier(config: TierConfig): Promise<TierProcess> {
   return new Promise((resolve, reject) => {
     const child = fork(tierModule, [JSON.stringify(config)], {

@@ -9,7 +9,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkTopologyClients, runTopology, topologyProcessLimit } from './graph-lab.js';
-import { killAllTiers } from './lab.js';
+import { killTiersOnExit } from './lab.js';
 import { simulateTopology, topologySimStrategies } from './sim/graph.js';
 import { simStrategies } from './sim/strategies.js';
 import { builtInStrategies } from './strategies/index.js';
@@ -140,15 +140,7 @@ export async function topologyMain(options: TopologyCliOptions): Promise<void> {
     fail((error as Error).message);
   }
 
-  // Every process goes with the run, whatever ends it.
-  process.on('exit', killAllTiers);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      killAllTiers();
-      process.stderr.write(`\ntelescope-storm: stopped by ${signal}\n`);
-      process.exit(130);
-    });
-  }
+  killTiersOnExit();
 
   const instances = topologyInstances(topology);
   process.stderr.write(
