@@ -17,6 +17,8 @@ import {
   eventMetricsByEvent,
   httpDurationBuckets,
 } from '../observe/metric-catalog.js';
+import { guard } from './guard.js';
+import { parseServer } from './server-address.js';
 
 interface AttemptEndMessage {
   context: CallContext;
@@ -193,16 +195,22 @@ export class TelescopeAggregates {
 
   constructor(eventMetrics: readonly EventMetric[]) {
     const metricsByEvent = eventMetricsByEvent(eventMetrics);
-    const onClientEvent = guard((message: ClientEventMessage) => this.#onClientEvent(metricsByEvent, message));
+    const onClientEvent = guard(
+      (message: ClientEventMessage) => this.#onClientEvent(metricsByEvent, message),
+      'counted',
+    );
     this.#subscriptions = [
-      [channels.attemptEnd.name as string, guard((message: AttemptEndMessage) => this.#onAttemptEnd(message))],
+      [
+        channels.attemptEnd.name as string,
+        guard((message: AttemptEndMessage) => this.#onAttemptEnd(message), 'counted'),
+      ],
       [
         channels.callEnd.name as string,
         guard((message: CallEndMessage) => {
           const slot = this.#callSlot(message.context, 'OK');
           slot.count++;
           slot.histogram.record(message.durationMs / 1000);
-        }),
+        }, 'counted'),
       ],
       [
         channels.callError.name as string,
@@ -210,7 +218,7 @@ export class TelescopeAggregates {
           const slot = this.#callSlot(message.context, errorType(message.error));
           slot.count++;
           slot.histogram.record(message.durationMs / 1000);
-        }),
+        }, 'counted'),
       ],
       [channels.clientEvent.name as string, onClientEvent],
       ...Object.entries(channelEvents).map(([name, event]): [string, (message: unknown) => void] => [
@@ -369,31 +377,4 @@ export class TelescopeAggregates {
 /** `error.type` of a failure: the telescope error code, else `_OTHER`. Never free text. */
 function errorType(error: unknown): string {
   return isTelescopeError(error) && errorCodes.has(error.code) ? error.code : '_OTHER';
-}
-
-/** `server.address` and `server.port` of an instance URL, or null when it does not parse. */
-function parseServer(instance: string): { address: string; port: number } | null {
-  try {
-    const url = new URL(instance);
-    return {
-      address: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
-      port: url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port),
-    };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * A subscriber that never throws: diagnostics_channel turns a subscriber's exception into an
- * uncaught exception, and metrics must never take the process down.
- */
-function guard<M>(handler: (message: M) => void): (message: unknown) => void {
-  return (message) => {
-    try {
-      handler(message as M);
-    } catch (error) {
-      diag.error('telescope-http/otel: a channel message could not be counted', error);
-    }
-  };
 }

@@ -32,7 +32,6 @@ import {
   type Attributes,
   type Context,
   context as contextApi,
-  diag,
   isSpanContextValid,
   propagation,
   type Span,
@@ -47,6 +46,8 @@ import {
 import type { CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { invalidOption, isTelescopeError } from '../core/errors.js';
+import { guard } from './guard.js';
+import { serverOfUrl } from './server-address.js';
 
 export {
   type OtelMetricsIntegration,
@@ -266,10 +267,10 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): OpenTelemetry
   };
 
   const subscriptions: Array<[string, (message: unknown, name: string | symbol) => void]> = [
-    [channels.callStart.name as string, guard(onStart)],
-    [channels.callAttempt.name as string, guard(onAttempt)],
-    [channels.callEnd.name as string, guard(onEnd)],
-    [channels.callError.name as string, guard(onError)],
+    [channels.callStart.name as string, guard(onStart, 'traced')],
+    [channels.callAttempt.name as string, guard(onAttempt, 'traced')],
+    [channels.callEnd.name as string, guard(onEnd, 'traced')],
+    [channels.callError.name as string, guard(onError, 'traced')],
   ];
   for (const [name, handler] of subscriptions) subscribe(name, handler);
   let stopped = false;
@@ -296,26 +297,13 @@ function attemptAttributes(
   if (instance !== undefined) {
     try {
       const url = new URL(instance);
-      attributes['server.address'] = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-      attributes['server.port'] = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
+      const server = serverOfUrl(url);
+      attributes['server.address'] = server.address;
+      attributes['server.port'] = server.port;
       attributes['url.full'] = `${url.origin}${request.path}`;
     } catch {
       attributes['url.full'] = `${instance}${request.path}`;
     }
   }
   return attributes;
-}
-
-/**
- * A subscriber that never throws: diagnostics_channel turns a subscriber's exception into an
- * uncaught exception, and tracing must never take the process down.
- */
-function guard<M>(handler: (message: M) => void): (message: unknown) => void {
-  return (message) => {
-    try {
-      handler(message as M);
-    } catch (error) {
-      diag.error('telescope-http/otel: a channel message could not be traced', error);
-    }
-  };
 }
