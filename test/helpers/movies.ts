@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineService, endpoint } from '../../src/index.js';
+import { type Handler, sendJson } from './server.js';
 
 export const Movie = z.object({ id: z.number().int(), title: z.string() });
 
@@ -33,3 +34,10 @@ export const movies = defineService({
     health: endpoint({ method: 'GET', path: '/health' }),
   },
 });
+
+/** A movie service's handler: `GET /movies/:id` answers `{ id, title: 'movie <id>' }`; any other path 404. */
+export const movieById: Handler = (request, response) => {
+  const match = /^\/movies\/(\d+)$/.exec(request.url ?? '');
+  if (match === null) return sendJson(response, 404, { error: 'no such movie' });
+  sendJson(response, 200, { id: Number(match[1]), title: `movie ${match[1]}` });
+};

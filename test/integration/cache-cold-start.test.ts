@@ -10,8 +10,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { redisCache, withCache } from '../../src/cache/index.js';
 import { createClient } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
-import { movies } from '../helpers/movies.js';
-import { closedPort, delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
+import { movieById, movies } from '../helpers/movies.js';
+import { closedPort, delay, startServer, type TestServer } from '../helpers/server.js';
 import { type RedisServer, requireServices, serviceAvailable, startRedis } from '../helpers/services.js';
 
 const haveRedis = serviceAvailable('redis-server');
@@ -27,13 +27,7 @@ describeRedis('cold start on Redis', () => {
     // service has its modules loaded at start. What is measured here is the connection.
     await import('redis');
     redis = await startRedis();
-    server = await startServer(
-      (request, response) => {
-        const match = /^\/movies\/(\d+)$/.exec(request.url ?? '');
-        sendJson(response, 200, { id: Number(match?.[1]), title: `movie ${match?.[1]}` });
-      },
-      { autoClose: false },
-    );
+    server = await startServer(movieById, { autoClose: false });
   });
   afterAll(async () => {
     await server?.close();

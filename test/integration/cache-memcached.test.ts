@@ -18,8 +18,8 @@ import {
 } from '../../src/cache/index.js';
 import { createClient, systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
-import { movies } from '../helpers/movies.js';
-import { delay, sendJson, startServer } from '../helpers/server.js';
+import { movieById, movies } from '../helpers/movies.js';
+import { delay, startServer } from '../helpers/server.js';
 import { type MemcachedServer, requireServices, serviceAvailable, startMemcached } from '../helpers/services.js';
 
 const haveMemcached = serviceAvailable('memcached');
@@ -208,11 +208,7 @@ describeMemcached('memcachedCache', () => {
 
   describe('under withCache', () => {
     async function movieServer() {
-      return startServer((request, response) => {
-        const match = /^\/movies\/(\d+)$/.exec(request.url ?? '');
-        if (match === null) return sendJson(response, 404, { error: 'no such movie' });
-        sendJson(response, 200, { id: Number(match[1]), title: `movie ${match[1]}` });
-      });
+      return startServer(movieById);
     }
 
     it('reads local → memcached → service, and a corrupt entry is a miss that gets overwritten', async () => {

@@ -13,8 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CachedClient, redisCache, withCache } from '../../src/cache/index.js';
 import { createClient } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
-import { movies } from '../helpers/movies.js';
-import { closedPort, delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
+import { movieById, movies } from '../helpers/movies.js';
+import { closedPort, delay, startServer, type TestServer } from '../helpers/server.js';
 import {
   type RedisCluster,
   type RedisSentinelSet,
@@ -31,13 +31,7 @@ const describeCluster = haveCluster || requireServices ? describe : describe.ski
 const describeSentinel = haveSentinel || requireServices ? describe : describe.skip;
 
 async function movieServer(): Promise<TestServer> {
-  return startServer(
-    (request, response) => {
-      const match = /^\/movies\/(\d+)$/.exec(request.url ?? '');
-      sendJson(response, 200, { id: Number(match?.[1]), title: `movie ${match?.[1]}` });
-    },
-    { autoClose: false },
-  );
+  return startServer(movieById, { autoClose: false });
 }
 
 const requestsFor = (server: TestServer, id: number) =>

@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memcachedCache, withCache, zoneReplicated } from '../../src/cache/index.js';
 import { createClient } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
-import { movies } from '../helpers/movies.js';
-import { sendJson, startServer, type TestServer } from '../helpers/server.js';
+import { movieById, movies } from '../helpers/movies.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 import { type MemcachedServer, requireServices, serviceAvailable, startMemcached } from '../helpers/services.js';
 
 const haveMemcached = serviceAvailable('memcached');
@@ -25,13 +25,7 @@ describeMemcached('zone replicas on memcached', () => {
 
   beforeAll(async () => {
     for (const zone of zones) servers.set(zone, await startMemcached());
-    service = await startServer(
-      (request, response) => {
-        const match = /^\/movies\/(\d+)$/.exec(request.url ?? '');
-        sendJson(response, 200, { id: Number(match?.[1]), title: `movie ${match?.[1]}` });
-      },
-      { autoClose: false },
-    );
+    service = await startServer(movieById, { autoClose: false });
   });
   afterAll(async () => {
     for (const item of open.splice(0)) await item.close().catch(() => {});
