@@ -26,7 +26,12 @@ const agreement = {
   successPoints: 0.05,
 } as const;
 
-async function expectSimulationAgrees(real: RunResult, options: RunOptions): Promise<void> {
+/**
+ * `p99SlackMs` widens the p99 tolerance where p99 is bimodal: of 240 calls it is the third
+ * slowest, so when about 1% of calls pay an attempt timeout, one call more or less moves it
+ * between the fast answers and the timeout.
+ */
+async function expectSimulationAgrees(real: RunResult, options: RunOptions, p99SlackMs = 0): Promise<void> {
   const { onProgress: _onProgress, ...same } = options;
   const sim = await simulateStorm(same);
   const context = (metric: string) => `${real.strategy} ${real.scenario} ${metric}: real vs simulated`;
@@ -42,7 +47,7 @@ async function expectSimulationAgrees(real: RunResult, options: RunOptions): Pro
   expect(
     Math.abs(sim.latency.p99Ms - real.latency.p99Ms),
     context(`p99 ${real.latency.p99Ms} vs ${sim.latency.p99Ms}`),
-  ).toBeLessThanOrEqual(agreement.p99.relative * real.latency.p99Ms);
+  ).toBeLessThanOrEqual(Math.max(agreement.p99.relative * real.latency.p99Ms, p99SlackMs));
   expect(
     Math.abs(sim.successRate - real.successRate),
     context(`success ${real.successRate} vs ${sim.successRate}`),
@@ -93,7 +98,9 @@ describe('storm lab: one backend instance hangs', () => {
     expect(result.successRate).toBeGreaterThanOrEqual(0.99);
     expect(result.latency.p99Ms).toBeLessThan(1500);
     expect(result.amplification).toBeLessThanOrEqual(2);
-    await expectSimulationAgrees(result, options);
+    // The calls that meet the hung instance before it is avoided pay the middle tier's attempt
+    // timeout (450 ms): about 1% of them, right at p99.
+    await expectSimulationAgrees(result, options, 500);
   }, 40_000);
 });
 
