@@ -68,7 +68,8 @@ describe('withDeadline / currentDeadline', () => {
       expect(currentDeadline()).toBe(deadline);
       return deadline?.remainingMs();
     });
-    expect(inside).toBeLessThanOrEqual(480);
+    // Node's timers keep whole milliseconds, so a 20 ms delay can end up to 1 ms early by the clock.
+    expect(inside).toBeLessThanOrEqual(481);
     expect(inside).toBeGreaterThan(100);
     expect(currentDeadline()).toBeUndefined();
   });
