@@ -17,7 +17,8 @@ export {
   memcachedCacheDefaults,
 } from './memcached.js';
 export { type MemoryCacheOptions, memoryCache, memoryCacheDefaults } from './memory.js';
-export { type RedisCache, type RedisCacheOptions, redisCache, redisCacheDefaults } from './redis.js';
+export { type RedisCache, redisCache } from './redis.js';
+export { type RedisCacheOptions, redisCacheDefaults } from './redis-options.js';
 export {
   DEFAULT_REMOTE_TIMEOUT_MS,
   type InvalidationBus,
