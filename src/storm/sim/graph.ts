@@ -13,7 +13,7 @@ import type { TopologyRunResult } from '../types.js';
 import { VirtualClock } from './clock.js';
 import { LatencyHistogram } from './histogram.js';
 import { type Exchange, type SimCaller, SimInstance, SimNetwork, type SimObserver, type SimTier } from './network.js';
-import { Load, warmUp } from './run.js';
+import { Load, runLoadAndDrain, warmUp } from './run.js';
 import { type SimStrategy, simStrategy } from './strategies.js';
 
 export interface SimulateTopologyOptions {
@@ -347,22 +347,7 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
         answered: load.answered,
         wallS: (performance.now() - wallStart) / 1000,
       });
-    const loadEnd = epoch + durationS * 1000;
-    for (let second = 1; epoch + second * 1000 <= loadEnd; second++) {
-      await clock.advanceTo(epoch + second * 1000);
-      progress(second);
-    }
-    await clock.advanceTo(loadEnd);
-    const drainEnd = loadEnd + drainS * 1000;
-    let reported = Math.floor(durationS);
-    while (load.sent - load.settled > 0 && clock.now() < drainEnd) {
-      await clock.advanceTo(Math.min(drainEnd, clock.now() + 250));
-      const elapsedS = Math.floor((clock.now() - epoch) / 1000);
-      if (elapsedS > reported) {
-        reported = elapsedS;
-        progress(elapsedS);
-      }
-    }
+    await runLoadAndDrain(clock, epoch, durationS, drainS, load, progress);
     metrics.active = false;
     const virtualS = (clock.now() - epoch) / 1000;
 

@@ -382,23 +382,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
         wallS: (performance.now() - wallStart) / 1000,
         inFlight: load.sent - load.settled,
       });
-    const loadEnd = epoch + durationS * 1000;
-    for (let second = 1; epoch + second * 1000 <= loadEnd; second++) {
-      await clock.advanceTo(epoch + second * 1000);
-      progress(second);
-    }
-    await clock.advanceTo(loadEnd);
-    // Drain: wait for answers, bounded, looking every 250 ms as real mode does.
-    const drainEnd = loadEnd + drainS * 1000;
-    let reported = Math.floor(durationS);
-    while (load.sent - load.settled > 0 && clock.now() < drainEnd) {
-      await clock.advanceTo(Math.min(drainEnd, clock.now() + 250));
-      const elapsedS = Math.floor((clock.now() - epoch) / 1000);
-      if (elapsedS > reported) {
-        reported = elapsedS;
-        progress(elapsedS);
-      }
-    }
+    await runLoadAndDrain(clock, epoch, durationS, drainS, load, progress);
     metrics.active = false;
     const virtualS = (clock.now() - epoch) / 1000;
 
@@ -598,4 +582,35 @@ async function measureCapacity(
   await clock.advanceTo(clock.now() + 500);
   for (const backend of backends) backend.counters.received = 0;
   return ok / 1.5;
+}
+
+/**
+ * Runs virtual time through the load, reporting progress every second, then drains: until every
+ * request is answered or `drainS` has passed, looking every 250 ms as real mode does.
+ */
+export async function runLoadAndDrain(
+  clock: VirtualClock,
+  epoch: number,
+  durationS: number,
+  drainS: number,
+  load: Load,
+  progress: (elapsedS: number) => void,
+): Promise<void> {
+  const loadEnd = epoch + durationS * 1000;
+  for (let second = 1; epoch + second * 1000 <= loadEnd; second++) {
+    await clock.advanceTo(epoch + second * 1000);
+    progress(second);
+  }
+  await clock.advanceTo(loadEnd);
+  // Drain: wait for answers, bounded, looking every 250 ms as real mode does.
+  const drainEnd = loadEnd + drainS * 1000;
+  let reported = Math.floor(durationS);
+  while (load.sent - load.settled > 0 && clock.now() < drainEnd) {
+    await clock.advanceTo(Math.min(drainEnd, clock.now() + 250));
+    const elapsedS = Math.floor((clock.now() - epoch) / 1000);
+    if (elapsedS > reported) {
+      reported = elapsedS;
+      progress(elapsedS);
+    }
+  }
 }
