@@ -59,6 +59,35 @@ describe('storm topology, simulated: the chain lab is a topology', () => {
   });
 });
 
+describe('storm topology, simulated: with adaptive tiers the servers carry the same limiters', () => {
+  it.each(['hang-tier', 'outage-recover'] as const)(
+    '%s, telescope: the same numbers as simulateStorm',
+    async (name) => {
+      process.env.TELESCOPE_STORM_ADAPTIVE = '1';
+      try {
+        const scenario = builtInScenario(name, 8);
+        const chain = await simulateStorm({ scenario, strategy: 'telescope', rate: 50, durationS: 8, drainS: 6 });
+        const graph = await simulateTopology({
+          topology: checkTopology(topologyFromScenario(scenario, { rate: 50, durationS: 8, drainS: 6 })),
+          strategy: 'telescope',
+        });
+        expect(graph.sent).toBe(chain.sent);
+        expect(graph.successRate).toBe(chain.successRate);
+        expect(graph.latency).toEqual(chain.latency);
+        expect(graph.amplification).toBe(chain.amplification);
+        // The limiters shed in the chain lab; the topology's servers shed the same requests.
+        expect(graph.services.map((service) => service.received)).toEqual([
+          chain.received.edge,
+          chain.received.middle,
+          chain.received.backend,
+        ]);
+      } finally {
+        delete process.env.TELESCOPE_STORM_ADAPTIVE;
+      }
+    },
+  );
+});
+
 describe('storm topology, simulated: a shared dependency slows (examples/storm-topologies/e-commerce.json)', () => {
   // The example at small scale: 14 s of load, the config store +1.5 s from 4 s to 10 s.
   const topology = (): ResolvedTopology => {

@@ -216,7 +216,15 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
   const profile = new LoadProfile(topology.load, durationS);
 
   const clock = new VirtualClock({ grainMs: options.grainMs });
-  const network = new SimNetwork(clock, runStrategy.serve);
+  // A service's server follows the run's strategy (its deadline admission and its limiter);
+  // a call's own strategy changes only that caller's client.
+  const limiterOf = runStrategy.limiter;
+  const network = new SimNetwork(
+    clock,
+    runStrategy.serve,
+    undefined,
+    limiterOf === undefined ? undefined : (instance) => limiterOf(instance, clock),
+  );
   const seconds = Math.ceil(durationS + drainS) + 2;
   const metrics = new GraphMetrics(clock, seconds, topology.services.length);
   network.observer = metrics;
