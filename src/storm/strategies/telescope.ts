@@ -37,10 +37,10 @@ export const telescopeServerOptions = Object.freeze({ maxMs: 3000, defaultMs: 30
 
 /**
  * Whether the tiers use the adaptive limits (servers: `concurrencyLimit` on middle and backend;
- * clients: the adaptive bulkhead). Off by default: with them on, the three-tier lab is
- * bistable under overload (docs/overload.md): the breakers of the calling tiers open on the
- * limiters' 503s in some runs and goodput collapses. `TELESCOPE_STORM_ADAPTIVE=1` turns them
- * on (real mode and simulation) until the breaker work of issue 14 lands.
+ * clients: the adaptive bulkhead). Off by default, `TELESCOPE_STORM_ADAPTIVE=1` turns them on
+ * (real mode and simulation). Measured in docs/overload.md: much better under `overload` and
+ * `hang-tier`, 1 s slower to recover in one seed of `metastable` and `outage-recover`, and the
+ * cold server limits shed the warm-up, which unbalances `slow-one`.
  */
 const adaptiveTiers = (): boolean => process.env.TELESCOPE_STORM_ADAPTIVE === '1';
 
