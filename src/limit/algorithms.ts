@@ -47,7 +47,8 @@ const FALL_ALPHA = 2 / 11;
  * it; `gradient = clamp(tolerance × long / short, 0.5, 1)`, `new = limit × gradient +
  * queueSize`, smoothed. Not grown while app-limited (less than half the limit in use).
  *
- * Differences: per window instead of per call. The long average rises slowly (about
+ * Differences: per window instead of per call, and only increases are smoothed (a decrease
+ * takes the window's `new` at once). The long average rises slowly (about
  * `longWindow` = 600 windows, Netflix's 600 samples) and falls fast (about 10 windows, where
  * Netflix takes 5% off when long > 2 × short): a sustained overload is not learned as the new
  * normal within a run, a recovery is. A drop counts as the floor gradient (0.5; Netflix's
@@ -106,8 +107,12 @@ export class Gradient2 implements LimitAlgorithm {
     if (window.maxInflight < limit / 2) return limit;
     const gradient = Math.max(0.5, Math.min(1, (this.#tolerance * longRtt) / shortRtt));
     const queueSize = Math.max(4, Math.sqrt(limit));
-    const next = limit * (1 - this.#smoothing) + (limit * gradient + queueSize) * this.#smoothing;
-    return next < limit ? this.#congestion(limit, next) : next;
+    const target = limit * gradient + queueSize;
+    // A window already averages many calls over two RTTs: a decrease takes its target at once
+    // (at most halving, TCP's decrease per RTT). Smoothed like Netflix's per-call update, a
+    // limit 3× above the capacity took 15 windows (seconds at a high RTT) to come down.
+    if (target < limit) return this.#congestion(limit, target);
+    return limit * (1 - this.#smoothing) + target * this.#smoothing;
   }
 
   /** A congested window: remember half the limit as the slow-start threshold. */

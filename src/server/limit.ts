@@ -68,6 +68,9 @@ export interface ConcurrencyLimitStats {
   shed: Record<ShedReason, number>;
 }
 
+/** The limit a server starts at, within [minConcurrent, maxConcurrent] (Netflix's `initialLimit`). */
+export const serverInitialConcurrent = 20;
+
 export const concurrencyLimitDefaults = {
   adaptive: 'gradient2',
   minConcurrent: 5,
@@ -157,7 +160,9 @@ export class ServerLimiter {
       algorithm: options.algorithm,
       minConcurrent: options.minConcurrent,
       maxConcurrent: options.maxConcurrent,
-      initialConcurrent: options.minConcurrent,
+      // A cold instance takes its share of a balanced load at once (Netflix's initialLimit):
+      // started at minConcurrent it shed the first burst, and callers' balancers then avoided it.
+      initialConcurrent: Math.min(options.maxConcurrent, Math.max(options.minConcurrent, serverInitialConcurrent)),
       clock,
       onChange: (limit) => {
         this.#admitWaiting();
