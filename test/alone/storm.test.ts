@@ -80,7 +80,10 @@ describe('storm lab: canonical scenario (backend tier hangs)', () => {
     // Deadlines drop work nobody waits for: little or none is finished for a caller that left.
     expect(result.wasted.middle).toBeLessThanOrEqual(result.received.middle * 0.05);
     expect(liveTierPids()).toEqual([]);
-    await expectSimulationAgrees(result, options);
+    // Bimodal p99 with the adaptive tiers: the third slowest of 240 calls either waited out one
+    // middle budget (simulated: 1,372 ms) or an edge attempt and part of its retry (real runs:
+    // 1,815–1,817 ms in two of three).
+    await expectSimulationAgrees(result, options, 500);
   }, 40_000);
 });
 
@@ -107,15 +110,12 @@ describe('storm lab: one backend instance hangs', () => {
 describe('storm lab: overload (0.5× → 3× the backend tier’s capacity and back)', () => {
   it('reports the measured capacity and goodput per second; telescope with adaptive tiers keeps goodput near capacity', async () => {
     const durationS = 10;
-    // The tier processes inherit the environment: concurrencyLimit and the adaptive bulkhead on.
-    process.env.TELESCOPE_STORM_ADAPTIVE = '1';
+    // The lab's default: concurrencyLimit on the middle and backend tiers, the adaptive bulkhead.
     const result = await runStorm({
       scenario: builtInScenario('overload', durationS),
       strategy: 'telescope',
       durationS,
       drainS: 4,
-    }).finally(() => {
-      delete process.env.TELESCOPE_STORM_ADAPTIVE;
     });
     const overload = result.overload;
     // 3 instances × 2 slots × 1 / (50 ms + 0.5 ms of CPU): at most about 119 answers/s.

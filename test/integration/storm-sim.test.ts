@@ -249,20 +249,16 @@ describe('storm simulation: overload (0.5× → 3× the backend tier’s capacit
   const durationS = 20;
   const scenario = builtInScenario('overload', durationS);
 
-  it('telescope with adaptive tiers: goodput at 3× ≥ 90% of the measured capacity, p99 of successes ≤ 4.5× unloaded', async () => {
-    // Opt-in for now (docs/overload.md: without it the calling tiers' breakers open on the sheds).
-    process.env.TELESCOPE_STORM_ADAPTIVE = '1';
-    const result = await simulateStorm({ scenario, strategy: 'telescope', durationS, drainS: 4 }).finally(() => {
-      delete process.env.TELESCOPE_STORM_ADAPTIVE;
-    });
+  it('telescope with adaptive tiers: goodput at 3× ≥ 90% of the measured capacity, p99 of successes ≤ 3.6× unloaded', async () => {
+    const result = await simulateStorm({ scenario, strategy: 'telescope', durationS, drainS: 4 });
     const overload = result.overload;
     expect(overload).toBeDefined();
     // 3 instances × 2 slots × 1 / (50 ms + 0.5 ms of CPU): about 119 answers/s.
     expect(overload?.capacityPerS).toBeGreaterThan(100);
     expect(overload?.capacityPerS).toBeLessThan(125);
     expect(overload?.goodputRatio).toBeGreaterThanOrEqual(0.9);
-    // The target is 3×, not reached yet: measured 3.23–3.38× over seeds 1–5 (docs/overload.md).
-    expect(overload?.p99Ratio).toBeLessThanOrEqual(4.5);
+    // The target is 3×, not reached yet: measured 3.19–3.44× over seeds 1–5 (docs/overload.md).
+    expect(overload?.p99Ratio).toBeLessThanOrEqual(3.6);
     // The load really went to 3×: the edge was sent about 3 × capacity per second at the peak.
     const peak = Math.max(...result.timeline.map((point) => point.edgeRequests));
     expect(peak).toBeGreaterThan(2.8 * (overload?.capacityPerS ?? 0));

@@ -37,12 +37,10 @@ export const telescopeServerOptions = Object.freeze({ maxMs: 3000, defaultMs: 30
 
 /**
  * Whether the tiers use the adaptive limits (servers: `concurrencyLimit` on middle and backend;
- * clients: the adaptive bulkhead). Off by default, `TELESCOPE_STORM_ADAPTIVE=1` turns them on
- * (real mode and simulation). Measured in docs/overload.md: much better under `overload` and
- * `hang-tier`, 1 s slower to recover in one seed of `metastable` and `outage-recover`, and the
- * cold server limits shed the warm-up, which unbalances `slow-one`.
+ * clients: the adaptive bulkhead). On by default; `TELESCOPE_STORM_ADAPTIVE=0` gives the static
+ * bulkhead and no server limit (real mode and simulation), for comparison (docs/overload.md).
  */
-const adaptiveTiers = (): boolean => process.env.TELESCOPE_STORM_ADAPTIVE === '1';
+const adaptiveTiers = (): boolean => process.env.TELESCOPE_STORM_ADAPTIVE !== '0';
 
 /** The client options of one tier, without `instances` (and transport, clock, random). */
 export type TelescopeTierClientOptions = Omit<ClientOptions, 'instances' | 'discovery'>;
@@ -75,7 +73,7 @@ export function telescopeClientOptions(tier: TierName): {
         minRequests: 20,
         intervalMs: 2000,
       },
-      // The adaptive limit, shedding at once rather than queueing (with TELESCOPE_STORM_ADAPTIVE=1).
+      // The adaptive limit, shedding at once rather than queueing (static with TELESCOPE_STORM_ADAPTIVE=0).
       bulkhead: adaptiveTiers() ? { adaptive: 'gradient2', maxQueue: 0 } : { maxConcurrent: 256, maxQueue: 0 },
     },
   };
