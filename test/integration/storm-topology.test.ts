@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  type BuiltInScenario,
   builtInScenario,
   checkTopology,
   type ResolvedTopology,
@@ -24,6 +25,33 @@ import { processAlive, stormTierPids } from '../helpers/process-resources.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
+/** The chain lab's scenario, run as a topology: every number the same as simulateStorm's. */
+async function expectSameNumbersAsChain(name: BuiltInScenario, strategy: string): Promise<void> {
+  const scenario = builtInScenario(name, 8);
+  const chain = await simulateStorm({ scenario, strategy, rate: 50, durationS: 8, drainS: 6 });
+  const graph = await simulateTopology({
+    topology: checkTopology(topologyFromScenario(scenario, { rate: 50, durationS: 8, drainS: 6 })),
+    strategy,
+  });
+  expect(graph.sent).toBe(chain.sent);
+  expect(graph.successRate).toBe(chain.successRate);
+  expect(graph.fallbackRate).toBe(chain.fallbackRate);
+  expect(graph.latency).toEqual(chain.latency);
+  expect(graph.amplification).toBe(chain.amplification);
+  expect(graph.services.map((service) => service.received)).toEqual([
+    chain.received.edge,
+    chain.received.middle,
+    chain.received.backend,
+  ]);
+  expect(graph.services.map((service) => service.wasted)).toEqual([
+    chain.wasted.edge,
+    chain.wasted.middle,
+    chain.wasted.backend,
+  ]);
+  // The backend is where the storm starts.
+  expect(graph.spread[0]?.service).toBe('backend');
+}
+
 describe('storm topology, simulated: the chain lab is a topology', () => {
   it.each([
     ['hang-tier', 'naive'],
@@ -33,53 +61,15 @@ describe('storm topology, simulated: the chain lab is a topology', () => {
     ['flaky-one', 'telescope'],
     ['slow-one', 'telescope'],
   ] as const)('%s, %s: the same numbers as simulateStorm', async (name, strategy) => {
-    const scenario = builtInScenario(name, 8);
-    const chain = await simulateStorm({ scenario, strategy, rate: 50, durationS: 8, drainS: 6 });
-    const graph = await simulateTopology({
-      topology: checkTopology(topologyFromScenario(scenario, { rate: 50, durationS: 8, drainS: 6 })),
-      strategy,
-    });
-    expect(graph.sent).toBe(chain.sent);
-    expect(graph.successRate).toBe(chain.successRate);
-    expect(graph.fallbackRate).toBe(chain.fallbackRate);
-    expect(graph.latency).toEqual(chain.latency);
-    expect(graph.amplification).toBe(chain.amplification);
-    expect(graph.services.map((service) => service.received)).toEqual([
-      chain.received.edge,
-      chain.received.middle,
-      chain.received.backend,
-    ]);
-    expect(graph.services.map((service) => service.wasted)).toEqual([
-      chain.wasted.edge,
-      chain.wasted.middle,
-      chain.wasted.backend,
-    ]);
-    // The backend is where the storm starts.
-    expect(graph.spread[0]?.service).toBe('backend');
+    await expectSameNumbersAsChain(name, strategy);
   });
-});
 
-describe('storm topology, simulated: without the adaptive tiers (TELESCOPE_STORM_ADAPTIVE=0) too', () => {
   it.each(['hang-tier', 'outage-recover'] as const)(
-    '%s, telescope: the same numbers as simulateStorm',
+    '%s, telescope without the adaptive tiers (TELESCOPE_STORM_ADAPTIVE=0): the same numbers too',
     async (name) => {
-      process.env.TELESCOPE_STORM_ADAPTIVE = '1';
+      process.env.TELESCOPE_STORM_ADAPTIVE = '0';
       try {
-        const scenario = builtInScenario(name, 8);
-        const chain = await simulateStorm({ scenario, strategy: 'telescope', rate: 50, durationS: 8, drainS: 6 });
-        const graph = await simulateTopology({
-          topology: checkTopology(topologyFromScenario(scenario, { rate: 50, durationS: 8, drainS: 6 })),
-          strategy: 'telescope',
-        });
-        expect(graph.sent).toBe(chain.sent);
-        expect(graph.successRate).toBe(chain.successRate);
-        expect(graph.latency).toEqual(chain.latency);
-        expect(graph.amplification).toBe(chain.amplification);
-        expect(graph.services.map((service) => service.received)).toEqual([
-          chain.received.edge,
-          chain.received.middle,
-          chain.received.backend,
-        ]);
+        await expectSameNumbersAsChain(name, 'telescope');
       } finally {
         delete process.env.TELESCOPE_STORM_ADAPTIVE;
       }

@@ -12,9 +12,9 @@ import type { ResolvedCall, ResolvedService, ResolvedTopology } from '../topolog
 import type { TopologyRunResult } from '../types.js';
 import { VirtualClock } from './clock.js';
 import { LatencyHistogram } from './histogram.js';
-import { type Exchange, type SimCaller, SimInstance, SimNetwork, type SimObserver, type SimTier } from './network.js';
+import { type Exchange, type SimCaller, SimInstance, type SimObserver, type SimTier } from './network.js';
 import { Load, runLoadAndDrain, warmUp } from './run.js';
-import { type SimStrategy, simStrategy } from './strategies.js';
+import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateTopologyOptions {
   /** A checked topology (`checkTopology`, `topologyFromFile`). */
@@ -218,13 +218,7 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
   const clock = new VirtualClock({ grainMs: options.grainMs });
   // A service's server follows the run's strategy (its deadline admission and its limiter);
   // a call's own strategy changes only that caller's client.
-  const limiterOf = runStrategy.limiter;
-  const network = new SimNetwork(
-    clock,
-    runStrategy.serve,
-    undefined,
-    limiterOf === undefined ? undefined : (instance) => limiterOf(instance, clock),
-  );
+  const network = simNetworkFor(clock, runStrategy);
   const seconds = Math.ceil(durationS + drainS) + 2;
   const metrics = new GraphMetrics(clock, seconds, topology.services.length);
   network.observer = metrics;

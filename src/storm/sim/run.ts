@@ -13,8 +13,15 @@ import { loadFactorAt } from '../scenarios.js';
 import type { Scenario, SimulationInfo, SimulationTier, TierCapacity, TierName } from '../types.js';
 import { VirtualClock } from './clock.js';
 import { LatencyHistogram } from './histogram.js';
-import { type Exchange, type RawCaller, SimInstance, SimNetwork, type SimObserver, type SimTier } from './network.js';
-import { type SimStrategy, simStrategy } from './strategies.js';
+import {
+  type Exchange,
+  type RawCaller,
+  SimInstance,
+  type SimNetwork,
+  type SimObserver,
+  type SimTier,
+} from './network.js';
+import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateOptions {
   scenario: Scenario;
@@ -224,13 +231,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
   const requestCpuMs = options.requestCpuMs ?? 0;
 
   const clock = new VirtualClock({ grainMs: options.grainMs });
-  const limiterOf = strategy.limiter;
-  const network = new SimNetwork(
-    clock,
-    strategy.serve,
-    undefined,
-    limiterOf === undefined ? undefined : (instance) => limiterOf(instance, clock),
-  );
+  const network = simNetworkFor(clock, strategy);
   const seconds = Math.ceil(durationS + drainS) + 2;
   const metrics = new Metrics(clock, seconds);
   network.observer = metrics;

@@ -21,7 +21,15 @@ import telescopeStrategy, {
 } from '../strategies/telescope.js';
 import type { TopologyClientSettings } from '../topology.js';
 import type { VirtualClock } from './clock.js';
-import type { Exchange, RawCaller, SimCaller, SimInstance, SimNetwork, SimServe, SimTier } from './network.js';
+import {
+  type Exchange,
+  type RawCaller,
+  type SimCaller,
+  type SimInstance,
+  SimNetwork,
+  type SimServe,
+  type SimTier,
+} from './network.js';
 
 export interface SimCallerContext {
   /** The calling tier and instance. */
@@ -52,6 +60,17 @@ export interface SimStrategy {
   /** Makes an instance's concurrency limiter (telescope's `concurrencyLimit`), if it has one. */
   limiter?: (instance: SimInstance, clock: VirtualClock) => ServerLimiter | undefined;
   createCaller(context: SimCallerContext): SimCaller;
+}
+
+/** The simulated network whose servers follow `strategy`: its deadline admission and its limiter. */
+export function simNetworkFor(clock: VirtualClock, strategy: SimStrategy): SimNetwork {
+  const limiterOf = strategy.limiter;
+  return new SimNetwork(
+    clock,
+    strategy.serve,
+    undefined,
+    limiterOf === undefined ? undefined : (instance) => limiterOf(instance, clock),
+  );
 }
 
 type Done = (exchange: Exchange, status: number, fallback: boolean) => void;
