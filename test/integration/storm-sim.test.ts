@@ -249,7 +249,7 @@ describe('storm simulation: overload (0.5× → 3× the backend tier’s capacit
   const durationS = 20;
   const scenario = builtInScenario('overload', durationS);
 
-  it('telescope with adaptive tiers: goodput at 3× ≥ 90% of the measured capacity, p99 of successes ≤ 3.6× unloaded', async () => {
+  it('telescope with adaptive tiers: goodput at 3× ≥ 90% of the measured capacity, p99 of successes ≤ 3× unloaded', async () => {
     const result = await simulateStorm({ scenario, strategy: 'telescope', durationS, drainS: 4 });
     const overload = result.overload;
     expect(overload).toBeDefined();
@@ -257,8 +257,8 @@ describe('storm simulation: overload (0.5× → 3× the backend tier’s capacit
     expect(overload?.capacityPerS).toBeGreaterThan(100);
     expect(overload?.capacityPerS).toBeLessThan(125);
     expect(overload?.goodputRatio).toBeGreaterThanOrEqual(0.9);
-    // The target is 3×, not reached yet: measured 3.19–3.44× over seeds 1–5 (docs/overload.md).
-    expect(overload?.p99Ratio).toBeLessThanOrEqual(3.6);
+    // The target: at most 3×. Measured 2.19–2.47× over seeds 1–5 (docs/overload.md).
+    expect(overload?.p99Ratio).toBeLessThanOrEqual(3);
     // The load really went to 3×: the edge was sent about 3 × capacity per second at the peak.
     const peak = Math.max(...result.timeline.map((point) => point.edgeRequests));
     expect(peak).toBeGreaterThan(2.8 * (overload?.capacityPerS ?? 0));

@@ -73,8 +73,13 @@ export function telescopeClientOptions(tier: TierName): {
         minRequests: 20,
         intervalMs: 2000,
       },
-      // The adaptive limit, shedding at once rather than queueing (static with TELESCOPE_STORM_ADAPTIVE=0).
-      bulkhead: adaptiveTiers() ? { adaptive: 'gradient2', maxQueue: 0 } : { maxConcurrent: 256, maxQueue: 0 },
+      // The adaptive limit, shedding at once rather than queueing (static with
+      // TELESCOPE_STORM_ADAPTIVE=0). A floor of 10 instead of the default 20: under overload the
+      // edge's limit sat on the floor, 20 calls in flight for the backends' 6 slots (p99 3.2–3.4×
+      // the unloaded one at 3× load; with 10: 2.2–2.5×, the same goodput; docs/overload.md).
+      bulkhead: adaptiveTiers()
+        ? { adaptive: 'gradient2', maxQueue: 0, minConcurrent: 10 }
+        : { maxConcurrent: 256, maxQueue: 0 },
     },
   };
 }
