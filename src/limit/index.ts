@@ -41,13 +41,18 @@ export interface AdaptiveLimitOptions {
   windowSamples?: number;
   /** Called when the (integer) limit changes. */
   onChange?: (limit: number) => void;
+  /**
+   * Gradient2: take a decrease at once instead of smoothing it, for a limit that may start far
+   * above the capacity (server limits). @default false
+   */
+  decreaseAtOnce?: boolean;
 }
 
 /** Creates the algorithm object of `name`. */
-export function limitAlgorithm(name: LimitAlgorithmName): LimitAlgorithm {
+export function limitAlgorithm(name: LimitAlgorithmName, options: { decreaseAtOnce?: boolean } = {}): LimitAlgorithm {
   switch (name) {
     case 'gradient2':
-      return new Gradient2();
+      return new Gradient2({ decreaseAtOnce: options.decreaseAtOnce ?? false });
     case 'vegas':
       return new Vegas();
     case 'aimd':
@@ -132,7 +137,7 @@ export class AdaptiveLimit {
   constructor(options: AdaptiveLimitOptions) {
     this.minConcurrent = options.minConcurrent;
     this.maxConcurrent = options.maxConcurrent;
-    this.algorithm = limitAlgorithm(options.algorithm);
+    this.algorithm = limitAlgorithm(options.algorithm, { decreaseAtOnce: options.decreaseAtOnce ?? false });
     this.#clock = options.clock;
     this.#minWindowMs = options.minWindowMs ?? 100;
     this.#maxWindowMs = options.maxWindowMs ?? 1000;

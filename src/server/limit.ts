@@ -163,6 +163,8 @@ export class ServerLimiter {
       // A cold instance takes its share of a balanced load at once (Netflix's initialLimit):
       // started at minConcurrent it shed the first burst, and callers' balancers then avoided it.
       initialConcurrent: Math.min(options.maxConcurrent, Math.max(options.minConcurrent, serverInitialConcurrent)),
+      // Started above a small capacity, the limit must come down within a few windows.
+      decreaseAtOnce: true,
       clock,
       onChange: (limit) => {
         this.#admitWaiting();

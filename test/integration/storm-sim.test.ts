@@ -257,7 +257,7 @@ describe('storm simulation: overload (0.5× → 3× the backend tier’s capacit
     expect(overload?.capacityPerS).toBeGreaterThan(100);
     expect(overload?.capacityPerS).toBeLessThan(125);
     expect(overload?.goodputRatio).toBeGreaterThanOrEqual(0.9);
-    // The target: at most 3×. Measured 2.19–2.47× over seeds 1–5 (docs/overload.md).
+    // The target: at most 3×. Measured 2.19–2.50× over seeds 1–5 (docs/overload.md).
     expect(overload?.p99Ratio).toBeLessThanOrEqual(3);
     // The load really went to 3×: the edge was sent about 3 × capacity per second at the peak.
     const peak = Math.max(...result.timeline.map((point) => point.edgeRequests));

@@ -150,6 +150,34 @@ describe('Gradient2 on congestion', () => {
     expect(new Gradient2().update(100, window({ dropped: true, dropShare: 0.95 }))).toBeCloseTo(50);
   });
 
+  it('a latency decrease is smoothed (0.2 of the step), or taken at once with decreaseAtOnce (server limits)', () => {
+    // Long RTT 100 ms (first windows), then a window at 500 ms: gradient at its floor, 0.5.
+    const smoothed = new Gradient2();
+    const atOnce = new Gradient2({ decreaseAtOnce: true });
+    for (const gradient2 of [smoothed, atOnce]) gradient2.update(100, window({ limited: false, maxInflight: 10 }));
+    const target = 100 * 0.5 + 10; // limit × gradient + max(4, √limit)
+    expect(smoothed.update(100, window({ rttMs: 500 }))).toBeCloseTo(0.8 * 100 + 0.2 * target);
+    expect(atOnce.update(100, window({ rttMs: 500 }))).toBeCloseTo(target);
+    expect(atOnce.ssthresh).toBe(50);
+  });
+
+  it('a server limit 10× above a saturated dependency reaches it within a few windows; a client one takes many', () => {
+    const windowsToSettle = (decreaseAtOnce: boolean) => {
+      const gradient2 = new Gradient2({ decreaseAtOnce });
+      gradient2.update(200, window({ rttMs: 50, limited: false, maxInflight: 10 }));
+      let limit = 200;
+      let windows = 0;
+      // 2 slots of 50 ms: the window RTT grows with what the limit lets in.
+      while (limit > 12 && windows < 100) {
+        limit = gradient2.update(limit, window({ rttMs: (50 * limit) / 2 }));
+        windows++;
+      }
+      return windows;
+    };
+    expect(windowsToSettle(true)).toBeLessThanOrEqual(8);
+    expect(windowsToSettle(false)).toBeGreaterThan(15);
+  });
+
   it('slow start stops at half the limit of the last congestion until 10 calm windows have passed (TCP ssthresh)', () => {
     const gradient2 = new Gradient2();
     // Demand above the limit, RTT flat: slow start doubles.
