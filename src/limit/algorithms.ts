@@ -48,9 +48,9 @@ const FALL_ALPHA = 2 / 11;
  * queueSize`, smoothed. Not grown while app-limited (less than half the limit in use).
  *
  * Differences: per window instead of per call; with `decreaseAtOnce` (server limits) only
- * increases are smoothed and a decrease takes the window's `new` at once. The long average rises slowly (about
- * `longWindow` = 600 windows, Netflix's 600 samples) and falls fast (about 10 windows, where
- * Netflix takes 5% off when long > 2 × short): a sustained overload is not learned as the new
+ * increases are smoothed and a decrease takes the window's `new` at once. The long average
+ * rises slowly (about `longWindow` = 600 windows, Netflix's 600 samples) and falls fast
+ * (about 10 windows, where Netflix takes 5% off when long > 2 × short): a sustained overload is not learned as the new
  * normal within a run, a recovery is. A drop counts as the floor gradient (0.5; Netflix's
  * Gradient2 ignores drops), and a window in which more than 10% dropped keeps only the share
  * that did not (at least half: TCP's halving on loss), so a limit that starts far above the

@@ -52,7 +52,7 @@ export interface AdaptiveLimitOptions {
 export function limitAlgorithm(name: LimitAlgorithmName, options: { decreaseAtOnce?: boolean } = {}): LimitAlgorithm {
   switch (name) {
     case 'gradient2':
-      return new Gradient2({ decreaseAtOnce: options.decreaseAtOnce ?? false });
+      return new Gradient2(options);
     case 'vegas':
       return new Vegas();
     case 'aimd':
@@ -137,7 +137,7 @@ export class AdaptiveLimit {
   constructor(options: AdaptiveLimitOptions) {
     this.minConcurrent = options.minConcurrent;
     this.maxConcurrent = options.maxConcurrent;
-    this.algorithm = limitAlgorithm(options.algorithm, { decreaseAtOnce: options.decreaseAtOnce ?? false });
+    this.algorithm = limitAlgorithm(options.algorithm, { decreaseAtOnce: options.decreaseAtOnce });
     this.#clock = options.clock;
     this.#minWindowMs = options.minWindowMs ?? 100;
     this.#maxWindowMs = options.maxWindowMs ?? 1000;

@@ -69,7 +69,7 @@ export interface ConcurrencyLimitStats {
 }
 
 /** The limit a server starts at, within [minConcurrent, maxConcurrent] (Netflix's `initialLimit`). */
-export const serverInitialConcurrent = 20;
+const serverInitialConcurrent = 20;
 
 export const concurrencyLimitDefaults = {
   adaptive: 'gradient2',
@@ -162,7 +162,7 @@ export class ServerLimiter {
       maxConcurrent: options.maxConcurrent,
       // A cold instance takes its share of a balanced load at once (Netflix's initialLimit):
       // started at minConcurrent it shed the first burst, and callers' balancers then avoided it.
-      initialConcurrent: Math.min(options.maxConcurrent, Math.max(options.minConcurrent, serverInitialConcurrent)),
+      initialConcurrent: serverInitialConcurrent, // AdaptiveLimit clamps it to the bounds
       // Started above a small capacity, the limit must come down within a few windows.
       decreaseAtOnce: true,
       clock,
