@@ -27,6 +27,7 @@ install_line() {
 
 failed=()
 summary=()
+failures=()
 for line in "${lines[@]}"; do
   if ! bin="$(install_line "$line")"; then
     echo "node-matrix: could not install node@$line" >&2
@@ -36,14 +37,19 @@ for line in "${lines[@]}"; do
   version="$("$bin/node" --version)"
   echo "node-matrix: npm test on Node $version"
   start=$SECONDS
-  if PATH="$bin:$PATH" npm test; then
+  log="$(mktemp)"
+  if PATH="$bin:$PATH" npm test 2>&1 | tee "$log"; then
     summary+=("Node $version: passed in $((SECONDS - start)) s")
   else
     summary+=("Node $version: FAILED after $((SECONDS - start)) s")
     failed+=("$line")
+    # The failures again, at the end, where a truncated CI log still shows them.
+    failures+=("Node $version:" "$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E -A 12 '^ *(FAIL|×|❯ .*\([0-9]+ tests? \| [0-9]+ failed)|AssertionError|Error:' | head -80)")
   fi
+  rm -f "$log"
 done
 
+[ ${#failures[@]} -eq 0 ] || printf '%s\n' "${failures[@]}"
 printf 'node-matrix: %s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "node-matrix: failed on Node ${failed[*]}" >&2
