@@ -133,6 +133,9 @@ export function balance(instances: InstanceSet): Layer {
       },
       (error: unknown) => {
         instances.record(state, outcomeOf(error), startedAt);
+        if ((error as { retryAfterMs?: number }).retryAfterMs !== undefined) {
+          context.anotherInstanceFree = instances.hasAnotherUsable(context, state);
+        }
         throw error;
       },
     );

@@ -256,6 +256,21 @@ export class InstanceSet {
     return reuse;
   }
 
+  /**
+   * Whether an instance other than `failed`, usable and not yet tried in this call, matches
+   * the context's route (only asked after a failure, so a scan is fine).
+   */
+  hasAnotherUsable(context: CallContext, failed: InstanceState): boolean {
+    const version = context.route?.version;
+    const routes = version === undefined ? this.#routing : this.#byVersion.get(version);
+    if (routes === undefined) return false;
+    const now = this.#clock.now();
+    for (const state of routes.all.states) {
+      if (state !== failed && this.#usable(state, context.tried, now)) return true;
+    }
+    return false;
+  }
+
   #healthyShare(candidates: Group, now: number): number {
     if (candidates.epoch === this.#epoch) return candidates.healthyShare;
     let healthy = 0;

@@ -137,6 +137,12 @@ export class CallContext {
   /** When true, the transport must not reuse a pooled connection for this attempt. */
   freshConnection = false;
   /**
+   * Set by the balancer when an attempt failed with a `Retry-After`: whether another usable
+   * instance, not yet tried in this call, can take a retry (a 503's Retry-After holds back the
+   * instance that sent it, so a retry that goes elsewhere need not wait).
+   */
+  anotherInstanceFree = false;
+  /**
    * Set by the breaker on a half-open probe: the probe is one attempt (no retry, no hedge), so
    * probing a dependency that is still down costs one request.
    */

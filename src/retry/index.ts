@@ -154,7 +154,11 @@ export function retry(options: RetryLayerOptions): Layer {
     // A write is repeated only when it certainly never reached the server.
     if (!context.idempotent && error.requestSent !== false) return undefined;
     if (context.callerAborted) return undefined;
-    const retryAfterMs = (error as { retryAfterMs?: number }).retryAfterMs ?? 0;
+    // A 503's Retry-After holds back the server that sent it (overloaded or draining, RFC 9110),
+    // not the call: a retry that another instance can take goes at once (the balancer skips the
+    // instances tried). A 429's is the caller's rate limit, which every instance enforces alike.
+    const { retryAfterMs: askedMs = 0, status } = error as { retryAfterMs?: number; status?: number };
+    const retryAfterMs = status === 503 && context.anotherInstanceFree ? 0 : askedMs;
     const remainingMs = context.deadline === undefined ? Number.POSITIVE_INFINITY : context.deadline.remainingMs();
     // Retry-After beyond the budget: fail fast instead of waiting for a sure timeout.
     if (remainingMs - retryAfterMs < attemptNeedsMs) return undefined;
@@ -302,6 +306,7 @@ function hedged(
         context.instance = decided.instance;
         context.attempt += attempts.length - 1;
         context.tried = attempts.flatMap((item) => (item.context.instance ? [item.context.instance] : []));
+        context.anotherInstanceFree = decided.anotherInstanceFree;
       };
 
       const timer: WheelEntry = {

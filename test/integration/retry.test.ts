@@ -565,6 +565,48 @@ describe('retry: Retry-After', () => {
     }
   });
 
+  it('503 with Retry-After: 1 (an overloaded instance) is retried at once on the other instance', async () => {
+    const overloaded = await startServer(statusHandler(503, { 'retry-after': '1' }));
+    const healthy = await startServer(answer);
+    const client = createClient(movies, {
+      breaker: false,
+      instances: [overloaded.url, healthy.url],
+      balancer: 'round-robin',
+      timeoutMs: 3000,
+    });
+    const retries = collect(client, 'retry');
+    try {
+      const start = performance.now();
+      expect(await client.getMovie({ id: 9 })).toEqual({ id: 9, title: 'Heat' });
+      // Waiting for the Retry-After would take ≥ 1 s; without it, two loopback requests.
+      expect(performance.now() - start).toBeLessThan(900);
+      expect(overloaded.requests).toHaveLength(1);
+      expect(healthy.requests).toHaveLength(1);
+      expect(retries).toEqual([expect.objectContaining({ attempt: 2, instance: overloaded.url, delayMs: 0 })]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('503 with Retry-After: 1 from the only instance: the retry waits ≥ 1 s and goes back to it', async () => {
+    let seen = 0;
+    const only = await startServer((request, response, body) => {
+      if (seen++ === 0) statusHandler(503, { 'retry-after': '1' })(request, response, body);
+      else answer(request, response, body);
+    });
+    const client = createClient(movies, { breaker: false, instances: [only.url], timeoutMs: 3000 });
+    const retries = collect(client, 'retry');
+    try {
+      const start = performance.now();
+      expect(await client.getMovie({ id: 9 })).toEqual({ id: 9, title: 'Heat' });
+      expect(performance.now() - start).toBeGreaterThanOrEqual(990);
+      expect(only.requests).toHaveLength(2);
+      expect(retries).toEqual([expect.objectContaining({ attempt: 2, instance: only.url, delayMs: 1000 })]);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('429 with Retry-After: 10 and a 1000 ms budget fails fast with the 429, one request', async () => {
     const limited = await startServer(statusHandler(429, { 'retry-after': '10' }));
     const healthy = await startServer(answer);

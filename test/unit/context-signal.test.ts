@@ -116,7 +116,9 @@ describe('retry: an abort during a Retry-After wait', () => {
       close: async () => {},
     };
     const client = createClient(service, {
-      instances: ['http://127.0.0.1:1', 'http://127.0.0.1:2'],
+      // One instance: the retry must go back to the one that asked to wait (with another free
+      // instance, a 503's Retry-After does not delay the retry).
+      instances: ['http://127.0.0.1:1'],
       clock,
       transport: busy,
       timeoutMs: 5000,

@@ -131,6 +131,37 @@ describe('retry layer', () => {
     expect(tooLong.calls).toHaveLength(1);
   });
 
+  it('a 503’s Retry-After holds back its instance only: no wait when another is free; a 429’s always waits', async () => {
+    const clock = manualClock();
+    /** Fails once with `error` (another instance free or not, as the balancer says), then answers. */
+    const failingOnce = (error: Error, anotherInstanceFree: boolean) => {
+      let calls = 0;
+      const call: Call = async (_request, ctx) => {
+        ctx.instance = { url: 'http://i0:1', weight: 1 };
+        if (calls++ > 0) return ok;
+        ctx.anotherInstanceFree = anotherInstanceFree;
+        throw error;
+      };
+      return { call, calls: () => calls };
+    };
+    const delays = async (error: Error, anotherInstanceFree: boolean) => {
+      const events: RetryEvent[] = [];
+      const { call, calls } = failingOnce(error, anotherInstanceFree);
+      const pending = retry({ clock, attemptNeedsMs: 30, onEvent: (event) => events.push(event) })(call)(
+        request(),
+        context(clock),
+      );
+      for (let step = 0; step < 5; step++) await Promise.resolve();
+      const sentAtOnce = calls();
+      clock.advance(300);
+      await expect(pending).resolves.toBe(ok);
+      return { sentAtOnce, delayMs: events[0]?.type === 'retry' ? events[0].delayMs : undefined };
+    };
+    expect(await delays(new HttpStatusError(503, '', 200), true)).toEqual({ sentAtOnce: 2, delayMs: 0 });
+    expect(await delays(new HttpStatusError(503, '', 200), false)).toEqual({ sentAtOnce: 1, delayMs: 200 });
+    expect(await delays(new HttpStatusError(429, '', 200), true)).toEqual({ sentAtOnce: 1, delayMs: 200 });
+  });
+
   it('stops retrying when the budget is spent, marking the error', async () => {
     const clock = manualClock();
     const budget = new RetryBudget(clock, { ratio: 0, minPerSecond: 0.3, windowMs: 10_000 }); // 3 tokens

@@ -21,7 +21,13 @@ import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../..
 import { type TimerWheel, wheelOf } from '../../core/clock.js';
 import { CancellationSource, Deadline } from '../../core/deadline.js';
 import { ErrorCode, TelescopeError } from '../../core/errors.js';
-import { deadlineShedBody, parseBudgetHeader, type ServerLimiter } from '../../server/index.js';
+import {
+  concurrencyLimitDefaults,
+  deadlineShedBody,
+  overloadShedBody,
+  parseBudgetHeader,
+  type ServerLimiter,
+} from '../../server/index.js';
 import { AttemptHandler } from '../../transport/handler.js';
 import { type AttemptTransport, cannotSend, transportDefaults } from '../../transport/index.js';
 import type { TopologyFault, TopologyFaultKind } from '../topology.js';
@@ -367,7 +373,7 @@ export class SimInstance {
   shedByLimiter(exchange: Exchange): void {
     this.counters.shed++;
     exchange.released = true;
-    this.answer(exchange, 503, false);
+    this.answer(exchange, 503, false, limiterShed);
   }
 
   /** @internal the instance's own bounded admission (slots, queue, 503 when full). */
@@ -474,7 +480,7 @@ export class SimInstance {
   }
 
   /** Answers a request (counts wasted work, edge samples) and sends it if the caller is still there. */
-  answer(exchange: Exchange, status: number, fallback: boolean): void {
+  answer(exchange: Exchange, status: number, fallback: boolean, response?: SimResponse): void {
     exchange.phase = Phase.Done;
     exchange.status = status;
     if (exchange.gone || exchange.deadline?.expired === true) this.counters.wasted++;
@@ -485,7 +491,7 @@ export class SimInstance {
     }
     if (!exchange.gone) {
       this.#unlinkOpen(exchange);
-      const { body, headers } = this.#bodyFor(status, fallback);
+      const { body, headers } = response ?? this.#bodyFor(status, fallback);
       exchange.deliverResponse(status, body, headers);
     }
   }
@@ -566,7 +572,7 @@ export class SimInstance {
     }
   }
 
-  #bodyFor(status: number, fallback: boolean): { body: Buffer; headers: Record<string, string> } {
+  #bodyFor(status: number, fallback: boolean): SimResponse {
     const key = fallback ? -status : status;
     let cached = this.#bodies.get(key);
     if (cached === undefined) {
@@ -622,6 +628,22 @@ const shedHeaders = Object.freeze({
   'content-type': 'application/json',
   'content-length': String(shedBuffer.length),
 }) as Record<string, string>;
+
+/** A response's body and headers (shared, frozen). */
+interface SimResponse {
+  body: Buffer;
+  headers: Record<string, string>;
+}
+
+/** The 503 of a concurrency limiter's shed, as `concurrencyLimit` sends it (with its Retry-After). */
+const limiterShed: SimResponse = {
+  body: Buffer.from(overloadShedBody),
+  headers: Object.freeze({
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(overloadShedBody)),
+    'retry-after': String(concurrencyLimitDefaults.retryAfterS),
+  }) as Record<string, string>,
+};
 
 /** The simulated network: instances by URL, connections between callers and them. */
 export class SimNetwork {
