@@ -2,317 +2,49 @@
  * `createClient`: turns a service definition into typed methods over the layer stack
  * (outermost first): fallback → observe → deadline → breaker → bulkhead → retry → balance →
  * attempt → transport. Extensions (the cache) wrap the client from outside.
+ *
+ * This module checks the options, builds the layers and the stacks (again on `configure()`)
+ * and the client object; each typed method is in method.ts, the public types in types.ts.
  */
 
 import { attempt, attemptDefaults } from '../attempt/index.js';
 import { resolveHealthCheck } from '../balance/health-check.js';
-import {
-  type BalancerName,
-  balance,
-  type HealthCheckOptions,
-  type InstanceEvent,
-  type InstanceInput,
-  InstanceSet,
-  type OutlierOptions,
-  parseInstances,
-  startHealthChecks,
-} from '../balance/index.js';
+import { balance, InstanceSet, parseInstances, startHealthChecks } from '../balance/index.js';
 import {
   type BreakerLayer,
-  type BreakerOptions,
   breaker,
   type CircuitCause,
   type CircuitControl,
   type CircuitState,
 } from '../breaker/index.js';
-import {
-  type AdaptiveBulkheadOptions,
-  adaptiveBulkheadDefaults,
-  type BulkheadOptions,
-  bulkhead,
-} from '../bulkhead/index.js';
-import {
-  type Call,
-  CallContext,
-  compose,
-  type IncomingResponse,
-  isOneShotBody,
-  type Layer,
-  type Logger,
-  type OutgoingRequest,
-  type RouteHints,
-} from '../core/call.js';
+import { adaptiveBulkheadDefaults, bulkhead } from '../bulkhead/index.js';
+import { type Call, type CallContext, compose, type Layer } from '../core/call.js';
 import { channels } from '../core/channels.js';
-import { type Clock, systemClock } from '../core/clock.js';
+import { systemClock } from '../core/clock.js';
 import { Deadline } from '../core/deadline.js';
-import { ErrorCode, invalidOption, isTelescopeError, TelescopeError, ValidationError } from '../core/errors.js';
-import type { StandardSchemaV1 } from '../core/standard-schema.js';
+import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
 import { currentDeadline, deadline } from '../deadline/index.js';
-import { ambientDeadline } from '../deadline/storage.js';
-import type { Discovery } from '../discovery/index.js';
-import { type FallbackEvent, fallback } from '../fallback/index.js';
+import { fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
-import { type RedirectOptions, redirects } from '../redirect/index.js';
+import { redirects } from '../redirect/index.js';
 import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
-import {
-  buildPath,
-  type Endpoint,
-  type EndpointMethod,
-  type ServiceDefinition,
-  type StreamResponse,
-  serializeBody,
-  validate,
-} from '../service/index.js';
-import type { ThrottleOptions } from '../throttle/index.js';
-import { rawRequestBody } from '../transport/body.js';
-import {
-  type AttemptTransport,
-  acceptEncoding,
-  type TlsOptions,
-  transport,
-  transportDefaults,
-} from '../transport/index.js';
+import type { ServiceDefinition } from '../service/index.js';
+import { type AttemptTransport, acceptEncoding, transport } from '../transport/index.js';
 import { type ClientConfiguration, mergeConfiguration } from './configure.js';
+import { endpointMethod, lowerCaseHeaders, type MethodEnvironment, type ResponseDecoder } from './method.js';
 import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
+import { type Client, type ClientEvents, type ClientOptions, clientDefaults } from './types.js';
 
 export { type ClientConfiguration, configurableKeys } from './configure.js';
-
-/** Options of one call: always the last argument of a typed method. */
-export interface CallOptions {
-  /** This call's budget in milliseconds; overrides the endpoint's and the client's. */
-  timeoutMs?: number;
-  /** An explicit deadline; wins over the ambient one (`withDeadline`, server middleware). */
-  deadline?: Deadline;
-  /** Aborts the call (`ABORTED`); the request is cancelled and its socket freed. */
-  signal?: AbortSignal;
-  /** Extra request headers for this call. */
-  headers?: Record<string, string>;
-  /** Routing hints for this call. */
-  route?: RouteHints;
-}
-
-/** Options of `createClient`. Every option has a default except `instances`. */
-export interface ClientOptions {
-  /** The service's instances: URLs, or URLs with zone, version and weight. Or use `discovery`. */
-  instances?: readonly InstanceInput[];
-  /** Where instances come from when they change: `dnsDiscovery(...)` or your own source. */
-  discovery?: Discovery;
-  /**
-   * How an instance is picked for each attempt: `'p2c'` (power of two choices, fewer attempts
-   * in flight wins), `'p2c-ewma'` (Finagle's p2cPeakEwma: in flight × peak-EWMA latency, so
-   * slow and failing instances get less) or `'round-robin'`. See docs/instances.md.
-   * @default 'p2c'
-   */
-  balancer?: BalancerName;
-  /** Retries on another instance, inside a client-wide retry budget; `false` for none. @default { maxRetries: 1, budget: { ratio: 0.1, minPerSecond: 10 } } */
-  retry?: RetryOptions | false;
-  /** Hedging: a second attempt on another instance after `delayMs`. @default false */
-  hedge?: HedgeOptions | false;
-  /** Outlier ejection (Envoy's): consecutive failures, and optionally failure percentage and success rate per interval; `false` to never eject. @default { consecutiveFailures: 5, minRequests: 50, intervalMs: 10000, baseEjectionMs: 10000, maxEjectionMs: 300000, maxEjectionPercent: 50 } */
-  outlier?: OutlierOptions | false;
-  /**
-   * Envoy's slow start window: an instance that discovery adds, or that comes back from an
-   * ejection or from failing health checks, ramps its share linearly (from 10%) over this
-   * many ms. `0`: off. @default 0
-   */
-  slowStartMs?: number;
-  /** Active health checks: a GET of `path` on every instance through the client's transport. @default false */
-  healthCheck?: HealthCheckOptions | false;
-  /**
-   * This client's zone: traffic stays on same-zone instances in proportion to the zone's
-   * healthy capacity and spills to other zones for the rest. @default undefined
-   */
-  zone?: string;
-  /** Random source of the balancer (seed it in tests and simulations). @default Math.random */
-  random?: () => number;
-  /** Budget of a whole call (all attempts), unless the endpoint or call says otherwise. @default 1000 */
-  timeoutMs?: number;
-  /** Upper bound of one attempt; unset means the whole remaining budget. @default undefined */
-  attemptTimeoutMs?: number;
-  /** Budget kept back at this hop to answer its own caller after a downstream timeout. @default 10 */
-  reserveMs?: number;
-  /** Below this many ms of budget no attempt is started (`DEADLINE_EXCEEDED`). @default 20 */
-  minAttemptMs?: number;
-  /** Header carrying the callee's budget, `false` to not send it. @default 'x-request-timeout-ms' */
-  deadlineHeader?: string | false;
-  /** Header carrying each attempt's 1-based number (servers see retries and hedges), `false` to not send it. @default 'x-request-attempt' */
-  attemptHeader?: string | false;
-  /** TCP connect timeout, per hop. @default 1000 */
-  connectTimeoutMs?: number;
-  /** Larger response bodies are aborted, not buffered. @default 10485760 */
-  maxResponseBytes?: number;
-  /** Sockets per instance; `null` for no limit. @default null */
-  connections?: number | null;
-  /** Idle keep-alive socket lifetime. @default 4000 */
-  keepAliveTimeoutMs?: number;
-  /**
-   * TLS for `https://` instances: `ca` (PEM) to trust, `cert` and `key` to present (mTLS),
-   * `servername`, `minVersion`. Certificates are always verified unless `insecureSkipVerify`.
-   * @default Node's root CAs, no client certificate, TLS 1.2 or later
-   */
-  tls?: TlsOptions;
-  /**
-   * HTTP/2: h2 over TLS by ALPN (an instance offering only HTTP/1.1 gets that), h2c with prior
-   * knowledge for `http://` instances; one connection per instance, attempts as streams.
-   * @default false
-   */
-  http2?: boolean;
-  /**
-   * Accept gzip, deflate, br (and zstd where Node has it) and decode them; `maxResponseBytes`
-   * bounds the decoded size. Off, the client asks for `identity` and a compressed body is an
-   * `INVALID_RESPONSE`. @default false
-   */
-  decompress?: boolean;
-  /** Headers sent with every call. @default {} */
-  headers?: Record<string, string>;
-  /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */
-  logger?: Logger;
-  /**
-   * Circuit breaker per endpoint (opossum's opening semantics, resilience4j's slow calls and
-   * half-open probes, on the client's clock); `false` for none. See docs/breakers-and-throttling.md.
-   * @default { volumeThreshold: 20, errorThresholdPercentage: 50, minResetTimeoutMs: 250, resetTimeoutMs: 1000, halfOpenProbes: 3, rampMs: 1000, rollingWindowMs: 10000 }
-   */
-  breaker?: BreakerOptions | false;
-  /**
-   * Client-side adaptive throttling per endpoint (Google SRE book): calls are rejected locally
-   * with `THROTTLED` with probability max(0, (requests − k·accepts) / (requests + 1)) over the
-   * window, so a dependency that accepts too little gets a trickle, not the full load. `false`
-   * for none. See docs/breakers-and-throttling.md.
-   * @default { k: 2, windowMs: 120000, minRequests: 20 } (false when `breaker` is false)
-   */
-  throttle?: ThrottleOptions | false;
-  /**
-   * Bound on calls in flight to the service: adaptive (`{ adaptive: 'gradient2' | 'vegas' |
-   * 'aimd', minConcurrent, maxConcurrent, maxQueue }`, learned from latency and drops), static
-   * (`{ maxConcurrent, maxQueue }`), or `false` for none. See docs/overload.md.
-   * @default { adaptive: 'gradient2', minConcurrent: 20, maxConcurrent: 1000, maxQueue: 1000 }
-   */
-  bulkhead?: AdaptiveBulkheadOptions | BulkheadOptions | false;
-  /** Keep per-endpoint counters and latency for `stats()`. @default true */
-  metrics?: boolean;
-  /** Rolling window of `stats()` rates and latency percentiles. @default 10000 */
-  metricsWindowMs?: number;
-  /** Time source for every timeout. @default systemClock */
-  clock?: Clock;
-  /**
-   * Replaces the undici transport: whatever performs one attempt against `context.instance`
-   * (the storm simulator's virtual network, an in-process double). The connection options
-   * (`connectTimeoutMs`, `maxResponseBytes`, `connections`, `keepAliveTimeoutMs`, `tls`,
-   * `http2`, `decompress`) then do not apply. @default the undici transport
-   */
-  transport?: AttemptTransport;
-  /**
-   * Follow 3xx redirects: at most `max` per attempt, on the instance's origin unless the
-   * target is in `allowOrigins`, never from https to http. Off: a 3xx fails with `HTTP_STATUS`
-   * and its `location`. @default false
-   */
-  redirects?: RedirectOptions | false;
-  /**
-   * More header names whose values never reach logs (besides authorization,
-   * proxy-authorization, cookie, set-cookie, x-api-key). Case-insensitive. @default []
-   */
-  redactHeaders?: readonly string[];
-}
-
-/** Defaults of {@link ClientOptions}. */
-export const clientDefaults = {
-  timeoutMs: 1000,
-  reserveMs: attemptDefaults.reserveMs,
-  minAttemptMs: attemptDefaults.minAttemptMs,
-  deadlineHeader: attemptDefaults.deadlineHeader,
-  connectTimeoutMs: transportDefaults.connectTimeoutMs,
-  maxResponseBytes: transportDefaults.maxResponseBytes,
-  connections: transportDefaults.connections,
-  keepAliveTimeoutMs: transportDefaults.keepAliveTimeoutMs,
-} as const;
-
-/** A typed client: one method per endpoint, plus `close()`. */
-export type Client<S extends ServiceDefinition> = {
-  readonly [K in keyof S['endpoints']]: EndpointMethod<S['endpoints'][K], CallOptions>;
-} & {
-  /** The definition this client was made from. */
-  readonly service: S;
-  /** Fails calls in flight with `CLIENT_CLOSED`, closes every socket; later calls fail at once. */
-  close(): Promise<void>;
-  /** Listens to the client's decisions; returns a function that stops listening. */
-  on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void;
-  /** Retry-budget tokens left (Infinity without a budget). */
-  retryTokens(): number;
-  /** A snapshot of counters, latency, breaker states and instances, per endpoint. */
-  stats(): ClientStats;
-  /**
-   * The circuit of one endpoint, for operators: `state()`, `forceOpen()`, `forceClosed()`,
-   * `reset()`; each change is a `breaker` event. Throws `INVALID_OPTION` for an unknown
-   * endpoint or a client made with `breaker: false`.
-   */
-  circuit(endpoint: keyof S['endpoints'] & string): CircuitControl;
-  /**
-   * Changes timeouts, retry, hedging, breaker, throttle, bulkhead (static or adaptive) and
-   * outlier settings of this live client, from the next call on; calls in flight finish under
-   * the settings they started with. Checked like `createClient`: a bad value throws
-   * `INVALID_OPTION` and changes nothing. Emits a `configure` event.
-   *
-   * @example
-   * client.configure({ timeoutMs: 300, retry: { maxRetries: 0 }, bulkhead: { maxConcurrent: 500 } });
-   */
-  configure(change: ClientConfiguration): void;
-};
-
-/** Added to every instance event: the service, and the counts after the change. */
-export interface InstanceCounts {
-  service: string;
-  /** Instances ejected by outlier detection now. */
-  ejected: number;
-  /** Instances out of rotation on active health checks now. */
-  unhealthy: number;
-}
-
-/** Events of a client, by name. */
-export interface ClientEvents {
-  /** A failed attempt is being retried on another instance. */
-  retry: Extract<RetryEvent, { type: 'retry' }>;
-  /** A slow attempt got a hedge on another instance. */
-  hedge: Extract<RetryEvent, { type: 'hedge' }>;
-  /** A retry was not made: the retry budget is spent. */
-  'budget-exhausted': Extract<RetryEvent, { type: 'budget-exhausted' }>;
-  /** An instance was ejected (consecutive failures, failure percentage or success rate). */
-  eject: Extract<InstanceEvent, { type: 'eject' }> & InstanceCounts;
-  /** An ejected instance is back in rotation (at the end of its ejection, or early on health checks). */
-  return: Extract<InstanceEvent, { type: 'return' }> & InstanceCounts;
-  /** Active health checks took an instance out of rotation (`healthy: false`) or brought it back. */
-  health: Extract<InstanceEvent, { type: 'health' }> & InstanceCounts;
-  /** Discovery delivered a new instance set. */
-  instances: { service: string; instances: string[]; removed: string[] };
-  /** `configure()` put new settings in force (`changed`: the keys it was given). */
-  configure: { service: string; changed: Array<keyof ClientConfiguration>; options: ClientConfiguration };
-  /** An endpoint's circuit changed state, and why (thresholds, probes, or an operator). */
-  breaker: { service: string; endpoint: string; state: CircuitState; cause: CircuitCause };
-  /** A fallback answered a failed call (or itself failed: `failed: true`). */
-  fallback: FallbackEvent;
-  /** The bulkhead shed a call: full, or no slot within the call's deadline. */
-  shed: { service: string; endpoint: string; reason: 'full' | 'queue-timeout' };
-}
-
-const credentialHeaders: ReadonlySet<string> = new Set([
-  'authorization',
-  'proxy-authorization',
-  'cookie',
-  'set-cookie',
-  'x-api-key',
-]);
-
-/**
- * A copy of `headers` with credentials (and the `extra` names, lower-case) replaced by
- * `[redacted]`, for logs.
- */
-export function redactHeaders(headers: Record<string, string>, extra?: ReadonlySet<string>): Record<string, string> {
-  const copy: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    const lower = name.toLowerCase();
-    copy[name] = credentialHeaders.has(lower) || extra?.has(lower) === true ? '[redacted]' : value;
-  }
-  return copy;
-}
+export { redactHeaders } from './method.js';
+export {
+  type CallOptions,
+  type Client,
+  type ClientEvents,
+  type ClientOptions,
+  clientDefaults,
+  type InstanceCounts,
+} from './types.js';
 
 /**
  * Creates a typed client for a service.
@@ -324,7 +56,7 @@ export function redactHeaders(headers: Record<string, string>, extra?: ReadonlyS
 export function createClient<S extends ServiceDefinition>(service: S, options: ClientOptions): Client<S> {
   if (typeof options !== 'object' || options === null) invalidOption('createClient options', 'an object', options);
   const clock = options.clock ?? systemClock;
-  let timeoutMs = checkTimeoutMs(options.timeoutMs);
+  const timeoutMs = checkTimeoutMs(options.timeoutMs);
   if ((options.instances === undefined) === (options.discovery === undefined)) {
     invalidOption('instances', 'given, or discovery given instead (exactly one of them)', options.instances);
   }
@@ -455,7 +187,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   // Response schemas run inside the observed part of the stack, so a response that fails its
   // schema is an INVALID_RESPONSE failure for stats() and the diagnostics channels, as it is for
   // the caller. Fallback values (from above) are typed by the endpoint and not checked.
-  const decoders = new Map<string, (response: IncomingResponse) => IncomingResponse | Promise<IncomingResponse>>();
+  const decoders = new Map<string, ResponseDecoder>();
   const decodeLayer: Layer = (next) => (request, context) => {
     const decodeResponse = decoders.get(context.endpoint);
     return decodeResponse === undefined ? next(request, context) : next(request, context).then(decodeResponse);
@@ -633,7 +365,17 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   // copy, that write replaces a value instead of adding a property (cheaper on V8).
   const attemptHeader = options.attemptHeader ?? attemptDefaults.attemptHeader;
   if (attemptHeader !== false) baseHeaders[attemptHeader] = '1';
-  let closed = false;
+  /** What every method reads: `configure()` changes the timeout, `close()` closes. */
+  const methods: MethodEnvironment = {
+    service,
+    clock,
+    logger,
+    extraRedacted,
+    baseHeaders,
+    decoders,
+    timeoutMs,
+    closed: false,
+  };
   // Timers start last, once every option has been checked: bad input leaves none behind.
   instanceSet.start();
   const stopHealthChecks =
@@ -649,7 +391,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const client: Record<string, unknown> = {
     service,
     async close() {
-      closed = true;
+      methods.closed = true;
       breakerLayer.shutdown();
       for (const endpointBreaker of endpointBreakers.values()) endpointBreaker.shutdown();
       instanceSet.close();
@@ -672,7 +414,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     },
     retryTokens: () => (retryBudget === undefined ? Number.POSITIVE_INFINITY : retryBudget.tokens()),
     configure(change: ClientConfiguration): void {
-      if (closed) {
+      if (methods.closed) {
         throw new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed: configure() changes nothing', {
           service: service.name,
           requestSent: false,
@@ -693,7 +435,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       const assembled = assemble(next, budget, pending);
       for (const apply of pending) apply();
       retryBudget = assembled.budget;
-      timeoutMs = nextTimeoutMs;
+      methods.timeoutMs = nextTimeoutMs;
       current = next;
       for (const [name, call] of assembled.stacks) (routes.get(name) as { call: Call }).call = call;
       logger?.info({ changed }, 'client configured');
@@ -732,198 +474,9 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     }),
   };
   for (const [name, definition] of Object.entries(service.endpoints)) {
-    client[name] = typedMethod(name, definition);
+    client[name] = endpointMethod(name, definition, routes.get(name) as { call: Call }, methods);
   }
   return Object.freeze(client) as Client<S>;
-
-  function typedMethod(name: string, definition: Endpoint) {
-    const route = routes.get(name) as { call: Call };
-    const hasParams = definition.params !== undefined || definition.query !== undefined;
-    const hasBody = definition.body !== undefined;
-    const rawBody = definition.body === 'raw';
-    const streamed = definition.responseType === 'stream';
-    // A raw body's content type depends on the value (set per call, unless the caller sets one).
-    const endpointHeaders: Record<string, string> =
-      hasBody && !rawBody ? { ...baseHeaders, 'content-type': 'application/json' } : baseHeaders;
-    const failRequest =
-      (part: ValidationError['part']) => (issues: readonly StandardSchemaV1.Issue[], cause?: unknown) => {
-        throw new ValidationError(ErrorCode.INVALID_REQUEST, part, issues, {
-          service: service.name,
-          endpoint: name,
-          requestSent: false,
-          cause,
-        });
-      };
-    const failParams = failRequest('params');
-    const failQuery = failRequest('query');
-    const failBody = failRequest('body');
-    const failResponse = (issues: readonly StandardSchemaV1.Issue[], cause?: unknown): never => {
-      throw new ValidationError(ErrorCode.INVALID_RESPONSE, 'response', issues, {
-        service: service.name,
-        endpoint: name,
-        cause,
-      });
-    };
-    const schema = definition.response;
-    if (schema !== undefined) {
-      decoders.set(name, (response) => {
-        const body = validate<unknown>(schema, response.body, failResponse);
-        return body instanceof Promise ? body.then((value) => ({ ...response, body: value })) : { ...response, body };
-      });
-    }
-    const decode = streamed
-      ? (response: IncomingResponse): StreamResponse => ({
-          status: response.status,
-          headers: response.headers,
-          body: response.body as ReadableStream<Uint8Array>,
-        })
-      : (response: IncomingResponse) => response.body;
-    const logFailure = (activeLogger: Logger, error: unknown, headers: Record<string, string>): never => {
-      activeLogger.debug(
-        isTelescopeError(error)
-          ? {
-              endpoint: name,
-              code: error.code,
-              instance: error.instance,
-              attempt: error.attempt,
-              err: error.message,
-              headers: redactHeaders(headers, extraRedacted),
-            }
-          : { endpoint: name, err: String(error), headers: redactHeaders(headers, extraRedacted) },
-        'call failed',
-      );
-      throw error;
-    };
-
-    return (...args: unknown[]): Promise<unknown> => {
-      try {
-        let index = 0;
-        const params = hasParams ? args[index++] : undefined;
-        const body = hasBody ? args[index++] : undefined;
-        const callOptions = args[index] as CallOptions | undefined;
-        if (args.length > index + 1) {
-          throw new TelescopeError(
-            ErrorCode.INVALID_REQUEST,
-            `${service.name}.${name} takes ${describeArgs(hasParams, hasBody)}, got ${args.length} arguments`,
-            { service: service.name, endpoint: name, requestSent: false },
-          );
-        }
-        if (closed) {
-          throw new TelescopeError(ErrorCode.CLIENT_CLOSED, 'client is closed', {
-            service: service.name,
-            endpoint: name,
-            requestSent: false,
-          });
-        }
-        const checkedParams = validate(definition.params, params, failParams);
-        const checkedQuery = definition.query === undefined ? undefined : validate(definition.query, params, failQuery);
-        const checkedBody = rawBody
-          ? body
-          : hasBody
-            ? validate(definition.body as StandardSchemaV1, body, failBody)
-            : undefined;
-        if (checkedParams instanceof Promise || checkedQuery instanceof Promise || checkedBody instanceof Promise) {
-          return Promise.all([checkedParams, checkedQuery, checkedBody]).then(([p, q, b]) =>
-            send(p, q, b, callOptions),
-          );
-        }
-        return send(checkedParams, checkedQuery, checkedBody, callOptions);
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    };
-
-    function send(
-      params: unknown,
-      query: unknown,
-      body: unknown,
-      callOptions: CallOptions | undefined,
-    ): Promise<unknown> {
-      const path = buildPath(name, service.name, definition.pathParts, params, query);
-      let headers = endpointHeaders;
-      let idempotent = definition.idempotent;
-      let callTimeoutMs = definition.timeoutMs ?? timeoutMs;
-      if (callOptions !== undefined) {
-        if (typeof callOptions !== 'object' || callOptions === null) {
-          invalidOption(`${service.name}.${name} call options`, 'an object', callOptions);
-        }
-        if (callOptions.headers !== undefined) {
-          headers = { ...endpointHeaders, ...lowerCaseHeaders(callOptions.headers, 'call headers') };
-          if (headers['idempotency-key'] !== undefined) idempotent = true;
-        }
-        if (callOptions.timeoutMs !== undefined) {
-          callTimeoutMs = callOptions.timeoutMs;
-          if (!(Number.isFinite(callTimeoutMs) && callTimeoutMs > 0)) {
-            invalidOption('call timeoutMs', 'a positive finite number', callTimeoutMs);
-          }
-        }
-      }
-      // The ambient deadline (server middleware, withDeadline) is looked up once per call; its
-      // cancellation (the inbound request was abandoned) cancels the call like the caller's signal.
-      const ambient = ambientDeadline();
-      const inherited = callOptions?.deadline ?? ambient;
-      let cancellation = inherited?.cancellation ?? ambient?.cancellation;
-      let callerSignal = callOptions?.signal;
-      let unlink: (() => void) | undefined;
-      if (cancellation !== undefined && (callerSignal !== undefined || cancellation.watch === undefined)) {
-        // The caller's own signal too, or a cancellation without the cheap form: one signal.
-        const inbound = cancellation.signal;
-        cancellation = undefined;
-        if (callerSignal === undefined || callerSignal === inbound) callerSignal = inbound;
-        else [callerSignal, unlink] = linkSignals(callerSignal, inbound);
-      }
-      if (callerSignal?.aborted || cancellation?.isCancelled === true) {
-        callerSignal ??= cancellation?.signal as AbortSignal;
-        unlink?.();
-        const own = callOptions?.signal?.aborted === true;
-        throw new TelescopeError(
-          ErrorCode.ABORTED,
-          own
-            ? 'call aborted by the caller before it started'
-            : 'call not started: its caller went away (the inbound request was abandoned)',
-          {
-            service: service.name,
-            endpoint: name,
-            requestSent: false,
-            cause: own ? callOptions?.signal?.reason : callerSignal.reason,
-          },
-        );
-      }
-      const context = new CallContext({
-        service: service.name,
-        endpoint: name,
-        idempotent,
-        clock,
-        timeoutMs: callTimeoutMs,
-        callerSignal,
-        cancellation,
-        deadline: inherited,
-        route: callOptions?.route,
-        logger,
-      });
-      context.params = params ?? query;
-      if (streamed) context.responseType = 'stream';
-      const request = {
-        method: definition.method,
-        path,
-        // Layers write per-attempt headers (the deadline), so each call gets its own object.
-        // Object.assign, not a spread: on Node 20 adding a property to a spread copy of a
-        // non-empty object costs ~0.7 µs (measured), Object.assign's copy ~0.05 µs.
-        headers: Object.assign({}, headers),
-        body: body === undefined || rawBody ? undefined : (serializeBody(body) as OutgoingRequest['body']),
-      };
-      if (rawBody && body !== undefined) {
-        const wire = rawRequestBody(body, service.name, name);
-        request.body = wire.body;
-        request.headers['content-type'] ??= wire.contentType;
-        // A stream is read once: never hedged, and retried only when it was certainly not sent.
-        if (isOneShotBody(wire.body)) context.idempotent = false;
-      }
-      let pending = route.call(request, context).then(decode);
-      if (unlink !== undefined) pending = settleThen(pending, unlink);
-      return logger === undefined ? pending : pending.catch((error) => logFailure(logger, error, request.headers));
-    }
-  }
 
   /**
    * Waits for discovery's first instance set inside the call's budget: the budget is fixed now,
@@ -972,73 +525,10 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   }
 }
 
-/**
- * One signal that aborts when either does (not AbortSignal.any: on Node 20 it keeps every
- * combined signal attached to its sources). Returns the signal and the function that detaches
- * it, called when the call settles. Only for a call with its own signal under a cancellable
- * inbound request.
- */
-function linkSignals(first: AbortSignal, second: AbortSignal): [AbortSignal, () => void] {
-  const controller = new AbortController();
-  const unlink = () => {
-    first.removeEventListener('abort', onFirst);
-    second.removeEventListener('abort', onSecond);
-  };
-  const onFirst = () => {
-    unlink();
-    controller.abort(first.reason);
-  };
-  const onSecond = () => {
-    unlink();
-    controller.abort(second.reason);
-  };
-  if (first.aborted) controller.abort(first.reason);
-  else if (second.aborted) controller.abort(second.reason);
-  else {
-    first.addEventListener('abort', onFirst, { once: true });
-    second.addEventListener('abort', onSecond, { once: true });
-  }
-  return [controller.signal, unlink];
-}
-
-function settleThen<T>(pending: Promise<T>, after: () => void): Promise<T> {
-  return pending.then(
-    (value) => {
-      after();
-      return value;
-    },
-    (error: unknown) => {
-      after();
-      throw error;
-    },
-  );
-}
-
 function checkTimeoutMs(value: number | undefined): number {
   const timeoutMs = value ?? clientDefaults.timeoutMs;
   if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs > 0)) {
     invalidOption('timeoutMs', 'a positive finite number', timeoutMs);
   }
   return timeoutMs;
-}
-
-function describeArgs(hasParams: boolean, hasBody: boolean): string {
-  return `(${[hasParams && 'params', hasBody && 'body', 'options?'].filter(Boolean).join(', ')})`;
-}
-
-/** What HTTP allows in a field value (RFC 9110 field-vchar, SP and HTAB), as undici checks it. */
-const invalidHeaderValue = /[^\t\x20-\x7e\x80-\xff]/;
-
-function lowerCaseHeaders(headers: Record<string, string>, what: string): Record<string, string> {
-  if (typeof headers !== 'object' || headers === null) invalidOption(what, 'an object of strings', headers);
-  const lower: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    // Header values may be credentials: errors name the header, never its value.
-    if (typeof value !== 'string') invalidOption(`${what}.${name}`, 'a string', typeof value);
-    if (invalidHeaderValue.test(value)) {
-      invalidOption(`${what}.${name}`, 'free of CR, LF and other control characters', '[value not shown]');
-    }
-    lower[name.toLowerCase()] = value;
-  }
-  return lower;
 }
