@@ -23,7 +23,7 @@ import type { RedirectOptions } from '../redirect/index.js';
 import type { HedgeOptions, RetryEvent, RetryOptions } from '../retry/index.js';
 import type { EndpointMethod, ServiceDefinition } from '../service/index.js';
 import type { ThrottleOptions } from '../throttle/index.js';
-import { type AttemptTransport, type TlsOptions, transportDefaults } from '../transport/index.js';
+import { type AttemptTransport, type TransportOptions, transportDefaults } from '../transport/index.js';
 import type { ClientConfiguration } from './configure.js';
 
 /** Options of one call: always the last argument of a typed method. */
@@ -40,8 +40,14 @@ export interface CallOptions {
   route?: RouteHints;
 }
 
+/** The transport's options a client passes on (used unless `transport` is given). */
+type ClientTransportOptions = Pick<
+  TransportOptions,
+  'connectTimeoutMs' | 'maxResponseBytes' | 'connections' | 'keepAliveTimeoutMs' | 'tls' | 'http2' | 'decompress'
+>;
+
 /** Options of `createClient`. Every option has a default except `instances`. */
-export interface ClientOptions {
+export interface ClientOptions extends ClientTransportOptions {
   /** The service's instances: URLs, or URLs with zone, version and weight. Or use `discovery`. */
   instances?: readonly InstanceInput[];
   /** Where instances come from when they change: `dnsDiscovery(...)` or your own source. */
@@ -86,32 +92,6 @@ export interface ClientOptions {
   deadlineHeader?: string | false;
   /** Header carrying each attempt's 1-based number (servers see retries and hedges), `false` to not send it. @default 'x-request-attempt' */
   attemptHeader?: string | false;
-  /** TCP connect timeout, per hop. @default 1000 */
-  connectTimeoutMs?: number;
-  /** Larger response bodies are aborted, not buffered. @default 10485760 */
-  maxResponseBytes?: number;
-  /** Sockets per instance; `null` for no limit. @default null */
-  connections?: number | null;
-  /** Idle keep-alive socket lifetime. @default 4000 */
-  keepAliveTimeoutMs?: number;
-  /**
-   * TLS for `https://` instances: `ca` (PEM) to trust, `cert` and `key` to present (mTLS),
-   * `servername`, `minVersion`. Certificates are always verified unless `insecureSkipVerify`.
-   * @default Node's root CAs, no client certificate, TLS 1.2 or later
-   */
-  tls?: TlsOptions;
-  /**
-   * HTTP/2: h2 over TLS by ALPN (an instance offering only HTTP/1.1 gets that), h2c with prior
-   * knowledge for `http://` instances; one connection per instance, attempts as streams.
-   * @default false
-   */
-  http2?: boolean;
-  /**
-   * Accept gzip, deflate, br (and zstd where Node has it) and decode them; `maxResponseBytes`
-   * bounds the decoded size. Off, the client asks for `identity` and a compressed body is an
-   * `INVALID_RESPONSE`. @default false
-   */
-  decompress?: boolean;
   /** Headers sent with every call. @default {} */
   headers?: Record<string, string>;
   /** A pino logger (or the same shape); the client logs through a child `{ service }`. @default silent */

@@ -32,7 +32,11 @@ export interface TransportOptions {
   connections?: number | null;
   /** How long an idle keep-alive socket is kept. @default 4000 */
   keepAliveTimeoutMs?: number;
-  /** CA, client certificate (mTLS), server name and TLS version for `https://` instances. @default Node's root CAs, no client certificate */
+  /**
+   * TLS for `https://` instances: `ca` (PEM) to trust, `cert` and `key` to present (mTLS),
+   * `servername`, `minVersion`. Certificates are always verified unless `insecureSkipVerify`.
+   * @default Node's root CAs, no client certificate, TLS 1.2 or later
+   */
   tls?: TlsOptions;
   /**
    * HTTP/2: over TLS negotiated by ALPN (an instance that offers only HTTP/1.1 gets it), and

@@ -531,16 +531,21 @@ describe('retry: the deadline budget', () => {
 });
 
 describe('retry: Retry-After', () => {
-  it('429 with Retry-After: 1 and a 3000 ms budget is retried after ≥ 1 s on the other instance', async () => {
-    const limited = await startServer(statusHandler(429, { 'retry-after': '1' }));
+  /** An instance answering `status` with `Retry-After: retryAfterS`, then a healthy one (round-robin). */
+  async function behindRetryAfter(status: number, retryAfterS: number, timeoutMs: number) {
+    const limited = await startServer(statusHandler(status, { 'retry-after': String(retryAfterS) }));
     const healthy = await startServer(answer);
     const client = createClient(movies, {
       breaker: false,
       instances: [limited.url, healthy.url],
       balancer: 'round-robin',
-      timeoutMs: 3000,
+      timeoutMs,
     });
-    const retries = collect(client, 'retry');
+    return { limited, healthy, client, retries: collect(client, 'retry') };
+  }
+
+  it('429 with Retry-After: 1 and a 3000 ms budget is retried after ≥ 1 s on the other instance', async () => {
+    const { limited, healthy, client, retries } = await behindRetryAfter(429, 1, 3000);
     try {
       const start = performance.now();
       expect(await client.getMovie({ id: 9 })).toEqual({ id: 9, title: 'Heat' });
@@ -566,15 +571,7 @@ describe('retry: Retry-After', () => {
   });
 
   it('503 with Retry-After: 1 (an overloaded instance) is retried at once on the other instance', async () => {
-    const overloaded = await startServer(statusHandler(503, { 'retry-after': '1' }));
-    const healthy = await startServer(answer);
-    const client = createClient(movies, {
-      breaker: false,
-      instances: [overloaded.url, healthy.url],
-      balancer: 'round-robin',
-      timeoutMs: 3000,
-    });
-    const retries = collect(client, 'retry');
+    const { limited: overloaded, healthy, client, retries } = await behindRetryAfter(503, 1, 3000);
     try {
       const start = performance.now();
       expect(await client.getMovie({ id: 9 })).toEqual({ id: 9, title: 'Heat' });
@@ -608,15 +605,7 @@ describe('retry: Retry-After', () => {
   });
 
   it('429 with Retry-After: 10 and a 1000 ms budget fails fast with the 429, one request', async () => {
-    const limited = await startServer(statusHandler(429, { 'retry-after': '10' }));
-    const healthy = await startServer(answer);
-    const client = createClient(movies, {
-      breaker: false,
-      instances: [limited.url, healthy.url],
-      balancer: 'round-robin',
-      timeoutMs: 1000,
-    });
-    const retries = collect(client, 'retry');
+    const { limited, healthy, client, retries } = await behindRetryAfter(429, 10, 1000);
     try {
       const { error, ms } = await timedFailure(client.getMovie({ id: 9 }));
       expect(error).toBeInstanceOf(HttpStatusError);
