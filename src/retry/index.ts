@@ -306,7 +306,8 @@ function hedged(
         context.instance = decided.instance;
         context.attempt += attempts.length - 1;
         context.tried = attempts.flatMap((item) => (item.context.instance ? [item.context.instance] : []));
-        context.anotherInstanceFree = decided.anotherInstanceFree;
+        // Free only if free for every attempt: each saw the instances tried before it, not the others'.
+        context.anotherInstanceFree = attempts.every((item) => item.context.anotherInstanceFree);
       };
 
       const timer: WheelEntry = {

@@ -162,6 +162,44 @@ describe('retry layer', () => {
     expect(await delays(new HttpStatusError(429, '', 200), true)).toEqual({ sentAtOnce: 1, delayMs: 200 });
   });
 
+  it('after a hedge, a 503’s Retry-After is skipped only when another instance was free for both attempts', async () => {
+    const clock = manualClock();
+    const events: RetryEvent[] = [];
+    const rejecters: Array<(error: Error) => void> = [];
+    const instances = ['http://a:1', 'http://b:1', 'http://a:1'];
+    // Two instances: the first attempt (a) sees b free; the hedge (on b, a tried) sees none.
+    const call: Call = (_request, ctx) => {
+      const index = rejecters.length;
+      if (index >= 2) return Promise.resolve(ok);
+      ctx.instance = { url: instances[index] as string, weight: 1 };
+      return new Promise((_resolve, reject) => {
+        rejecters.push((error) => {
+          ctx.anotherInstanceFree = index === 0;
+          reject(error);
+        });
+      });
+    };
+    const pending = retry({
+      clock,
+      attemptNeedsMs: 30,
+      maxRetries: 2, // the hedge counts as the second attempt
+      hedge: { delayMs: 10 },
+      onEvent: (event) => events.push(event),
+    })(call)(request(), context(clock));
+    await Promise.resolve();
+    clock.advance(10);
+    await Promise.resolve();
+    expect(rejecters).toHaveLength(2);
+    // The hedge fails first; the first attempt decides the call.
+    rejecters[1]?.(new HttpStatusError(503, '', 200));
+    await Promise.resolve();
+    rejecters[0]?.(new HttpStatusError(503, '', 200));
+    for (let step = 0; step < 5; step++) await Promise.resolve();
+    clock.advance(300);
+    await expect(pending).resolves.toBe(ok);
+    expect(events.filter((event) => event.type === 'retry')).toEqual([expect.objectContaining({ delayMs: 200 })]);
+  });
+
   it('stops retrying when the budget is spent, marking the error', async () => {
     const clock = manualClock();
     const budget = new RetryBudget(clock, { ratio: 0, minPerSecond: 0.3, windowMs: 10_000 }); // 3 tokens
