@@ -4,7 +4,8 @@
  * attempt → transport. Extensions (the cache) wrap the client from outside.
  *
  * This module checks the options, builds the layers and the stacks (again on `configure()`)
- * and the client object; each typed method is in method.ts, the public types in types.ts.
+ * and the client object; each typed method is in method.ts, the public types in types.ts,
+ * the wait for discovery's first instance set in first-instances.ts.
  */
 
 import { attempt, attemptDefaults } from '../attempt/index.js';
@@ -18,12 +19,11 @@ import {
   type CircuitState,
 } from '../breaker/index.js';
 import { adaptiveBulkheadDefaults, bulkhead } from '../bulkhead/index.js';
-import { type Call, type CallContext, compose, type Layer } from '../core/call.js';
+import { type Call, compose, type Layer } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { systemClock } from '../core/clock.js';
-import { Deadline } from '../core/deadline.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
-import { currentDeadline, deadline } from '../deadline/index.js';
+import { deadline } from '../deadline/index.js';
 import { fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
 import { redirects } from '../redirect/index.js';
@@ -31,6 +31,7 @@ import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, ret
 import type { ServiceDefinition } from '../service/index.js';
 import { type AttemptTransport, acceptEncoding, transport } from '../transport/index.js';
 import { type ClientConfiguration, mergeConfiguration } from './configure.js';
+import { FirstInstances } from './first-instances.js';
 import { endpointMethod, lowerCaseHeaders, type MethodEnvironment, type ResponseDecoder } from './method.js';
 import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
 import { type Client, type ClientEvents, type ClientOptions, clientDefaults } from './types.js';
@@ -109,19 +110,13 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const extraRedacted = new Set((options.redactHeaders ?? []).map((name) => String(name).toLowerCase()));
   // Before discovery: a source may deliver (and be logged) inside subscribe().
   const logger = options.logger?.child({ service: service.name });
-  let firstInstances: Promise<void> | undefined;
-  /** Calls waiting for discovery's first set (each ends with its budget, its signal or close()). */
-  const waitingForInstances = new Set<() => void>();
+  const firstInstances = new FirstInstances(clock, options.instances === undefined);
   let stopDiscovery: (() => void) | undefined;
   if (options.instances !== undefined) {
     instanceSet.update(parseInstances(options.instances));
   } else {
     const discovery = options.discovery;
     if (typeof discovery?.subscribe !== 'function') invalidOption('discovery', 'an object with subscribe()', discovery);
-    let markReady!: () => void;
-    firstInstances = new Promise((resolve) => {
-      markReady = resolve;
-    });
     stopDiscovery = discovery.subscribe((inputs) => {
       let parsed: ReturnType<typeof parseInstances>;
       try {
@@ -133,8 +128,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       const removed = instanceSet.update(parsed);
       for (const url of removed) void wire.drop?.(url);
       emit('instances', { service: service.name, instances: parsed.map((instance) => instance.url), removed });
-      firstInstances = undefined;
-      markReady();
+      firstInstances.arrived();
     });
   }
   const onRetryEvent = (event: RetryEvent) => {
@@ -192,13 +186,6 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     const decodeResponse = decoders.get(context.endpoint);
     return decodeResponse === undefined ? next(request, context) : next(request, context).then(decodeResponse);
   };
-  // Calls made before discovery's first set wait for it inside fallback, observe and deadline
-  // (a wait that outlives the budget is a NO_HEALTHY_INSTANCE failure like any other), and
-  // above the breaker (waiting for discovery says nothing about the dependency's health).
-  const discoveryLayer: Layer = (next) => (request, context) =>
-    firstInstances === undefined
-      ? next(request, context)
-      : afterFirstInstances(firstInstances, context).then(() => next(request, context));
   const fallbacks = new Map<string, unknown>();
   for (const [name, definition] of Object.entries(service.endpoints)) {
     if (definition.hasFallback) fallbacks.set(name, definition.fallback);
@@ -258,7 +245,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
         observeLayer,
         decodeLayer,
         deadlineLayer,
-        discoveryLayer,
+        firstInstances.layer,
         policy.breaker,
         o.bulkhead === false ? undefined : bulkheadLayer.layer,
         policy.retry,
@@ -397,7 +384,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       instanceSet.close();
       stopHealthChecks?.();
       stopDiscovery?.();
-      for (const onClose of waitingForInstances) onClose();
+      firstInstances.close();
       await wire.close();
     },
     on<E extends keyof ClientEvents>(event: E, listener: (payload: ClientEvents[E]) => void): () => void {
@@ -477,52 +464,6 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     client[name] = endpointMethod(name, definition, routes.get(name) as { call: Call }, methods);
   }
   return Object.freeze(client) as Client<S>;
-
-  /**
-   * Waits for discovery's first instance set inside the call's budget: the budget is fixed now,
-   * so the wait counts against it, and the wait ends with the budget, the caller's signal or
-   * close().
-   */
-  function afterFirstInstances(ready: Promise<void>, context: CallContext): Promise<void> {
-    const budget = Deadline.min(Deadline.after(context.timeoutMs, clock), context.deadline ?? currentDeadline());
-    context.deadline = budget;
-    return new Promise<void>((resolve, reject) => {
-      const done = () => {
-        clock.clearTimeout(timer);
-        waitingForInstances.delete(onClose);
-        context.callerSignal?.removeEventListener('abort', onAbort);
-      };
-      const fail = (code: ErrorCode, message: string, cause?: unknown) => {
-        done();
-        reject(
-          new TelescopeError(code, message, {
-            service: context.service,
-            endpoint: context.endpoint,
-            requestSent: false,
-            cause,
-          }),
-        );
-      };
-      const onClose = () => fail(ErrorCode.CLIENT_CLOSED, 'client closed while the call waited for instances');
-      const onAbort = () =>
-        fail(
-          ErrorCode.ABORTED,
-          'call aborted by the caller while it waited for instances',
-          context.callerSignal?.reason,
-        );
-      const timer = clock.setTimeout(
-        () =>
-          fail(ErrorCode.NO_HEALTHY_INSTANCE, `${context.service}: no instances discovered within the call's budget`),
-        budget.remainingMs(),
-      );
-      waitingForInstances.add(onClose);
-      context.callerSignal?.addEventListener('abort', onAbort, { once: true });
-      void ready.then(() => {
-        done();
-        resolve();
-      });
-    });
-  }
 }
 
 function checkTimeoutMs(value: number | undefined): number {
