@@ -133,18 +133,23 @@ describe('storm lab: overload (0.5× → 3× the backend tier’s capacity and b
 });
 
 describe('storm lab: one backend instance answers 503 to 10% of requests', () => {
-  it('telescope: ≥ 99.5% success with at most 2% extra backend attempts', async () => {
-    const durationS = 6;
+  it('telescope: ≥ 99.5% success with at most 1.4% extra backend attempts (naive: 1.7–2.0%)', async () => {
+    // 800 calls, so that a few retries a loaded machine adds (slow attempts) do not decide it:
+    // at 40/s for 6 s naive's 4 extra attempts and telescope's 1–5 overlapped. Measured under
+    // six CPU hogs on 2 cores: telescope 1.0075–1.0088, naive 1.0175–1.0200.
+    const durationS = 8;
     const options = {
       scenario: builtInScenario('flaky-one', durationS),
       strategy: 'telescope',
-      rate: 40,
+      rate: 100,
       durationS,
       drainS: 3,
     };
     const result = await runStorm(options);
+    // The retry goes to another instance: without it, 10% of a third of the calls would fail.
     expect(result.successRate).toBeGreaterThanOrEqual(0.995);
-    expect(result.amplification).toBeLessThanOrEqual(1.02);
+    // The flaky instance is steered away from and ejected: without that, about 2% extra.
+    expect(result.amplification).toBeLessThanOrEqual(1.014);
     expect(liveTierPids()).toEqual([]);
   }, 40_000);
 });
