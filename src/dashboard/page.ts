@@ -39,16 +39,13 @@ export function renderPage(title: string): { html: string; csp: string } {
 </body>
 </html>
 `;
-  const csp = [
-    "default-src 'none'",
+  const csp = contentSecurityPolicy(
     `script-src ${sha256(PAGE_JS)}`,
     `style-src ${sha256(PAGE_CSS)}`,
     "connect-src 'self'",
     'img-src data:',
-    "base-uri 'none'",
     "form-action 'none'",
-    "frame-ancestors 'none'",
-  ].join('; ');
+  );
   return { html, csp };
 }
 
@@ -85,13 +82,7 @@ ${message === '' ? '' : `<p class="error">${escapeHtml(message)}</p>`}
 </body>
 </html>
 `;
-  const csp = [
-    "default-src 'none'",
-    `style-src ${sha256(LOGIN_CSS)}`,
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-  ].join('; ');
+  const csp = contentSecurityPolicy(`style-src ${sha256(LOGIN_CSS)}`, "form-action 'self'");
   return { html, csp };
 }
 
@@ -535,3 +526,8 @@ const PAGE_JS = String.raw`
   }, 1000);
 })();
 `;
+
+/** A page's Content-Security-Policy: nothing allowed but `allowed`; no base URL, no framing. */
+function contentSecurityPolicy(...allowed: string[]): string {
+  return ["default-src 'none'", ...allowed, "base-uri 'none'", "frame-ancestors 'none'"].join('; ');
+}

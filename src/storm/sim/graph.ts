@@ -11,9 +11,9 @@ import { LoadProfile } from '../load.js';
 import type { ResolvedCall, ResolvedService, ResolvedTopology } from '../topology.js';
 import type { TopologyRunResult } from '../types.js';
 import { VirtualClock } from './clock.js';
+import { Load, runLoadAndDrain, warmUp } from './drive.js';
 import { LatencyHistogram } from './histogram.js';
 import { type Exchange, type SimCaller, SimInstance, type SimObserver, type SimTier } from './network.js';
-import { Load, runLoadAndDrain, warmUp } from './run.js';
 import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateTopologyOptions {

@@ -12,15 +12,10 @@ import { summarizeOverload } from '../overload.js';
 import { loadFactorAt } from '../scenarios.js';
 import type { Scenario, SimulationInfo, SimulationTier, TierCapacity, TierName } from '../types.js';
 import { VirtualClock } from './clock.js';
+import { Load, measureCapacity, runLoadAndDrain, warmUp } from './drive.js';
 import { LatencyHistogram } from './histogram.js';
-import {
-  type Exchange,
-  type RawCaller,
-  SimInstance,
-  type SimNetwork,
-  type SimObserver,
-  type SimTier,
-} from './network.js';
+import { LOAD, Metrics } from './metrics.js';
+import { SimInstance, type SimTier } from './network.js';
 import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateOptions {
@@ -71,8 +66,6 @@ export const simLimits = {
   drainS: [0, 600],
 } as const;
 
-const LOAD = Symbol('load');
-
 /** Checks simulation options; throws a RangeError naming the option. */
 export function checkSimOptions(options: {
   tiers?: number;
@@ -119,97 +112,6 @@ export function simTierNames(tiers: number): string[] {
     ...Array.from({ length: middles }, (_, index) => (middles === 1 ? 'middle' : `middle-${index + 1}`)),
     'backend',
   ];
-}
-
-/** Edge samples and per-second counts, bounded whatever the rate. */
-class Metrics implements SimObserver {
-  active = false;
-  epoch = 0;
-  readonly edgeReceived: Float64Array;
-  readonly backendReceived: Float64Array;
-  readonly sentBySecond: Float64Array;
-  /** Attempts sent to the failing tier (by the tier that calls it), per second. */
-  readonly attemptsBySecond: Float64Array;
-  readonly okBySecond: Float64Array;
-  /** Successful answers by the second they were answered in (goodput). */
-  readonly goodputBySecond: Float64Array;
-  readonly samplesBySecond: Float64Array;
-  readonly histBySecond: Array<LatencyHistogram | undefined>;
-  /** Latencies of successful answers only, per second sent. */
-  readonly okHistBySecond: Array<LatencyHistogram | undefined>;
-  readonly all = new LatencyHistogram();
-  ok = 0;
-  fallback = 0;
-
-  constructor(
-    readonly clock: VirtualClock,
-    readonly seconds: number,
-  ) {
-    this.edgeReceived = new Float64Array(seconds);
-    this.backendReceived = new Float64Array(seconds);
-    this.sentBySecond = new Float64Array(seconds);
-    this.attemptsBySecond = new Float64Array(seconds);
-    this.okBySecond = new Float64Array(seconds);
-    this.goodputBySecond = new Float64Array(seconds);
-    this.samplesBySecond = new Float64Array(seconds);
-    this.histBySecond = new Array(seconds).fill(undefined);
-    this.okHistBySecond = new Array(seconds).fill(undefined);
-  }
-
-  second(atMs: number): number {
-    const second = Math.floor((atMs - this.epoch) / 1000);
-    return second < 0 ? 0 : second >= this.seconds ? this.seconds - 1 : second;
-  }
-
-  received(instance: SimInstance): void {
-    if (!this.active) return;
-    const role = instance.tier.role;
-    if (role === 'edge') this.edgeReceived[this.second(this.clock.now())]! += 1;
-    else if (role === 'backend') this.backendReceived[this.second(this.clock.now())]! += 1;
-  }
-
-  edgeAnswer(exchange: Exchange, status: number, fallback: boolean): void {
-    if (!this.active || exchange.tag !== LOAD) return;
-    const latencyMs = this.clock.now() - exchange.arrivedAt;
-    const second = this.second(exchange.arrivedAt);
-    const ok = status === 200 && !fallback;
-    if (status === 200) {
-      if (fallback) this.fallback++;
-      else this.ok++;
-    }
-    this.all.record(latencyMs);
-    this.samplesBySecond[second]! += 1;
-    if (ok) {
-      this.okBySecond[second]! += 1;
-      this.goodputBySecond[this.second(this.clock.now())]! += 1;
-      let okHistogram = this.okHistBySecond[second];
-      if (okHistogram === undefined) {
-        okHistogram = new LatencyHistogram();
-        this.okHistBySecond[second] = okHistogram;
-      }
-      okHistogram.record(latencyMs);
-    }
-    let histogram = this.histBySecond[second];
-    if (histogram === undefined) {
-      histogram = new LatencyHistogram();
-      this.histBySecond[second] = histogram;
-    }
-    histogram.record(latencyMs);
-  }
-}
-
-/** The load generator's end of its connections: counts answers. */
-export class Load implements RawCaller {
-  sent = 0;
-  answered = 0;
-  settled = 0;
-  onResponse(): void {
-    this.answered++;
-    this.settled++;
-  }
-  onFailure(): void {
-    this.settled++;
-  }
 }
 
 /** Runs one strategy through one scenario in virtual time and returns the servers' numbers. */
@@ -514,104 +416,4 @@ function instancesOf(
   if (depth === 0) return topology?.edge ?? 1;
   if (depth === tierCount - 1) return topology?.backend ?? 3;
   return topology?.middle ?? 3;
-}
-
-/** Real mode's warm-up: 10 callers, 5 requests each one after another (closed loop). */
-export async function warmUp(clock: VirtualClock, network: SimNetwork, edges: readonly SimInstance[]): Promise<void> {
-  let open = 0;
-  const worker = (index: number) => {
-    let round = 0;
-    const caller: RawCaller = {
-      onResponse: () => next(),
-      onFailure: () => next(),
-    };
-    const next = () => {
-      if (round === 5) {
-        open--;
-        return;
-      }
-      const edge = edges[(index + round) % edges.length] as SimInstance;
-      round++;
-      network.send(edge.url, undefined, null, caller, null);
-    };
-    open++;
-    next();
-  };
-  for (let index = 0; index < 10; index++) worker(index);
-  const limit = clock.now() + 5000;
-  while (open > 0 && clock.now() < limit) await clock.advanceTo(clock.now() + 50);
-}
-
-/**
- * The backend tier's capacity: a closed loop straight to its instances (twice as many callers
- * as they have slots, each sending again as soon as it is answered) for 2 virtual seconds;
- * successful answers per second over the last 1.5 s.
- */
-async function measureCapacity(
-  clock: VirtualClock,
-  network: SimNetwork,
-  backends: readonly SimInstance[],
-): Promise<number> {
-  let ok = 0;
-  let counting = false;
-  let running = true;
-  const callers = backends.reduce((n, backend) => n + 2 * backend.tier.capacity.maxConcurrent, 0);
-  for (let index = 0; index < callers; index++) {
-    const target = backends[index % backends.length] as SimInstance;
-    const caller: RawCaller = {
-      onResponse: (_exchange, status) => {
-        if (counting && status === 200) ok++;
-        // A refused request would come back at once; a short pause keeps the loop bounded.
-        if (running) clock.setTimeout(send, status === 200 ? 0 : 1);
-      },
-      onFailure: () => {
-        if (running) clock.setTimeout(send, 1);
-      },
-    };
-    const send = () => {
-      network.send(target.url, undefined, null, caller, null);
-    };
-    send();
-  }
-  const start = clock.now();
-  await clock.advanceTo(start + 500);
-  counting = true;
-  await clock.advanceTo(start + 2000);
-  counting = false;
-  running = false;
-  // Let the loop's last answers come back before the run starts.
-  await clock.advanceTo(clock.now() + 500);
-  for (const backend of backends) backend.counters.received = 0;
-  return ok / 1.5;
-}
-
-/**
- * Runs virtual time through the load, reporting progress every second, then drains: until every
- * request is answered or `drainS` has passed, looking every 250 ms as real mode does.
- */
-export async function runLoadAndDrain(
-  clock: VirtualClock,
-  epoch: number,
-  durationS: number,
-  drainS: number,
-  load: Load,
-  progress: (elapsedS: number) => void,
-): Promise<void> {
-  const loadEnd = epoch + durationS * 1000;
-  for (let second = 1; epoch + second * 1000 <= loadEnd; second++) {
-    await clock.advanceTo(epoch + second * 1000);
-    progress(second);
-  }
-  await clock.advanceTo(loadEnd);
-  // Drain: wait for answers, bounded, looking every 250 ms as real mode does.
-  const drainEnd = loadEnd + drainS * 1000;
-  let reported = Math.floor(durationS);
-  while (load.sent - load.settled > 0 && clock.now() < drainEnd) {
-    await clock.advanceTo(Math.min(drainEnd, clock.now() + 250));
-    const elapsedS = Math.floor((clock.now() - epoch) / 1000);
-    if (elapsedS > reported) {
-      reported = elapsedS;
-      progress(elapsedS);
-    }
-  }
 }
