@@ -90,6 +90,30 @@ describe('HTTP/2', () => {
     await waitFor('the server sockets to close', () => server.openSockets() === 0);
   });
 
+  it("a stream that never answers is cut by the call's deadline: reset, and the connection serves the next call", async () => {
+    // undici's own stream timers are off over HTTP/2 (300 s by default anyway): the attempt's
+    // deadline alone must end the stream, and reset it rather than close the connection.
+    const resets: number[] = [];
+    const server = await startHttp2Server((stream, headers, body) => {
+      if (headers[':path'] === '/items/1') {
+        stream.on('close', () => resets.push(stream.rstCode ?? -1));
+        return;
+      }
+      echo(stream, headers, body);
+    });
+    const client = clientFor([server.url], { retry: false, timeoutMs: 300 });
+    const startedAt = performance.now();
+    const error = await failure(client.get({ id: 1 }));
+    expect(error.code).toBe(ErrorCode.DEADLINE_EXCEEDED);
+    expect(performance.now() - startedAt).toBeLessThan(2000);
+    await waitFor('the server to see the stream reset', () => resets.length === 1);
+    // undici resets the stream with NO_ERROR (RST_STREAM code 0); -1 would be a close without one.
+    expect(resets[0]).toBe(constants.NGHTTP2_NO_ERROR);
+    await expect(client.get({ id: 2 })).resolves.toEqual({ path: '/items/2', body: null });
+    expect(server.sessionsOpened()).toBe(1);
+    await closeAll(client, server);
+  });
+
   it('REFUSED_STREAM: not processed, so even a POST is retried on another instance, once', async () => {
     const refusing = await startHttp2Server((stream) => stream.close(constants.NGHTTP2_REFUSED_STREAM));
     const healthy = await startHttp2Server(echo);
