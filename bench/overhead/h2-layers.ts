@@ -1,9 +1,15 @@
 /**
  * What telescope's layers add over HTTP/2, apart from the transport: one client process against
- * the benchmark's h2c target, either the whole client (`--mode client`) or the transport alone
- * (`--mode transport`: undici's `dispatch` with telescope's attempt handler and the same three
- * request headers the client sends). Prints CPU per request. Run each mode under `--cpu-prof`
- * and summarise both with `profile.ts` to see where the difference goes:
+ * the benchmark's h2c target, in one of these modes (`--mode`):
+ * - `undici`: raw undici `Client.request`; `undici-headers`: the same with the three request
+ *   headers telescope sends;
+ * - `transport`: telescope's transport alone (undici's `dispatch` with telescope's attempt
+ *   handler and those headers);
+ * - `client`: the whole client; `client-min`: without breaker, bulkhead, retry and metrics;
+ *   `client-no-<layer>`: without one of them (breaker, throttle, bulkhead, retry, metrics).
+ * Prints requests per second and CPU per request. This machine's run-to-run spread is wide:
+ * compare modes over several runs each, in turn, by their ratio to the run before. Or run a mode
+ * under `--cpu-prof` and summarise it with `profile.ts`:
  *
  *   node --cpu-prof --cpu-prof-dir=/tmp/h2-client --import tsx bench/overhead/h2-layers.ts --mode client
  *   node --import tsx bench/overhead/profile.ts /tmp/h2-client/*.cpuprofile --requests 65000
@@ -27,7 +33,15 @@ const { values } = parseArgs({
 });
 const mode = values.mode;
 const calls = Number(values.calls);
-const modes = ['client', 'transport', 'undici', 'undici-headers'];
+const withoutLayer: Record<string, object> = {
+  'client-min': { breaker: false, bulkhead: false, retry: false, metrics: false },
+  'client-no-breaker': { breaker: false },
+  'client-no-throttle': { throttle: false },
+  'client-no-bulkhead': { bulkhead: false },
+  'client-no-retry': { retry: false },
+  'client-no-metrics': { metrics: false },
+};
+const modes = ['client', ...Object.keys(withoutLayer), 'transport', 'undici', 'undici-headers'];
 if (!modes.includes(mode)) throw new Error(`--mode must be one of ${modes.join(', ')}`);
 if (!(Number.isInteger(calls) && calls > 0)) throw new Error('--calls must be a positive integer');
 
@@ -50,8 +64,8 @@ const contractHeaders = { 'accept-encoding': 'identity', 'x-request-attempt': '1
 
 let getMovie: (id: number) => Promise<unknown>;
 let close: () => Promise<void>;
-if (mode === 'client') {
-  const client = createClient(movies, { instances: [url], timeoutMs: 1000, http2: true });
+if (mode.startsWith('client')) {
+  const client = createClient(movies, { instances: [url], timeoutMs: 1000, http2: true, ...withoutLayer[mode] });
   getMovie = (id) => client.getMovie({ id });
   close = () => client.close();
 } else if (mode === 'undici' || mode === 'undici-headers') {
