@@ -4,7 +4,8 @@
  */
 
 import type { VirtualClock } from './clock.js';
-import type { RawCaller, SimInstance, SimNetwork } from './network.js';
+import type { SimInstance } from './instance.js';
+import type { RawCaller, SimNetwork } from './network.js';
 
 /** The load generator's end of its connections: counts answers. */
 export class Load implements RawCaller {

@@ -8,7 +8,8 @@ import { CancellationSource, type Deadline } from '../../core/deadline.js';
 import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import type { AttemptHandler } from '../../transport/handler.js';
 import type { SimEvent } from './clock.js';
-import type { RawCaller, SimInstance, SimTransport } from './network.js';
+import type { SimInstance } from './instance.js';
+import type { RawCaller, SimTransport } from './network.js';
 
 /** Where a request is on its instance. */
 export enum Phase {

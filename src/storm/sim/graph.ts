@@ -12,8 +12,9 @@ import type { ResolvedCall, ResolvedService, ResolvedTopology } from '../topolog
 import type { TopologyRunResult } from '../types.js';
 import { VirtualClock } from './clock.js';
 import { Load, runLoadAndDrain, warmUp } from './drive.js';
+import type { Exchange } from './exchange.js';
 import { LatencyHistogram } from './histogram.js';
-import { type Exchange, type SimCaller, SimInstance, type SimObserver, type SimTier } from './network.js';
+import { type SimCaller, SimInstance, type SimObserver, type SimTier } from './instance.js';
 import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateTopologyOptions {

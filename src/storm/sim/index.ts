@@ -3,17 +3,10 @@
  * client code. See docs/storm-simulation.md.
  */
 export { type SimEvent, VirtualClock } from './clock.js';
+export { Exchange } from './exchange.js';
 export { LatencyHistogram } from './histogram.js';
-export {
-  Exchange,
-  type RawCaller,
-  type SimCaller,
-  SimInstance,
-  SimNetwork,
-  type SimServe,
-  type SimTier,
-  SimTransport,
-} from './network.js';
+export { type SimCaller, SimInstance, type SimServe, type SimTier } from './instance.js';
+export { type RawCaller, SimNetwork, SimTransport } from './network.js';
 export {
   checkSimOptions,
   type SimRunResult,

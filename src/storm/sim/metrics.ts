@@ -5,8 +5,9 @@
  */
 
 import type { VirtualClock } from './clock.js';
+import type { Exchange } from './exchange.js';
 import { LatencyHistogram } from './histogram.js';
-import type { Exchange, SimInstance, SimObserver } from './network.js';
+import type { SimInstance, SimObserver } from './instance.js';
 
 /** The tag of the load generator's requests (warm-up and capacity requests are not counted). */
 export const LOAD = Symbol('load');

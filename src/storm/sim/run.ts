@@ -14,8 +14,8 @@ import type { Scenario, SimulationInfo, SimulationTier, TierCapacity, TierName }
 import { VirtualClock } from './clock.js';
 import { Load, measureCapacity, runLoadAndDrain, warmUp } from './drive.js';
 import { LatencyHistogram } from './histogram.js';
+import { SimInstance, type SimTier } from './instance.js';
 import { LOAD, Metrics } from './metrics.js';
-import { SimInstance, type SimTier } from './network.js';
 import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateOptions {

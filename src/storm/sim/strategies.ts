@@ -21,15 +21,9 @@ import telescopeStrategy, {
 } from '../strategies/telescope.js';
 import type { TopologyClientSettings } from '../topology.js';
 import type { VirtualClock } from './clock.js';
-import {
-  type Exchange,
-  type RawCaller,
-  type SimCaller,
-  type SimInstance,
-  SimNetwork,
-  type SimServe,
-  type SimTier,
-} from './network.js';
+import type { Exchange } from './exchange.js';
+import type { SimCaller, SimInstance, SimServe, SimTier } from './instance.js';
+import { type RawCaller, SimNetwork } from './network.js';
 
 export interface SimCallerContext {
   /** The calling tier and instance. */
