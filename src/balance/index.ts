@@ -18,9 +18,9 @@ export {
   type InstanceSetOptions,
   InstanceState,
   isInstanceFailure,
-  latencyDecayMs,
   outcomeOf,
 } from './instances.js';
+export { latencyDecayMs } from './latency.js';
 export { type EjectionReason, type OutlierOptions, outlierDefaults } from './outlier.js';
 
 /** An instance as callers write it: a URL, or a URL with routing metadata. */

@@ -2,6 +2,7 @@ import type { CallContext, Instance } from '../core/call.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { invalidOption } from '../core/errors.js';
 import { type InstanceEvent, InstanceState } from './instance-state.js';
+import { latencyCost, latencyNow, observeLatency, similarLatency } from './latency.js';
 import {
   type EjectionReason,
   intervalOutliers,
@@ -9,72 +10,15 @@ import {
   type ResolvedOutlier,
   resolveOutlier,
 } from './outlier.js';
+import { type Group, type Routing, routing, splitBy } from './routing.js';
 
 export { type InstanceEvent, InstanceState, isInstanceFailure, outcomeOf } from './instance-state.js';
 
-/** How an instance is picked for each attempt. */
-export type BalancerName = 'p2c' | 'p2c-ewma' | 'round-robin';
-
-/** The latency average's time constant (Finagle's default `decayTime`). */
-export const latencyDecayMs = 10_000;
-/** Cost of an instance with requests in flight and no latency measured yet (Finagle's penalty). */
-const unmeasuredPenalty = 2 ** 40;
-/** Latencies closer than this ratio do not decide a pick (noise between like instances). */
-const similarLatency = 1.25;
-/** A failed attempt doubles the instance's latency cost, up to this (ms). */
-const maxFailureCostMs = 30_000;
 /** Slow start never gives less than this share of the weight (Envoy's `min_weight_percent`). */
 const slowStartMinFactor = 0.1;
 
-/** Finagle's cost: latency × (in flight + 1); unmeasured: free when idle, else a penalty. */
-function cost(latency: number, outstanding: number): number {
-  if (latency === 0) return outstanding === 0 ? 0 : unmeasuredPenalty + outstanding;
-  return latency * (outstanding + 1);
-}
-
-/** A set of instances to pick from, with what the zone preference needs to know about it. */
-interface Group {
-  readonly states: InstanceState[];
-  /** Prefix sums of weights, or undefined when all weights are equal. */
-  readonly cumulativeWeights: number[] | undefined;
-  readonly totalWeight: number;
-  /** Healthy (not ejected, passing health checks) share of the weight, as of `epoch`. */
-  healthyShare: number;
-  epoch: number;
-}
-
-function group(states: InstanceState[]): Group {
-  const first = states[0]?.instance.weight;
-  const uniform = states.every((state) => state.instance.weight === first);
-  let sum = 0;
-  const cumulativeWeights = states.map((state) => (sum += state.instance.weight));
-  return {
-    states,
-    cumulativeWeights: uniform ? undefined : cumulativeWeights,
-    totalWeight: sum,
-    healthyShare: 1,
-    epoch: -1,
-  };
-}
-
-/** The instances of one zone and of every other zone, for spillover. */
-interface ZoneGroups {
-  readonly local: Group;
-  readonly remote: Group;
-}
-
-interface Routing {
-  readonly all: Group;
-  readonly byZone: Map<string, ZoneGroups>;
-}
-
-function routing(states: InstanceState[]): Routing {
-  const byZone = new Map<string, ZoneGroups>();
-  for (const [zone, members] of splitBy(states, (state) => state.instance.zone)) {
-    byZone.set(zone, { local: group(members), remote: group(states.filter((state) => state.instance.zone !== zone)) });
-  }
-  return { all: group(states), byZone };
-}
+/** How an instance is picked for each attempt. */
+export type BalancerName = 'p2c' | 'p2c-ewma' | 'round-robin';
 
 /** Settings of {@link InstanceSet}. */
 export interface InstanceSetOptions {
@@ -368,52 +312,15 @@ export class InstanceSet {
    * least-outstanding rule decides, so homogeneous instances share by weight as with 'p2c'.
    */
   #cheaper(first: InstanceState, second: InstanceState, now: number): InstanceState {
-    const firstLatency = this.#latency(first, now);
-    const secondLatency = this.#latency(second, now);
+    const firstLatency = latencyNow(first, now);
+    const secondLatency = latencyNow(second, now);
     if (firstLatency <= secondLatency * similarLatency && secondLatency <= firstLatency * similarLatency) {
       return this.#lessLoaded(first, second);
     }
-    const firstCost = cost(firstLatency, first.outstanding) / first.instance.weight;
-    const secondCost = cost(secondLatency, second.outstanding) / second.instance.weight;
+    const firstCost = latencyCost(firstLatency, first.outstanding) / first.instance.weight;
+    const secondCost = latencyCost(secondLatency, second.outstanding) / second.instance.weight;
     if (firstCost === secondCost) return this.#byWeight(first, second);
     return firstCost < secondCost ? first : second;
-  }
-
-  /** The instance's EWMA latency now (decayed since the last sample); 0 if never measured. */
-  #latency(state: InstanceState, now: number): number {
-    const latency = state.latencyCost;
-    const elapsed = now - state.latencyStamp;
-    return latency !== 0 && elapsed > 0 ? latency * Math.exp(-elapsed / latencyDecayMs) : latency;
-  }
-
-  /**
-   * Time-weighted EWMA of latency over unevenly spaced samples (Finagle's formula: a sample
-   * weighs 1 − e^(−Δt/τ) for the Δt since the previous one, so it does not matter how many
-   * samples arrive). Bias-corrected: divided by the weight the samples have covered since the
-   * instance appeared, so the average is the measured latency from the first sample on rather
-   * than a value climbing from 0 over τ. Without the correction every instance reads far below
-   * its latency for the first 10–20 s, and an avoided instance (whose last sample is older)
-   * falls below its peers in seconds instead of τ: the slow instance kept winning picks
-   * (slow-one in simulation: 7% of the calls during the fault, docs/instances.md).
-   * Unlike Finagle's peak EWMA a slow success does not replace the average: on a busy host
-   * most peaks are the caller's own event loop stalling, which would move traffic away from
-   * whichever instance had calls in flight (measured: docs/instances.md). A failure is a
-   * peak: it doubles the cost at once, so an instance that fails fast does not look fast.
-   */
-  #observe(state: InstanceState, latencyMs: number, failed: boolean, now: number): void {
-    const elapsed = now - state.latencyStamp;
-    const keep = elapsed > 0 ? Math.exp(-elapsed / latencyDecayMs) : 1;
-    const previous = state.latencyWeight * keep;
-    const weight = previous + (1 - keep);
-    const sample = latencyMs > 0 ? latencyMs : 0;
-    if (failed) {
-      const decayed = state.latencyCost * keep;
-      state.latencyCost = Math.min(maxFailureCostMs, 2 * Math.max(sample, decayed, 0.001));
-    } else {
-      state.latencyCost = weight > 0 ? (state.latencyCost * previous + sample * (1 - keep)) / weight : sample;
-    }
-    state.latencyWeight = weight;
-    state.latencyStamp = now;
   }
 
   /**
@@ -479,7 +386,7 @@ export class InstanceSet {
     if (outcome === 'neutral' || (outlier === undefined && !this.#latencyAware)) return;
     const failed = outcome === 'failure';
     const now = this.#clock.now();
-    if (this.#latencyAware) this.#observe(state, now - startedAt, failed, now);
+    if (this.#latencyAware) observeLatency(state, now - startedAt, failed, now);
     if (outlier === undefined) return;
     state.windowRequests++;
     if (!failed) {
@@ -675,7 +582,7 @@ export class InstanceSet {
    */
   latencyOf(state: InstanceState): number | undefined {
     if (!this.#latencyAware) return undefined;
-    const latency = this.#latency(state, this.#clock.now());
+    const latency = latencyNow(state, this.#clock.now());
     return latency === 0 ? undefined : latency;
   }
 
@@ -688,19 +595,4 @@ export class InstanceSet {
 function wasTried(tried: readonly Instance[], url: string): boolean {
   for (const instance of tried) if (instance.url === url) return true;
   return false;
-}
-
-function splitBy(
-  states: InstanceState[],
-  key: (state: InstanceState) => string | undefined,
-): Map<string, InstanceState[]> {
-  const groups = new Map<string, InstanceState[]>();
-  for (const state of states) {
-    const name = key(state);
-    if (name === undefined) continue;
-    const members = groups.get(name);
-    if (members === undefined) groups.set(name, [state]);
-    else members.push(state);
-  }
-  return groups;
 }
