@@ -369,10 +369,14 @@ const telescopeCache: Variant = {
  * Raw undici over HTTP/2: one `Client` per origin (one connection, streams multiplexed up to
  * 100 in flight), h2c by prior knowledge or h2 by ALPN over TLS. The floor of the HTTP/2 rows.
  */
-function undiciHttp2(protocol: 'h2c' | 'h2'): Variant {
+function undiciHttp2(protocol: 'h2c' | 'h2', headers?: Record<string, string>): Variant {
+  const name = headers === undefined ? `undici-${protocol}` : `undici-${protocol}-headers`;
   return {
-    name: `undici-${protocol}`,
-    description: `undici \`Client\` over ${protocol === 'h2c' ? 'h2c (prior knowledge)' : 'h2 (TLS, ALPN)'}, \`pipelining: 100\`, \`request\` + \`body.json()\`: the floor of the ${protocol} rows`,
+    name,
+    description:
+      headers === undefined
+        ? `undici \`Client\` over ${protocol === 'h2c' ? 'h2c (prior knowledge)' : 'h2 (TLS, ALPN)'}, \`pipelining: 100\`, \`request\` + \`body.json()\`: the floor of the ${protocol} rows`
+        : `as undici-${protocol}, plus the three headers telescope sends on every attempt (what they cost over ${protocol})`,
     protocol,
     baseline: `undici-${protocol}`,
     async create(urls, target) {
@@ -387,10 +391,10 @@ function undiciHttp2(protocol: 'h2c' | 'h2'): Variant {
       const next = roundRobin(clients);
       return {
         async getMovie(id) {
-          const { statusCode, body } = await next().request({ method: 'GET', path: `/movies/${id}` });
+          const { statusCode, body } = await next().request({ method: 'GET', path: `/movies/${id}`, headers });
           if (statusCode !== 200) {
             await body.dump();
-            throw statusError(`undici-${protocol}`, statusCode);
+            throw statusError(name, statusCode);
           }
           return body.json();
         },
@@ -403,10 +407,12 @@ function undiciHttp2(protocol: 'h2c' | 'h2'): Variant {
 }
 
 /** telescope with `http2: true`, zod params and response schema, against the same protocol's floor. */
-function telescopeHttp2(protocol: 'h2c' | 'h2'): Variant {
+function telescopeHttp2(protocol: 'h2c' | 'h2', withoutOptionalLayers = false): Variant {
   return {
-    name: `telescope-${protocol}`,
-    description: `telescope \`createClient\` with \`http2: true\` over ${protocol}${protocol === 'h2' ? ' (`tls: { ca }`)' : ''}, zod params + zod response schema; ratios ÷ undici-${protocol}`,
+    name: withoutOptionalLayers ? `telescope-${protocol}-min` : `telescope-${protocol}`,
+    description: withoutOptionalLayers
+      ? `as telescope-${protocol}, with \`breaker\`, \`bulkhead\`, \`retry\` and \`metrics\` off (what those layers cost over ${protocol})`
+      : `telescope \`createClient\` with \`http2: true\` over ${protocol}${protocol === 'h2' ? ' (`tls: { ca }`)' : ''}, zod params + zod response schema; ratios ÷ undici-${protocol}`,
     protocol,
     baseline: `undici-${protocol}`,
     async create(urls, target) {
@@ -417,11 +423,59 @@ function telescopeHttp2(protocol: 'h2c' | 'h2'): Variant {
         timeoutMs: 1000,
         http2: true,
         ...(protocol === 'h2' ? { tls: { ca: target.ca } } : {}),
+        ...(withoutOptionalLayers ? { breaker: false, bulkhead: false, retry: false, metrics: false } : {}),
       });
       return { getMovie: (id) => client.getMovie({ id }), close: () => client.close() };
     },
   };
 }
+
+/** The headers telescope's client sends on every attempt (its default options, first attempt). */
+const telescopeAttemptHeaders = {
+  'accept-encoding': 'identity',
+  'x-request-attempt': '1',
+  'x-request-timeout-ms': '1000',
+};
+
+/**
+ * telescope's transport alone over h2c: undici `dispatch` with telescope's attempt handler and
+ * its three headers, no layers above it. With `undici-h2c-headers` and `telescope-h2c-min`
+ * it shows where telescope's cost over HTTP/2 sits.
+ */
+const telescopeTransportHttp2: Variant = {
+  name: 'telescope-h2c-transport',
+  description:
+    "telescope's transport alone over h2c (attempt handler, the three headers, no layers); ratios ÷ undici-h2c",
+  protocol: 'h2c',
+  baseline: 'undici-h2c',
+  async create(urls) {
+    const { transport } = await import('../../src/transport/index.js');
+    const { CallContext } = await import('../../src/core/call.js');
+    const { systemClock } = await import('../../src/core/clock.js');
+    const wire = transport({ http2: true });
+    const nextInstance = roundRobin(urls.map((url) => ({ url, weight: 1 })));
+    return {
+      async getMovie(id) {
+        const context = new CallContext({
+          service: 'movies',
+          endpoint: 'getMovie',
+          idempotent: true,
+          clock: systemClock,
+          timeoutMs: 1000,
+        });
+        context.instance = nextInstance();
+        const request = {
+          method: 'GET',
+          path: `/movies/${id}`,
+          headers: { ...telescopeAttemptHeaders },
+          body: undefined,
+        };
+        return (await wire.call(request, context)).body;
+      },
+      close: () => wire.close(),
+    };
+  },
+};
 
 /** Every variant, in the order of the results table. */
 export const variants: readonly Variant[] = [
@@ -437,7 +491,10 @@ export const variants: readonly Variant[] = [
   telescopeVariant('telescope-no-schema', false),
   telescopeCache,
   undiciHttp2('h2c'),
+  undiciHttp2('h2c', telescopeAttemptHeaders),
+  telescopeTransportHttp2,
   telescopeHttp2('h2c'),
+  telescopeHttp2('h2c', true),
   undiciHttp2('h2'),
   telescopeHttp2('h2'),
 ];

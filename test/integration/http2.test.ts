@@ -91,8 +91,8 @@ describe('HTTP/2', () => {
   });
 
   it("a stream that never answers is cut by the call's deadline: reset, and the connection serves the next call", async () => {
-    // undici's own stream timers are off over HTTP/2 (300 s by default anyway): the attempt's
-    // deadline alone must end the stream, and reset it rather than close the connection.
+    // undici's own stream timers are 300 s: the attempt's deadline must end the stream, and
+    // reset it rather than close the connection.
     const resets: number[] = [];
     const server = await startHttp2Server((stream, headers, body) => {
       if (headers[':path'] === '/items/1') {
