@@ -3,12 +3,13 @@
  * (outermost first): fallback → observe → deadline → breaker → bulkhead → retry → balance →
  * attempt → transport. Extensions (the cache) wrap the client from outside.
  *
- * This module checks the options, builds the layers and the stacks (again on `configure()`)
- * and the client object; each typed method is in method.ts, the public types in types.ts,
- * the wait for discovery's first instance set in first-instances.ts.
+ * This module checks the options, makes the layers with state and the client object; the
+ * stacks are assembled in stacks.ts (again on `configure()`), each typed method is in
+ * method.ts, the public types in types.ts, the wait for discovery's first instance set in
+ * first-instances.ts.
  */
 
-import { attempt, attemptDefaults } from '../attempt/index.js';
+import { attemptDefaults } from '../attempt/index.js';
 import { resolveHealthCheck } from '../balance/health-check.js';
 import { balance, InstanceSet, parseInstances, startHealthChecks } from '../balance/index.js';
 import {
@@ -19,21 +20,20 @@ import {
   type CircuitState,
 } from '../breaker/index.js';
 import { adaptiveBulkheadDefaults, bulkhead } from '../bulkhead/index.js';
-import { type Call, compose, type Layer } from '../core/call.js';
+import type { Call, Layer } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { systemClock } from '../core/clock.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
-import { deadline } from '../deadline/index.js';
 import { fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
 import { redirects } from '../redirect/index.js';
-import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
+import { RetryBudget, type RetryEvent, type RetryOptions } from '../retry/index.js';
 import type { ServiceDefinition } from '../service/index.js';
 import { type AttemptTransport, acceptEncoding, transport } from '../transport/index.js';
 import { type ClientConfiguration, mergeConfiguration } from './configure.js';
 import { FirstInstances } from './first-instances.js';
 import { endpointMethod, lowerCaseHeaders, type MethodEnvironment, type ResponseDecoder } from './method.js';
-import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
+import { assembleStacks, type StackParts } from './stacks.js';
 import { type Client, type ClientEvents, type ClientOptions, clientDefaults } from './types.js';
 
 export { type ClientConfiguration, configurableKeys } from './configure.js';
@@ -204,115 +204,6 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   const balanceLayer = balance(instanceSet);
   const redirectLayer = options.redirects ? redirects(options.redirects) : undefined;
 
-  /**
-   * Builds the call stacks from the options `configure()` can change: the client's, and one
-   * per endpoint with a policy of its own. Layers with state (breakers, the bulkhead, the
-   * instances, the retry budget) are made once and only reconfigured; the rest are built anew.
-   * Throws INVALID_OPTION on a bad value; `pending` collects what to put in force after every
-   * check has passed (new endpoint breakers).
-   */
-  function assemble(o: ClientOptions, budget: RetryBudget | undefined, pending: Array<() => void>) {
-    const attemptNeedsMs = (o.minAttemptMs ?? clientDefaults.minAttemptMs) + (o.reserveMs ?? clientDefaults.reserveMs);
-    const retryOptions = o.retry === false ? { maxRetries: 0, budget: false as const } : (o.retry ?? {});
-    let ownBudget = budget;
-    const retryLayerFor = (
-      own: RetryOptions | false,
-      hedge: HedgeOptions | false | undefined,
-      retryBudget: RetryBudget | undefined,
-    ): Layer | undefined =>
-      own === false && !hedge
-        ? undefined
-        : retry({
-            ...(own === false ? { maxRetries: 0 } : own),
-            budget: false,
-            retryBudget,
-            clock,
-            attemptNeedsMs,
-            hedge,
-            random: options.random,
-            onEvent: onRetryEvent,
-          });
-    const deadlineLayer = deadline({ minAttemptMs: o.minAttemptMs });
-    /** One stack; the client's, or an endpoint's with its own breaker, retry, classify and attempt layers. */
-    const buildStack = (policy: {
-      breaker: Layer | undefined;
-      retry: Layer | undefined;
-      classify: Layer | undefined;
-      attemptTimeoutMs: number | undefined;
-    }): Call =>
-      compose(
-        fallbackLayer,
-        observeLayer,
-        decodeLayer,
-        deadlineLayer,
-        firstInstances.layer,
-        policy.breaker,
-        o.bulkhead === false ? undefined : bulkheadLayer.layer,
-        policy.retry,
-        balanceLayer,
-        policy.classify,
-        attempt({
-          attemptTimeoutMs: policy.attemptTimeoutMs,
-          reserveMs: o.reserveMs,
-          minAttemptMs: o.minAttemptMs,
-          deadlineHeader: options.deadlineHeader,
-          attemptHeader: options.attemptHeader,
-        }),
-        redirectLayer,
-      )(wire.call);
-    const clientThrottle = o.throttle ?? (o.breaker === false ? false : {});
-    const clientBreaker = o.breaker === false && clientThrottle === false ? undefined : breakerLayer.layer;
-    const stack = buildStack({
-      breaker: clientBreaker,
-      retry: retryLayerFor(o.retry === false ? false : retryOptions, o.hedge, budget),
-      classify: classifyLayerFor(o.retry),
-      attemptTimeoutMs: o.attemptTimeoutMs,
-    });
-    // Endpoints with their own policy get their own stack; the others share the client's.
-    const stacks = new Map<string, Call>();
-    for (const [name, definition] of Object.entries(service.endpoints)) {
-      const policy = definition.policy;
-      if (policy === undefined) {
-        stacks.set(name, stack);
-        pending.push(() => markBreaker(name, o.breaker !== false));
-        continue;
-      }
-      stacks.set(
-        name,
-        forEndpoint(name, () => {
-          const resolved = resolvePolicy(policy, {
-            retry: o.retry,
-            hedge: o.hedge,
-            attemptTimeoutMs: o.attemptTimeoutMs,
-          });
-          if (resolved.retriesOnItsOwn) ownBudget ??= new RetryBudget(clock);
-          let ownBreaker = clientBreaker;
-          if (resolved.breaker === false) ownBreaker = undefined;
-          else if (resolved.breaker !== undefined) {
-            const breakerOptions = { ...(o.breaker || {}), ...resolved.breaker };
-            const existing = endpointBreakers.get(name);
-            if (existing === undefined) {
-              const made = breaker(breakerOptions, { ...breakerEnvironment, throttle: clientThrottle });
-              pending.push(() => endpointBreakers.set(name, made));
-              ownBreaker = made.layer;
-            } else {
-              pending.push(existing.prepare(breakerOptions, clientThrottle));
-              ownBreaker = existing.layer;
-            }
-          }
-          const trips = resolved.breaker !== false && (resolved.breaker !== undefined || o.breaker !== false);
-          pending.push(() => markBreaker(name, trips));
-          return buildStack({
-            breaker: ownBreaker,
-            retry: retryLayerFor(resolved.retry, resolved.hedge, ownBudget),
-            classify: classifyLayerFor(resolved.retry),
-            attemptTimeoutMs: resolved.attemptTimeoutMs,
-          });
-        }),
-      );
-    }
-    return { stacks, budget: ownBudget };
-  }
   /** An endpoint's breaker state in stats(): `disabled` without one, `closed` when one is turned on. */
   function markBreaker(name: string, trips: boolean): void {
     const stats = endpointStats.get(name);
@@ -320,11 +211,29 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     if (!trips) stats.breaker = 'disabled';
     else if (stats.breaker === 'disabled') stats.breaker = breakerLayer.state(name) ?? 'closed';
   }
+  const parts: StackParts = {
+    service,
+    clock,
+    wire,
+    created: options,
+    fallback: fallbackLayer,
+    observe: observeLayer,
+    decode: decodeLayer,
+    firstInstances: firstInstances.layer,
+    balance: balanceLayer,
+    redirects: redirectLayer,
+    breaker: breakerLayer,
+    breakerEnvironment,
+    endpointBreakers,
+    bulkhead: bulkheadLayer,
+    onRetryEvent,
+    markBreaker,
+  };
   /** Each endpoint's current stack: `configure()` swaps them; a call reads its endpoint's once. */
   const routes = new Map<string, { call: Call }>();
   {
     const pending: Array<() => void> = [];
-    const assembled = assemble(options, retryBudget, pending);
+    const assembled = assembleStacks(parts, options, retryBudget, pending);
     for (const apply of pending) apply();
     retryBudget = assembled.budget;
     for (const [name, call] of assembled.stacks) routes.set(name, { call });
@@ -419,7 +328,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       }
       if (changed.includes('outlier')) pending.push(instanceSet.prepareOutlier(next.outlier ?? {}));
       const budget = changed.includes('retry') ? retryBudgetFor(next.retry) : retryBudget;
-      const assembled = assemble(next, budget, pending);
+      const assembled = assembleStacks(parts, next, budget, pending);
       for (const apply of pending) apply();
       retryBudget = assembled.budget;
       methods.timeoutMs = nextTimeoutMs;
