@@ -9,6 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { findSourceMap } from 'node:module';
 import { cpus } from 'node:os';
+import { type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 import {
   type ClientFailure,
   type ClientJob,
@@ -74,6 +75,37 @@ async function drive(
   await Promise.all(workers);
   return started;
 }
+
+/**
+ * Main-thread garbage-collection pauses while it runs, in microseconds: all of them, and the
+ * young-generation ones (scavenges). Off the hot path: V8 reports each pause after it ends.
+ */
+class GcPauses {
+  totalMicros = 0;
+  minorMicros = 0;
+  readonly #observer = new PerformanceObserver((list) => this.#count(list.getEntries()));
+
+  start(): void {
+    this.#observer.observe({ entryTypes: ['gc'] });
+  }
+
+  /** Stops observing, after the entries already queued are counted. */
+  stop(): void {
+    this.#count(this.#observer.takeRecords());
+    this.#observer.disconnect();
+  }
+
+  #count(entries: readonly PerformanceEntry[]): void {
+    for (const entry of entries) {
+      const micros = entry.duration * 1000;
+      this.totalMicros += micros;
+      if ((entry as { detail?: { kind?: number } }).detail?.kind === minorGcKind) this.minorMicros += micros;
+    }
+  }
+}
+
+/** `perf_hooks.constants.NODE_PERFORMANCE_GC_MINOR`: a scavenge. */
+const minorGcKind = 1;
 
 /** Starts the V8 sampling profiler; returns a function that stops it and writes the profile. */
 async function startProfiler(path: string, intervalUs: number): Promise<() => Promise<void>> {
@@ -145,11 +177,14 @@ async function run(job: ClientJob): Promise<ClientResult> {
       job.profilePath === undefined ? undefined : await startProfiler(job.profilePath, job.profileIntervalUs ?? 100);
     const machineBefore = await machineBusyMicros();
     const targetBefore = await processMicros(job.targetPid);
+    const gc = new GcPauses();
+    gc.start();
     const cpuBefore = process.cpuUsage();
     const startedAt = performance.now();
     const requests = await drive(driver, job.variant, job.measure, job.concurrency, latencies);
     const elapsedMs = performance.now() - startedAt;
     const cpu = process.cpuUsage(cpuBefore);
+    gc.stop();
     const machineAfter = await machineBusyMicros();
     const targetAfter = await processMicros(job.targetPid);
     await stopProfiler?.();
@@ -168,6 +203,8 @@ async function run(job: ClientJob): Promise<ClientResult> {
       elapsedMs,
       cpuMicros: cpu.user + cpu.system,
       cpuSystemMicros: cpu.system,
+      gcMicros: gc.totalMicros,
+      gcMinorMicros: gc.minorMicros,
       latencyP50Ms: quantile(latenciesMs, 0.5),
       latencyP99Ms: quantile(latenciesMs, 0.99),
       // maxRSS is in kilobytes (getrusage); peak over the process's whole life.

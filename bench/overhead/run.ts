@@ -250,6 +250,8 @@ interface VariantSummary {
   latencyP99Ms: number;
   cpuMicrosPerRequest: number;
   cpuSystemMicrosPerRequest: number;
+  gcMicrosPerRequest: number;
+  gcMinorMicrosPerRequest: number;
   peakRssMb: number;
   /** Median over rounds of (variant req/s ÷ undici req/s in that round); < 1 is slower. */
   throughputRatio: number;
@@ -277,6 +279,8 @@ function summarise(rounds: readonly Round[], names: readonly string[]): VariantS
       latencyP99Ms: median(results.map((result) => result.latencyP99Ms)),
       cpuMicrosPerRequest: median(results.map(cpuMicrosPerRequest)),
       cpuSystemMicrosPerRequest: median(results.map((result) => result.cpuSystemMicros / result.requests)),
+      gcMicrosPerRequest: median(results.map((result) => result.gcMicros / result.requests)),
+      gcMinorMicrosPerRequest: median(results.map((result) => result.gcMinorMicros / result.requests)),
       peakRssMb: Math.max(...results.map((result) => result.peakRssBytes)) / 2 ** 20,
       throughputRatio: median(throughputRatios),
       cpuRatio: median(cpuRatios),
@@ -314,11 +318,11 @@ function resultsTable(summaries: readonly VariantSummary[]): string {
 
 function cpuSplitTable(summaries: readonly VariantSummary[]): string {
   return [
-    '| Variant | CPU µs/req | user | system |',
-    '| --- | ---: | ---: | ---: |',
+    '| Variant | CPU µs/req | user | system | GC pauses | of which scavenges |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
     ...summaries.map((summary) => {
       const system = summary.cpuSystemMicrosPerRequest;
-      return `| ${summary.name} | ${summary.cpuMicrosPerRequest.toFixed(1)} | ${(summary.cpuMicrosPerRequest - system).toFixed(1)} | ${system.toFixed(1)} |`;
+      return `| ${summary.name} | ${summary.cpuMicrosPerRequest.toFixed(1)} | ${(summary.cpuMicrosPerRequest - system).toFixed(1)} | ${system.toFixed(1)} | ${summary.gcMicrosPerRequest.toFixed(1)} | ${summary.gcMinorMicrosPerRequest.toFixed(1)} |`;
     }),
   ].join('\n');
 }
@@ -482,7 +486,7 @@ async function main(): Promise<void> {
       '',
       ...(await machineFacts(loadAtStart, ['undici', 'zod', 'got', 'axios', 'cockatiel', 'opossum', 'p-retry', 'tsx'])),
       '',
-      '## CPU per request: user and system (kernel) time, medians',
+      "## CPU per request: user and system (kernel) time, and the main thread's GC pauses within it (µs per request), medians",
       '',
       cpuSplitTable(summaries),
       '',

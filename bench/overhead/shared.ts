@@ -78,6 +78,10 @@ export interface ClientResult {
   cpuMicros: number;
   /** The system (kernel) part of `cpuMicros`: socket syscalls, mostly. */
   cpuSystemMicros: number;
+  /** Main-thread GC pauses during the measured phase (part of `cpuMicros`). */
+  gcMicros: number;
+  /** The young-generation (scavenge) part of `gcMicros`. */
+  gcMinorMicros: number;
   latencyP50Ms: number;
   latencyP99Ms: number;
   /** Peak resident set size of the client process, in bytes. */
