@@ -26,13 +26,29 @@ export { type EjectionReason, type OutlierOptions, outlierDefaults } from './out
 /** An instance as callers write it: a URL, or a URL with routing metadata. */
 export type InstanceInput = string | { url: string; zone?: string; version?: string; weight?: number };
 
-/** Parses and checks instance inputs: http(s) origins without path, query or credentials. */
+/**
+ * Instances {@link parseInstances} made. Given to it again, one is taken as it is: the clients
+ * of one instance list can share its (read-only) instances, which a fleet of clients (the storm
+ * simulator's thousands) reads far more often than it parses.
+ */
+const parsedInstances = new WeakSet<Instance>();
+
+/**
+ * Parses and checks instance inputs: http(s) origins without path, query or credentials. An
+ * instance this function returned before is kept as it is (checked again for duplicates only).
+ */
 export function parseInstances(inputs: readonly InstanceInput[]): Instance[] {
   if (!Array.isArray(inputs) || inputs.length === 0) {
     invalidOption('instances', 'a non-empty array of URLs', inputs);
   }
   const seen = new Set<string>();
   return inputs.map((input, index) => {
+    if (typeof input === 'object' && input !== null && parsedInstances.has(input as Instance)) {
+      const parsed = input as Instance;
+      if (seen.has(parsed.url)) invalidOption(`instances[${index}]`, 'not a duplicate', parsed.url);
+      seen.add(parsed.url);
+      return parsed;
+    }
     const raw = typeof input === 'string' ? input : input?.url;
     const origin = typeof raw === 'string' && isCanonicalOrigin(raw) ? raw : parsedOrigin(raw, index);
     if (seen.has(origin)) invalidOption(`instances[${index}]`, 'not a duplicate', shown(raw));
@@ -40,12 +56,14 @@ export function parseInstances(inputs: readonly InstanceInput[]): Instance[] {
     const weight = typeof input === 'string' ? 1 : (input.weight ?? 1);
     if (!(Number.isFinite(weight) && weight > 0))
       invalidOption(`instances[${index}].weight`, 'a positive number', weight);
-    return {
+    const instance: Instance = {
       url: origin,
       zone: typeof input === 'string' ? undefined : input.zone,
       version: typeof input === 'string' ? undefined : input.version,
       weight,
     };
+    parsedInstances.add(instance);
+    return instance;
   });
 }
 

@@ -344,4 +344,32 @@ describe('parseInstances', () => {
     expect(() => parseInstances(['http://a:1', 'http://a:1'])).toThrow(/not a duplicate/);
     expect(() => parseInstances(['http://u:secret@a'])).toThrow(/\[credentials removed\]/);
   });
+
+  it('keeps an instance it parsed before as it is, so the clients of one list share it', () => {
+    const parsed = parseInstances(['http://a:1', { url: 'http://b:1', zone: 'z', weight: 2 }]);
+    const again = parseInstances(parsed);
+    expect(again[0]).toBe(parsed[0]);
+    expect(again[1]).toBe(parsed[1]);
+    // Duplicates are still refused, across the forms.
+    expect(() => parseInstances([parsed[0]!, 'http://a:1'])).toThrow(/not a duplicate/);
+    expect(() => parseInstances([parsed[0]!, parsed[0]!])).toThrow(/not a duplicate/);
+    // An object of the same shape that parseInstances did not make is parsed anew (and checked).
+    const lookalike = { url: 'http://b:1/', zone: 'z', weight: 2 };
+    const fromLookalike = parseInstances([lookalike])[0];
+    expect(fromLookalike).not.toBe(lookalike);
+    expect(fromLookalike?.url).toBe('http://b:1');
+    expect(() => parseInstances([{ url: 'http://a:1', weight: -1 }])).toThrow(/weight/);
+  });
+
+  it('two sets over the same parsed instances keep their own state', () => {
+    const shared = parseInstances(['http://a:1', 'http://b:1']);
+    const first = new InstanceSet({ clock, random: seededRandom(1) });
+    const second = new InstanceSet({ clock, random: seededRandom(2) });
+    first.update(shared);
+    second.update(parseInstances(shared));
+    first.get('http://a:1')!.outstanding = 5;
+    expect(second.get('http://a:1')!.outstanding).toBe(0);
+    for (let index = 0; index < 20; index++) expect(first.pick(context())?.instance.url).toBe('http://b:1');
+    expect(second.get('http://a:1')!.instance).toBe(first.get('http://a:1')!.instance);
+  });
 });

@@ -6,7 +6,9 @@
  * mode: `naive` exactly as src/storm/strategies/naive.ts, and p-retry / undici's RetryAgent
  * by their default retry schedules (same instance, backoff, 300 s undici timeouts).
  */
+import { parseInstances } from '../../balance/index.js';
 import { createClient } from '../../client/index.js';
+import type { Instance } from '../../core/call.js';
 import type { TimerHandle } from '../../core/clock.js';
 import type { ServerLimiter } from '../../server/index.js';
 import { deadlineServerDefaults } from '../../server/index.js';
@@ -69,6 +71,20 @@ export function simNetworkFor(clock: VirtualClock, strategy: SimStrategy): SimNe
 
 type Done = (exchange: Exchange, status: number, fallback: boolean) => void;
 
+/** A tier's instances, parsed once for every client that calls the tier (they share them). */
+const parsedTiers = new WeakMap<readonly SimInstance[], Instance[]>();
+
+function parsedTargets(targets: readonly SimInstance[]): Instance[] {
+  let parsed = parsedTiers.get(targets);
+  if (parsed === undefined) {
+    parsed = parseInstances(
+      targets.map((target) => (target.zone === undefined ? target.url : { url: target.url, zone: target.zone })),
+    );
+    parsedTiers.set(targets, parsed);
+  }
+  return parsed;
+}
+
 /** telescope: the real client, over the simulated transport and the virtual clock. */
 const telescope: SimStrategy = {
   name: 'telescope',
@@ -83,9 +99,7 @@ const telescope: SimStrategy = {
     const client = createClient(service, {
       ...options,
       ...(settings as Partial<TelescopeTierClientOptions> | undefined),
-      instances: targets.map((target) =>
-        target.zone === undefined ? target.url : { url: target.url, zone: target.zone },
-      ),
+      instances: parsedTargets(targets),
       ...(instance.zone === undefined ? {} : { zone: instance.zone }),
       transport: countingTransport(network.transport(), onAttempt),
       clock,
