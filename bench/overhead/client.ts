@@ -9,7 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { findSourceMap } from 'node:module';
 import { cpus } from 'node:os';
-import { type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
+import { constants, type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 import {
   type ClientFailure,
   type ClientJob,
@@ -99,13 +99,11 @@ class GcPauses {
     for (const entry of entries) {
       const micros = entry.duration * 1000;
       this.totalMicros += micros;
-      if ((entry as { detail?: { kind?: number } }).detail?.kind === minorGcKind) this.minorMicros += micros;
+      const kind = (entry as { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) this.minorMicros += micros;
     }
   }
 }
-
-/** `perf_hooks.constants.NODE_PERFORMANCE_GC_MINOR`: a scavenge. */
-const minorGcKind = 1;
 
 /** Starts the V8 sampling profiler; returns a function that stops it and writes the profile. */
 async function startProfiler(path: string, intervalUs: number): Promise<() => Promise<void>> {

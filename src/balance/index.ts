@@ -43,28 +43,31 @@ export function parseInstances(inputs: readonly InstanceInput[]): Instance[] {
   }
   const seen = new Set<string>();
   return inputs.map((input, index) => {
-    if (typeof input === 'object' && input !== null && parsedInstances.has(input as Instance)) {
-      const parsed = input as Instance;
-      if (seen.has(parsed.url)) invalidOption(`instances[${index}]`, 'not a duplicate', parsed.url);
-      seen.add(parsed.url);
-      return parsed;
+    // WeakSet.has is false for a string: only the objects made below are taken as they are.
+    const instance = parsedInstances.has(input as Instance) ? (input as Instance) : parseInstance(input, index);
+    if (seen.has(instance.url)) {
+      invalidOption(`instances[${index}]`, 'not a duplicate', shown(typeof input === 'string' ? input : input.url));
     }
-    const raw = typeof input === 'string' ? input : input?.url;
-    const origin = typeof raw === 'string' && isCanonicalOrigin(raw) ? raw : parsedOrigin(raw, index);
-    if (seen.has(origin)) invalidOption(`instances[${index}]`, 'not a duplicate', shown(raw));
-    seen.add(origin);
-    const weight = typeof input === 'string' ? 1 : (input.weight ?? 1);
-    if (!(Number.isFinite(weight) && weight > 0))
-      invalidOption(`instances[${index}].weight`, 'a positive number', weight);
-    const instance: Instance = {
-      url: origin,
-      zone: typeof input === 'string' ? undefined : input.zone,
-      version: typeof input === 'string' ? undefined : input.version,
-      weight,
-    };
-    parsedInstances.add(instance);
+    seen.add(instance.url);
     return instance;
   });
+}
+
+/** One instance input, checked; the instance is remembered as made here. */
+function parseInstance(input: InstanceInput, index: number): Instance {
+  const raw = typeof input === 'string' ? input : input?.url;
+  const origin = typeof raw === 'string' && isCanonicalOrigin(raw) ? raw : parsedOrigin(raw, index);
+  const weight = typeof input === 'string' ? 1 : (input.weight ?? 1);
+  if (!(Number.isFinite(weight) && weight > 0))
+    invalidOption(`instances[${index}].weight`, 'a positive number', weight);
+  const instance: Instance = {
+    url: origin,
+    zone: typeof input === 'string' ? undefined : input.zone,
+    version: typeof input === 'string' ? undefined : input.version,
+    weight,
+  };
+  parsedInstances.add(instance);
+  return instance;
 }
 
 /** The origin of an instance URL, checked by the URL parser (throws INVALID_OPTION). */

@@ -33,7 +33,7 @@ import { type AttemptTransport, acceptEncoding, transport } from '../transport/i
 import { type ClientConfiguration, mergeConfiguration } from './configure.js';
 import { FirstInstances } from './first-instances.js';
 import { endpointMethod, lowerCaseHeaders, type MethodEnvironment, type ResponseDecoder } from './method.js';
-import { assembleStacks, type StackParts } from './stacks.js';
+import { assembleStacks, type StackParts, throttleOf } from './stacks.js';
 import { type Client, type ClientEvents, type ClientOptions, clientDefaults } from './types.js';
 
 export { type ClientConfiguration, configurableKeys } from './configure.js';
@@ -151,8 +151,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
   const statsFor = (endpoint: string) => endpointStats.get(endpoint);
-  // Without a breaker (`breaker: false`: every call goes out), the throttle is off unless asked for.
-  const throttleOptions = options.throttle ?? (options.breaker === false ? false : {});
+  const throttleOptions = throttleOf(options);
   const breakerEnvironment = {
     clock,
     service: service.name,
@@ -321,7 +320,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       const nextTimeoutMs = checkTimeoutMs(next.timeoutMs);
       const pending: Array<() => void> = [];
       if (changed.includes('breaker') || changed.includes('throttle')) {
-        pending.push(breakerLayer.prepare(next.breaker ?? {}, next.throttle ?? (next.breaker === false ? false : {})));
+        pending.push(breakerLayer.prepare(next.breaker ?? {}, throttleOf(next)));
       }
       if (changed.includes('bulkhead') && next.bulkhead !== false) {
         pending.push(bulkheadLayer.prepare(next.bulkhead ?? adaptiveBulkheadDefaults));

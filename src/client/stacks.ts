@@ -12,6 +12,7 @@ import type { Clock } from '../core/clock.js';
 import { deadline } from '../deadline/index.js';
 import { type HedgeOptions, RetryBudget, type RetryEvent, type RetryOptions, retry } from '../retry/index.js';
 import type { ServiceDefinition } from '../service/index.js';
+import type { ThrottleOptions } from '../throttle/index.js';
 import type { AttemptTransport } from '../transport/index.js';
 import { classifyLayerFor, forEndpoint, resolvePolicy } from './policy.js';
 import { type ClientOptions, clientDefaults } from './types.js';
@@ -40,6 +41,14 @@ export interface StackParts {
   readonly onRetryEvent: (event: RetryEvent) => void;
   /** Records in stats() whether an endpoint's circuit can trip. */
   readonly markBreaker: (endpoint: string, trips: boolean) => void;
+}
+
+/**
+ * The client-side throttle in force: as given, else on with its defaults unless the breaker is
+ * off (`breaker: false` means every call goes out).
+ */
+export function throttleOf(o: Pick<ClientOptions, 'throttle' | 'breaker'>): ThrottleOptions | false {
+  return o.throttle ?? (o.breaker === false ? false : {});
 }
 
 /**
@@ -103,7 +112,7 @@ export function assembleStacks(
       }),
       parts.redirects,
     )(parts.wire.call);
-  const clientThrottle = o.throttle ?? (o.breaker === false ? false : {});
+  const clientThrottle = throttleOf(o);
   const clientBreaker = o.breaker === false && clientThrottle === false ? undefined : parts.breaker.layer;
   const stack = buildStack({
     breaker: clientBreaker,
