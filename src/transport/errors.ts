@@ -12,6 +12,16 @@ const connectCodes = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/** Node's refusals of request headers that HTTP/2 forbids or that are malformed: nothing was sent. */
+const badRequestHeaderCodes = new Set([
+  'ERR_HTTP2_INVALID_CONNECTION_HEADERS',
+  'ERR_HTTP2_INVALID_HEADER_VALUE',
+  'ERR_HTTP2_HEADER_SINGLE_VALUE',
+  'ERR_HTTP2_INVALID_PSEUDOHEADER',
+  'ERR_INVALID_HTTP_TOKEN',
+  'ERR_INVALID_CHAR',
+]);
+
 /**
  * OpenSSL's verification results for the instance's certificate (Node uses their names as
  * codes) and Node's host-name check: this instance's certificate is not acceptable.
@@ -50,6 +60,15 @@ export function mapTransportError(error: Error, options: TelescopeErrorOptions):
     // not speak TLS: the same client would be refused again, so no retry.
     const reason = (error as { reason?: string }).reason ?? error.message;
     return new TelescopeError(ErrorCode.TLS_FAILED, `TLS failed${where}: ${reason} (${code})`, {
+      ...options,
+      requestSent: false,
+      retryable: false,
+      cause: error,
+    });
+  }
+  if (badRequestHeaderCodes.has(code)) {
+    // The same headers would be refused by every instance.
+    return new TelescopeError(ErrorCode.INVALID_REQUEST, `request headers refused${where}: ${error.message}`, {
       ...options,
       requestSent: false,
       retryable: false,

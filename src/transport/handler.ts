@@ -17,9 +17,8 @@ import {
   type H2SessionLike,
   type H2StreamLike,
   type H2StreamObserver,
-  type H2Tracker,
   peerSpokeHttp2,
-} from './origin.js';
+} from './h2.js';
 
 export { decodeBody } from './decode.js';
 
@@ -63,8 +62,8 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
   wheelSlot = -1;
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
-  /** Set by the HTTP/2 dispatcher: told which stream carries this attempt. */
-  h2Tracker: H2Tracker | null = null;
+  /** Set by the HTTP/2 dispatcher: the attempt goes over an HTTP/2 connection. */
+  http2 = false;
   /** Called once the attempt is over, its body included (a single-use connection is closed then). */
   onFinished: (() => void) | null = null;
 
@@ -106,8 +105,6 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
 
   onRequestStart(controller: DispatchController): void {
     this.#controller = controller;
-    // HTTP/2: undici creates this attempt's stream next, in the same tick.
-    if (this.h2Tracker !== null) this.h2Tracker.starting = this;
     // Settled while still queued in the pool: abort before a byte is written.
     if (this.#abortReason !== null) controller.abort(this.#abortReason);
   }
@@ -419,7 +416,7 @@ export class AttemptHandler implements Dispatcher.DispatchHandler, WheelEntry, H
     const stream = this.#h2Stream;
     const session = this.#h2Session;
     if (
-      this.h2Tracker !== null &&
+      this.http2 &&
       this.#status === 0 &&
       (session === null ? (error as { code?: string }).code === 'ERR_HTTP2_ERROR' : !peerSpokeHttp2(session))
     ) {

@@ -13,8 +13,9 @@ import type { Client, Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
 import { type Clock, systemClock, wheelOf } from '../core/clock.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
+import { H2Origin } from './h2.js';
 import { AttemptHandler, type HandlerSettings } from './handler.js';
-import { type ConnectionSettings, freshClient, type OriginDispatcher, originDispatcher } from './origin.js';
+import { type ConnectionSettings, freshHttp1Client, h1Pool, type OriginDispatcher } from './origin.js';
 import { type TlsOptions, tlsConnectOptions } from './tls.js';
 
 export { acceptEncoding, supportedCodings } from './decode.js';
@@ -132,13 +133,13 @@ export function transport(options: TransportOptions = {}): Transport {
   const clock = options.clock ?? systemClock;
   const wheel = wheelOf(clock);
   const pools = new Map<string, OriginDispatcher>();
-  const freshClients = new Set<Client>();
+  const freshClients = new Set<OriginDispatcher>();
   let closed = false;
 
   function poolFor(url: string): OriginDispatcher {
     let pool = pools.get(url);
     if (pool === undefined) {
-      pool = originDispatcher(url, settings);
+      pool = settings.http2 ? new H2Origin(url, settings) : h1Pool(url, settings);
       pools.set(url, pool);
     }
     return pool;
@@ -169,7 +170,7 @@ export function transport(options: TransportOptions = {}): Transport {
    * connection: the pooled one may be the broken part. Failure path only.
    */
   function dispatchOnFreshConnection(url: string, request: OutgoingRequest, handler: AttemptHandler): void {
-    const client = freshClient(url, settings);
+    const client: OriginDispatcher = settings.http2 ? new H2Origin(url, settings) : freshHttp1Client(url, settings);
     freshClients.add(client);
     const release = () => {
       freshClients.delete(client);
@@ -191,7 +192,7 @@ export function transport(options: TransportOptions = {}): Transport {
     async close() {
       if (closed) return;
       closed = true;
-      const all: Array<OriginDispatcher | Client> = [...pools.values(), ...freshClients];
+      const all = [...pools.values(), ...freshClients];
       pools.clear();
       freshClients.clear();
       // undici fails each pending request with UND_ERR_DESTROYED, mapped per call to CLIENT_CLOSED.

@@ -11,6 +11,7 @@ import {
   type IncomingHttpHeaders,
   type SecureServerOptions,
   type ServerHttp2Stream,
+  type Settings,
 } from 'node:http2';
 import type { Server as NetServer } from 'node:net';
 import { onTestFinished } from 'vitest';
@@ -25,20 +26,27 @@ export interface Http2TestServer extends Listening {
   readonly sessionsOpened: () => number;
   /** Sessions open now. */
   readonly openSessions: () => number;
+  /** How each closed stream ended: its RST_STREAM code (0 for a normal end). */
+  readonly resets: number[];
 }
 
 /** An h2c server (`tls` absent) or an h2 server over TLS (HTTP/1.1 allowed with `allowHttp1`). */
 export async function startHttp2Server(
   handler: StreamHandler,
-  options: { tls?: SecureServerOptions; allowHttp1?: boolean } = {},
+  options: { tls?: SecureServerOptions; allowHttp1?: boolean; settings?: Settings } = {},
 ): Promise<Http2TestServer> {
   const streams: Http2TestServer['streams'] = [];
+  const resets: number[] = [];
   const sessions = new Set<Http2Session>();
   let opened = 0;
   const server: Http2Server =
     options.tls === undefined
-      ? createServer()
-      : createSecureServer({ ...options.tls, allowHTTP1: options.allowHttp1 ?? false });
+      ? createServer({ settings: options.settings ?? {} })
+      : createSecureServer({
+          ...options.tls,
+          allowHTTP1: options.allowHttp1 ?? false,
+          settings: options.settings ?? {},
+        });
   server.on('session', (session) => {
     opened++;
     sessions.add(session);
@@ -48,9 +56,12 @@ export async function startHttp2Server(
   server.on('stream', (stream, headers) => {
     // Resets are what several tests are about: keep them off the process's error output.
     stream.on('error', () => {});
+    stream.once('close', () => resets.push(stream.rstCode ?? -1));
     const chunks: Buffer[] = [];
     stream.on('data', (chunk: Buffer) => chunks.push(chunk));
     stream.on('end', () => {
+      // A request the client reset part-way is not handled (Node ends the readable side on a reset).
+      if (stream.rstCode !== undefined && stream.rstCode !== 0) return;
       const body = Buffer.concat(chunks);
       streams.push({
         method: String(headers[':method']),
@@ -72,6 +83,7 @@ export async function startHttp2Server(
     url: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${listening.port}`,
     streams,
     sessionsOpened: () => opened,
+    resets,
     openSessions: () => sessions.size,
   };
 }
