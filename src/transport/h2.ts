@@ -248,7 +248,7 @@ export class H2Origin implements OriginDispatcher {
       return;
     }
     let session = this.#session;
-    if (session !== null && session.closed) {
+    if (session?.closed) {
       // Closing but not yet closed (its 'close' event is still to come): no new stream on it.
       this.#session = session = null;
     }

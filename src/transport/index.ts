@@ -1,15 +1,16 @@
 /**
  * Transport: the innermost call. Sends one attempt to `context.instance` over an undici
- * `Pool` kept per instance (keep-alive), or one HTTP/2 connection per instance with `http2`;
+ * `Pool` kept per instance (keep-alive), or with `http2` one HTTP/2 connection per instance
+ * (h2.ts, on node:http2, speaking the same dispatch-handler contract);
  * buffers the body up to `maxResponseBytes` (after decompression, when `decompress` is on) and
  * decodes it by content type, or hands it over as a web stream for `responseType: 'stream'`;
  * maps every failure to a {@link TelescopeError}.
  *
- * Timeouts: the connect timeout is undici's, per hop and short; the attempt's own deadline
+ * Timeouts: the connect timeout is the connection's, per hop and short; the attempt's own deadline
  * (`context.attemptExpiresAt`, set by the attempt layer) is enforced through the clock's
  * shared timer wheel, so no timer or AbortSignal is created per call.
  */
-import type { Client, Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Call, CallContext, IncomingResponse, OutgoingRequest } from '../core/call.js';
 import { type Clock, systemClock, wheelOf } from '../core/clock.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
