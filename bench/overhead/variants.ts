@@ -438,8 +438,8 @@ const telescopeAttemptHeaders = {
 };
 
 /**
- * telescope's transport alone over h2c: undici `dispatch` with telescope's attempt handler and
- * its three headers, no layers above it. With `undici-h2c-headers` and `telescope-h2c-min`
+ * telescope's transport alone over h2c: its own node:http2 connection with telescope's attempt
+ * handler and its three headers, no layers above it. With `undici-h2c-headers` and `telescope-h2c-min`
  * it shows where telescope's cost over HTTP/2 sits.
  */
 const telescopeTransportHttp2: Variant = {
