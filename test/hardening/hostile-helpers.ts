@@ -7,6 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { expect, onTestFinished } from 'vitest';
 import { systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { listenOnLoopback, type TestServer } from '../helpers/server.js';
 
 /** A raw TCP server speaking whatever the test writes, with server-side counts. */
@@ -121,8 +122,6 @@ export function requestSocketsClosed(server: TestServer): () => boolean {
 }
 
 // --- leak checks --------------------------------------------------------------------------
-
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 export interface Baseline {
   timeouts: number;

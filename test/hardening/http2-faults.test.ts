@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { createClient, defineService, endpoint, TelescopeError } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { respondJson, startHttp2Server } from '../helpers/http2.js';
+import { activeResources } from '../helpers/process-resources.js';
 import { seededRandom } from '../helpers/random.js';
 
 const calls = 3000;
@@ -51,13 +52,6 @@ const items = defineService({
     }),
   },
 });
-
-/** Resources of this process by kind (sockets, timers, ...), from Node's own list. */
-function resources(): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const kind of process.getActiveResourcesInfo()) counts.set(kind, (counts.get(kind) ?? 0) + 1);
-  return counts;
-}
 
 describe('HTTP/2 under faults', () => {
   it('every call settles, every fault happens, no stream stays open, nothing is left after close()', async () => {
@@ -108,7 +102,7 @@ describe('HTTP/2 under faults', () => {
       }
     };
     const servers = [await startHttp2Server(handler), await startHttp2Server(handler)];
-    const before = resources();
+    const before = activeResources();
 
     const client = createClient(items, {
       instances: servers.map((server) => server.url),
@@ -149,8 +143,8 @@ describe('HTTP/2 under faults', () => {
     await client.close();
     await waitFor('the server sessions to close', () => servers.every((server) => server.openSessions() === 0));
     await waitFor('the sockets and timers to be released', () => {
-      const after = resources();
-      return ['TCPSocketWrap', 'Timeout'].every((kind) => (after.get(kind) ?? 0) <= (before.get(kind) ?? 0));
+      const after = activeResources();
+      return ['TCPSocketWrap', 'Timeout'].every((kind) => (after[kind] ?? 0) <= (before[kind] ?? 0));
     });
   }, 60_000);
 });

@@ -32,7 +32,7 @@ import {
   withDeadline,
 } from '../../src/index.js';
 import { seededRandom } from '../../src/testing/random.js';
-import { socketFds, trackUndiciSockets } from '../helpers/process-resources.js';
+import { activeResources, socketFds, trackUndiciSockets } from '../helpers/process-resources.js';
 
 // --- options ------------------------------------------------------------------------------
 
@@ -128,12 +128,6 @@ const service = defineService({
 
 const undici = trackUndiciSockets();
 
-function resourceCounts(): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const kind of process.getActiveResourcesInfo()) counts[kind] = (counts[kind] ?? 0) + 1;
-  return counts;
-}
-
 const wheel = wheelOf(systemClock);
 // One AbortSignal that lives for the whole run and is passed to a third of the calls.
 const lifetime = new AbortController();
@@ -164,7 +158,7 @@ async function snapshot(): Promise<Snapshot> {
   gc?.();
   return {
     heapUsed: process.memoryUsage().heapUsed,
-    resources: resourceCounts(),
+    resources: activeResources(),
     socketFds: socketFds() ?? null,
     undiciSockets: undici.open,
     wheel: wheel.size,

@@ -22,6 +22,7 @@ import { describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { createClient, ErrorCode, isTelescopeError, systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { delay, listenOnLoopback } from '../helpers/server.js';
 
 const seconds = Number(process.env.TELESCOPE_LOAD_SECONDS ?? 30);
@@ -136,7 +137,6 @@ const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
 };
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 describe('overload at 2× the bulkhead', () => {
   it(

@@ -1,10 +1,25 @@
 /**
- * What a process holds open, for leak checks (test/hardening) and the soak benchmark: the
- * sockets among its file descriptors, and the connections undici opened and has not closed.
+ * What a process holds open, for leak checks (test/hardening, the integration tests) and the
+ * soak benchmark: Node's active resources by kind, the sockets among its file descriptors, and
+ * the connections undici opened and has not closed.
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';
+
+/** Node's active resources of one kind (`TCPSocketWrap`, `Timeout`, ...) in this process. */
+export function activeCount(kind: string): number {
+  let count = 0;
+  for (const name of process.getActiveResourcesInfo()) if (name === kind) count++;
+  return count;
+}
+
+/** Node's active resources in this process, counted by kind. */
+export function activeResources(): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const kind of process.getActiveResourcesInfo()) counts[kind] = (counts[kind] ?? 0) + 1;
+  return counts;
+}
 
 /** Sockets among this process's file descriptors (Linux); undefined elsewhere. */
 export function socketFds(): number | undefined {

@@ -19,6 +19,7 @@ import {
 import { createClient, systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { movieById, movies } from '../helpers/movies.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { delay, startServer } from '../helpers/server.js';
 import { type MemcachedServer, requireServices, serviceAvailable, startMemcached } from '../helpers/services.js';
 
@@ -34,8 +35,6 @@ async function failure(promise: Promise<unknown>): Promise<RemoteCacheError> {
   }
   throw new Error('expected a failure');
 }
-
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 describeMemcached('memcachedCache', () => {
   let one: MemcachedServer;

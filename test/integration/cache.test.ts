@@ -16,6 +16,7 @@ import { type CachedClient, type CacheOptions, redisCache, withCache } from '../
 import { createClient, defineService, endpoint, systemClock, wheelOf } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 import { type RedisServer, requireServices, serviceAvailable, startRedis } from '../helpers/services.js';
 
@@ -48,8 +49,6 @@ async function movieServer(delayMs = 0): Promise<MovieServer> {
     total: () => movieRequests().length,
   };
 }
-
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 describeRedis('withCache over Redis', () => {
   let redis: RedisServer;

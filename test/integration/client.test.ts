@@ -20,13 +20,12 @@ import {
 } from '../../src/index.js';
 import { failure, thrown, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 /** Closes the client and checks that its sockets and timers are gone. */
 async function closeWithoutLeaks(client: MoviesClient, server: TestServer, timeoutsBefore: number): Promise<void> {

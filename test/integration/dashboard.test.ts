@@ -18,6 +18,7 @@ import { type ClientStats, type DashboardHandler, dashboard, dashboardHandler } 
 import { createClient, ErrorCode, isTelescopeError } from '../../src/index.js';
 import { waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { delay, sendJson, startServer } from '../helpers/server.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -32,8 +33,6 @@ if (!haveChromium) {
 }
 
 // --- helpers ---------------------------------------------------------------------------------
-
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 interface SseEvent {
   event: string;

@@ -22,13 +22,12 @@ import {
 } from '../../src/index.js';
 import { failure, timedFailure, waitFor } from '../helpers/assert.js';
 import { movies } from '../helpers/movies.js';
+import { activeCount } from '../helpers/process-resources.js';
 import { closedPort, delay, sendJson, startServer, type TestServer } from '../helpers/server.js';
 
 type MoviesClient = Client<typeof movies>;
 
 // --- helpers ---------------------------------------------------------------------------------
-
-const activeCount = (kind: string) => process.getActiveResourcesInfo().filter((name) => name === kind).length;
 
 interface Resources {
   timeouts: number;
