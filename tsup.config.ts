@@ -13,6 +13,8 @@ export default defineConfig({
     // The lab's tier processes and its command line run as files of their own.
     'storm-tier': 'src/storm/tier.ts',
     'storm-cli': 'src/storm/cli.ts',
+    // The storm simulator's worker threads (`workers` > 1).
+    'storm-sim-worker': 'src/storm/sim/worker.ts',
     'dashboard-cli': 'src/dashboard/cli.ts',
   },
   // import.meta.url in the CommonJS build (the lab finds its tier module beside itself).

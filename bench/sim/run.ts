@@ -3,9 +3,10 @@
  * Prints simulated requests (every request received by every service) per wall second and
  * per CPU second.
  *
- *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope] [--every 10]
+ *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope] [--every 10] [--workers 1] [--network-ms 0]
  *
- * `--every N` prints progress every N virtual seconds (stderr).
+ * `--every N` prints progress every N virtual seconds (stderr). `--workers N` runs the services
+ * on N threads (calls between them take `--network-ms`, 1 by default then).
  */
 import { parseArgs } from 'node:util';
 import { checkTopology } from '../../src/storm/index.js';
@@ -20,6 +21,8 @@ const { values } = parseArgs({
     rate: { type: 'string' },
     strategy: { type: 'string', default: 'telescope' },
     every: { type: 'string', default: '10' },
+    workers: { type: 'string', default: '1' },
+    'network-ms': { type: 'string' },
   },
 });
 const durationS = Number(values.duration);
@@ -40,6 +43,8 @@ for (const name of cases) {
   const result = await simulateTopology({
     topology: checkTopology(topology),
     strategy: String(values.strategy),
+    workers: Number(values.workers),
+    ...(values['network-ms'] === undefined ? {} : { networkMs: Number(values['network-ms']) }),
     onProgress: ({ elapsedS, wallS }) => {
       if (elapsedS % everyS === 0)
         process.stderr.write(`${name}: ${elapsedS} s virtual in ${wallS.toFixed(1)} s wall\n`);
@@ -52,6 +57,8 @@ for (const name of cases) {
     case: name,
     topology: topology.description,
     strategy: result.strategy,
+    workers: simulation.workers ?? 1,
+    networkMs: simulation.networkMs ?? 0,
     virtualS: simulation.virtualS,
     wallS: Number(simulation.wallS.toFixed(1)),
     cpuS: Number(((cpu.user + cpu.system) / 1e6).toFixed(1)),

@@ -6,6 +6,7 @@
  *                   [--strategies naive,telescope,...] [--rate 200] [--duration 20]
  *                   [--out storm-report] [--json]
  *                   [--simulate [--tiers 3] [--instances K] [--seed 1]]
+ *                   [--topology NAME|FILE.json [--simulate [--workers N] [--network-ms MS]]]
  *
  * `--simulate` runs the same scenarios in virtual time (src/storm/sim): the library's client
  * code on simulated instances, for topologies far beyond one machine.
@@ -33,7 +34,10 @@ const usage = `usage: telescope-storm [--scenario ${builtInScenarios.join('|')}|
   --simulate       run in virtual time on simulated instances (the library's real client code)
   --tiers N        simulation: edge, N-2 middle tiers, backend (${simLimits.tiers.join('..')}) [3]
   --instances K    simulation: instances in every tier, the edge too [edge 1, others 3]
-  --seed S         simulation: seed of every random choice [1]`;
+  --seed S         simulation: seed of every random choice [1]
+  --workers N      simulation of a --topology: threads to spread its services over [1]
+  --network-ms MS  simulation of a --topology: time each request and answer takes on the
+                   network [0; 1 with --workers]`;
 
 function fail(message: string): never {
   process.stderr.write(`telescope-storm: ${message}\n${usage}\n`);
@@ -60,6 +64,8 @@ export async function main(argv: string[]): Promise<void> {
         tiers: { type: 'string' },
         instances: { type: 'string' },
         seed: { type: 'string' },
+        workers: { type: 'string' },
+        'network-ms': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -87,6 +93,8 @@ export async function main(argv: string[]): Promise<void> {
       drain: values.drain as string | undefined,
       seed: values.seed as string | undefined,
       maxProcesses: values['max-processes'] as string | undefined,
+      workers: values.workers as string | undefined,
+      networkMs: values['network-ms'] as string | undefined,
       out: values.out as string | undefined,
       json: values.json === true,
       fail,
@@ -94,6 +102,9 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   if (values['max-processes'] !== undefined) fail('--max-processes applies to --topology only');
+  for (const option of ['workers', 'network-ms'] as const) {
+    if (values[option] !== undefined) fail(`--${option} applies to --topology with --simulate only`);
+  }
   const rate = Number(values.rate ?? '200');
   const durationS = Number(values.duration ?? '20');
   const drainS = Number(values.drain ?? '8');

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { checkTopologyClients, runTopology, topologyProcessLimit } from './graph-lab.js';
 import { killTiersOnExit } from './lab.js';
 import { simulateTopology, topologySimStrategies } from './sim/graph.js';
+import { checkParallelOptions } from './sim/parallel.js';
 import { simStrategies } from './sim/strategies.js';
 import { builtInStrategies } from './strategies/index.js';
 import { type ResolvedTopology, topologyFromFile, topologyInstances } from './topology.js';
@@ -58,6 +59,8 @@ export interface TopologyCliOptions {
   drain: string | undefined;
   seed: string | undefined;
   maxProcesses: string | undefined;
+  workers?: string | undefined;
+  networkMs?: string | undefined;
   out: string | undefined;
   json: boolean;
   fail: (message: string) => never;
@@ -115,9 +118,22 @@ export async function topologyMain(options: TopologyCliOptions): Promise<void> {
       fail(`--seed must be an integer, got ${options.seed}`);
     }
   }
+  const parallel: { workers?: number; networkMs?: number } = {};
+  for (const [flag, value] of [
+    ['workers', options.workers],
+    ['network-ms', options.networkMs],
+  ] as const) {
+    if (value === undefined) continue;
+    if (!simulate) fail(`--${flag} applies to --simulate only`);
+    const number = Number(value);
+    if (value.trim() === '' || !Number.isFinite(number)) fail(`--${flag} must be a number, got ${value}`);
+    if (flag === 'workers') parallel.workers = number;
+    else parallel.networkMs = number;
+  }
   // Everything is checked before anything starts.
   try {
     if (simulate) {
+      checkParallelOptions({ topology, strategy: strategies[0] as string, ...parallel });
       const unknown = strategies.filter((name) => simStrategies[name] === undefined);
       if (unknown.length > 0) {
         fail(
@@ -152,7 +168,7 @@ export async function topologyMain(options: TopologyCliOptions): Promise<void> {
       if (elapsedS % 5 === 0) process.stderr.write(`${strategy}: ${elapsedS}s sent ${sent} answered ${answered}\n`);
     };
     const run = simulate
-      ? simulateTopology({ topology, strategy, ...(seed === undefined ? {} : { seed }), onProgress })
+      ? simulateTopology({ topology, strategy, ...(seed === undefined ? {} : { seed }), ...parallel, onProgress })
       : runTopology({ topology, strategy, onProgress });
     results.push(await run.catch((error: unknown) => fail(`${strategy}: ${(error as Error).message}`)));
   }

@@ -178,6 +178,10 @@ export interface SimulationInfo {
   yields: number;
   /** Peak resident set size of the process so far, in MiB. */
   peakRssMB: number;
+  /** Threads the services were simulated on (`workers`); absent: one. */
+  workers?: number;
+  /** Milliseconds each request, answer and close took on the network; absent: none. */
+  networkMs?: number;
 }
 
 /** One service of a topology run, from its instances' own counts. */

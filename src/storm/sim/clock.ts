@@ -40,6 +40,21 @@ const TIMEOUT_MAX = 2 ** 31 - 1;
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/**
+ * Lock-step with other workers' clocks (`parallel.ts`): the clock that drives the run asks
+ * before each grain when the others' next events are, and tells them which grain to run.
+ */
+export interface ClockSync {
+  /** The least time a message between workers takes (≥ one grain). */
+  readonly lookaheadMs: number;
+  /** Waits for the other workers' ends of the last grain (their messages are in the heap after). */
+  collect(): Promise<void>;
+  /** The earliest event the other workers have, the messages on their way to them included. */
+  othersNextAt(): number;
+  /** Tells the other workers to run the grain up to `endMs` (events at or before `targetMs`). */
+  dispatch(endMs: number, targetMs: number, nowMs: number): void;
+}
+
 /** Virtual clock plus the driver that advances it. */
 export class VirtualClock implements Clock {
   /** Milliseconds of virtual time run together before promise continuations settle. */
@@ -49,6 +64,8 @@ export class VirtualClock implements Clock {
   #heap: SimEvent[] = [];
   #fired = 0;
   #yields = 0;
+  /** Set when this clock drives other workers' clocks in lock-step. */
+  sync: ClockSync | undefined = undefined;
 
   constructor(options: { startMs?: number; grainMs?: number } = {}) {
     this.#now = options.startMs ?? 0;
@@ -110,6 +127,7 @@ export class VirtualClock implements Clock {
    * between grains, then sets the clock to `targetMs`.
    */
   async advanceTo(targetMs: number): Promise<void> {
+    if (this.sync !== undefined) return this.#advanceInStep(targetMs, this.sync);
     const heap = this.#heap;
     const grainMs = this.grainMs;
     for (;;) {
@@ -134,6 +152,75 @@ export class VirtualClock implements Clock {
       this.#fired += fired;
       this.#yields++;
       await yieldToLoop();
+    }
+    if (targetMs > this.#now) this.#now = targetMs;
+    this.#yields++;
+    await yieldToLoop();
+  }
+
+  /** The time of the next event (∞ when there is none). */
+  nextAt(): number {
+    const heap = this.#heap;
+    let top = heap[0];
+    while (top?.cancelled === true) {
+      this.#pop();
+      top = heap[0];
+    }
+    return top === undefined ? Number.POSITIVE_INFINITY : top.at;
+  }
+
+  /** Moves the clock to `atMs` if it is behind (a worker following another's clock). */
+  raiseTo(atMs: number): void {
+    if (atMs > this.#now) this.#now = atMs;
+  }
+
+  /**
+   * Runs every event before `endMs` and not after `targetMs`, a grain at a time, letting
+   * promise continuations settle after each pass (a worker's share of a lock-step window).
+   */
+  async runUntil(endMs: number, targetMs: number): Promise<void> {
+    const heap = this.#heap;
+    const grainMs = this.grainMs;
+    for (;;) {
+      let top: SimEvent | undefined = heap[0];
+      while (top?.cancelled === true) {
+        this.#pop();
+        top = heap[0];
+      }
+      if (top === undefined || top.at >= endMs || top.at > targetMs) return;
+      const grainEnd = Math.min((Math.floor(top.at / grainMs) + 1) * grainMs, endMs);
+      let fired = 0;
+      while (top !== undefined && top.at < grainEnd && top.at <= targetMs) {
+        this.#pop();
+        if (!top.cancelled) {
+          if (top.at > this.#now) this.#now = top.at;
+          top.fire();
+          fired++;
+        }
+        top = heap[0];
+      }
+      this.#fired += fired;
+      this.#yields++;
+      await yieldToLoop();
+    }
+  }
+
+  /**
+   * `advanceTo` in lock-step with other workers, a window at a time: from the earliest event
+   * anywhere, as many whole grains as a message between workers takes to arrive
+   * (`sync.lookaheadMs`), so nothing sent inside a window can arrive inside it.
+   */
+  async #advanceInStep(targetMs: number, sync: ClockSync): Promise<void> {
+    const grainMs = this.grainMs;
+    for (;;) {
+      await sync.collect();
+      const next = Math.min(this.nextAt(), sync.othersNextAt());
+      if (!(next <= targetMs)) break;
+      const grainStart = Math.floor(next / grainMs) * grainMs;
+      const windowEnd = Math.max(grainStart + grainMs, Math.floor((next + sync.lookaheadMs) / grainMs) * grainMs);
+      const end = Math.min(windowEnd, targetMs + grainMs);
+      sync.dispatch(end, targetMs, this.#now);
+      await this.runUntil(end, targetMs);
     }
     if (targetMs > this.#now) this.#now = targetMs;
     this.#yields++;

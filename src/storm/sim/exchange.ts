@@ -26,6 +26,32 @@ export enum Phase {
   Expired = 8,
   /** Waiting in the server's concurrency limiter (telescope's `concurrencyLimit`). */
   LimiterQueued = 9,
+  /** On the network towards the instance (`networkMs` > 0). */
+  Arriving = 10,
+  /** The answer (or a reset) on the network back to the caller (`networkMs` > 0, or from another worker). */
+  Returning = 11,
+  /** Sent to an instance another worker simulates; its answer comes as a message. */
+  Remote = 12,
+}
+
+/** How an answer's body and headers are made again on the caller's side of a worker boundary. */
+export enum ResponseKind {
+  Plain = 0,
+  Fallback = 1,
+  /** The deadline middleware's 504 for a budget gone on arrival. */
+  Expired = 2,
+  /** The concurrency limiter's 503 with its Retry-After. */
+  LimiterShed = 3,
+}
+
+/** The other end of an exchange that crosses to another worker (`parallel.ts`). */
+export interface ExchangePeer {
+  /** The instance (simulated here) answered a request that came from the peer. */
+  respond(exchange: Exchange, status: number, kind: ResponseKind): void;
+  /** The connection of a request that came from the peer failed. */
+  fail(exchange: Exchange, reason: 'refused' | 'reset'): void;
+  /** The caller here gave up on a request sent to the peer's instance. */
+  cancel(exchange: Exchange): void;
 }
 
 const connectRefused = Object.assign(new Error('connect ECONNREFUSED (simulated instance is down)'), {
@@ -77,6 +103,16 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
   limiterHeld = false;
   /** Status the instance answered with (0 before). */
   status = 0;
+  /** The caller's end gave up (it hears nothing more); the server learns it `networkMs` later. */
+  abandoned = false;
+  /** What the answer's body is (for an answer that crosses to another worker). */
+  kind: number = ResponseKind.Plain;
+  /** @internal an answer on its way back (`Phase.Returning`): its status, body and headers, or a failure */
+  returning: { status: number; body: Buffer; headers: Record<string, string> } | 'refused' | 'reset' | null = null;
+  /** @internal the exchange's id on the other side of a worker boundary */
+  remoteId = 0;
+  /** @internal the worker boundary it crosses (caller's side: the instance's worker; server's side: the caller's) */
+  peer: ExchangePeer | null = null;
 
   constructor(
     readonly instance: SimInstance | undefined,
@@ -114,8 +150,20 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
   /** The caller gave up: undici destroys the socket, the server sees the connection close. */
   abort(_reason?: Error): void {
     this.transport?.unlink(this);
-    if (this.instance === undefined) this.gone = true;
-    else this.instance.callerGone(this);
+    if (this.abandoned) return;
+    this.abandoned = true;
+    const instance = this.instance;
+    if (instance === undefined) this.gone = true;
+    else if (this.phase === Phase.Remote) this.peer?.cancel(this);
+    else if (this.phase === Phase.Returning) {
+      // The answer is already on its way: the server is done with the request.
+    } else {
+      const networkMs = instance.network.networkMs;
+      if (networkMs > 0 && this.phase !== Phase.Arriving && this.phase !== Phase.Refused) {
+        // The close reaches the server one network hop later.
+        instance.network.clock.setTimeout(() => instance.callerGone(this), networkMs);
+      } else instance.callerGone(this);
+    }
   }
 
   /** The caller gives up (raw callers: timeout). */
@@ -143,9 +191,30 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
       case Phase.Refused:
         this.phase = Phase.Done;
         // A caller that gave up before the refusal hears nothing more.
-        if (!this.gone) this.deliverFailure('refused');
+        if (!this.gone && !this.abandoned) this.#deliverFailureNow('refused');
         else this.transport?.unlink(this);
         return;
+      case Phase.Arriving:
+        // A request whose caller gave up on the way never reaches the instance.
+        if (this.abandoned) {
+          this.phase = Phase.Done;
+          this.gone = true;
+          return;
+        }
+        (this.instance as SimInstance).receive(this);
+        return;
+      case Phase.Returning: {
+        this.phase = Phase.Done;
+        const returning = this.returning;
+        this.returning = null;
+        if (this.abandoned || returning === null) {
+          this.transport?.unlink(this);
+          return;
+        }
+        if (typeof returning === 'string') this.#deliverFailureNow(returning);
+        else this.#deliverResponseNow(returning.status, returning.body, returning.headers);
+        return;
+      }
       case Phase.Cpu:
         (this.instance as SimInstance).afterCpu(this);
         return;
@@ -163,8 +232,34 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
 
   // --- delivery to the caller -------------------------------------------------------------
 
-  /** The server's answer reaches the caller (unless it has gone). */
+  /**
+   * The server sends its answer: it reaches the caller now, `networkMs` later, or (for a
+   * request from another worker) goes back as a message.
+   */
   deliverResponse(status: number, body: Buffer, headers: Record<string, string>): void {
+    if (this.peer !== null) {
+      this.peer.respond(this, status, this.kind);
+      return;
+    }
+    const networkMs = this.instance?.network.networkMs ?? 0;
+    if (networkMs > 0) {
+      this.phase = Phase.Returning;
+      this.returning = { status, body, headers };
+      this.instance?.network.clock.scheduleAt(this, this.instance.network.clock.now() + networkMs);
+      return;
+    }
+    this.#deliverResponseNow(status, body, headers);
+  }
+
+  /** An answer that came back from another worker: it reaches the caller at `atMs`. */
+  returnAt(atMs: number, returning: NonNullable<Exchange['returning']>): void {
+    const instance = this.instance as SimInstance;
+    this.phase = Phase.Returning;
+    this.returning = returning;
+    instance.network.clock.scheduleAt(this, atMs);
+  }
+
+  #deliverResponseNow(status: number, body: Buffer, headers: Record<string, string>): void {
     this.transport?.unlink(this);
     const handler = this.handler as Dispatcher.DispatchHandler | null;
     if (handler !== null) {
@@ -176,8 +271,26 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
     }
   }
 
-  /** The connection failed before an answer. */
+  /** The connection failed before an answer (a reset travels `networkMs`, as an answer). */
   deliverFailure(reason: 'refused' | 'reset' | 'closed'): void {
+    if (reason !== 'closed') {
+      if (this.peer !== null && this.phase !== Phase.Remote) {
+        this.peer.fail(this, reason);
+        return;
+      }
+      const network = this.instance?.network;
+      if (network !== undefined && network.networkMs > 0 && reason === 'reset') {
+        // The exchange may still be in the event heap (its CPU step): a timer of its own.
+        network.clock.setTimeout(() => {
+          if (!this.abandoned) this.#deliverFailureNow(reason);
+        }, network.networkMs);
+        return;
+      }
+    }
+    this.#deliverFailureNow(reason);
+  }
+
+  #deliverFailureNow(reason: 'refused' | 'reset' | 'closed'): void {
     this.transport?.unlink(this);
     const handler = this.handler as Dispatcher.DispatchHandler | null;
     if (handler !== null) {

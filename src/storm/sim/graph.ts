@@ -10,11 +10,12 @@ import { type EdgeCounts, type ServiceCounts, serviceResults } from '../graph-re
 import { LoadProfile } from '../load.js';
 import type { ResolvedCall, ResolvedService, ResolvedTopology } from '../topology.js';
 import type { TopologyRunResult } from '../types.js';
-import { VirtualClock } from './clock.js';
+import { type ClockSync, VirtualClock } from './clock.js';
 import { Load, runLoadAndDrain, warmUp } from './drive.js';
 import type { Exchange } from './exchange.js';
 import { LatencyHistogram } from './histogram.js';
 import { type SimCaller, SimInstance, type SimObserver, type SimTier } from './instance.js';
+import { checkParallelOptions, simulateInParallel } from './parallel.js';
 import { type SimStrategy, simNetworkFor, simStrategy } from './strategies.js';
 
 export interface SimulateTopologyOptions {
@@ -26,6 +27,17 @@ export interface SimulateTopologyOptions {
   seed?: number;
   /** Virtual milliseconds run together before promise continuations settle. @default 1 */
   grainMs?: number;
+  /**
+   * Threads to run the services on (each worker simulates a share of the services; calls
+   * between workers cross as messages, in lock-step one grain at a time). Needs
+   * `networkMs` ≥ `grainMs`. @default 1
+   */
+  workers?: number;
+  /**
+   * Milliseconds every request, answer, reset and close takes on the network, each way.
+   * @default 0 (1 with `workers` > 1)
+   */
+  networkMs?: number;
   /** Called once per virtual second with progress (and the wall time so far). */
   onProgress?: (progress: {
     strategy: string;
@@ -42,7 +54,7 @@ const LOAD = Symbol('load');
 type Done = (exchange: Exchange, status: number, fallback: boolean) => void;
 
 /** Per-service, per-second counts and the entry's latencies. */
-class GraphMetrics implements SimObserver {
+export class GraphMetrics implements SimObserver {
   active = false;
   epoch = 0;
   /** [second × services + service]: requests received, and answered 200 by arrival second. */
@@ -205,21 +217,37 @@ export function topologySimStrategies(topology: ResolvedTopology, strategy: stri
   return new Map([...names].map((name) => [name, simStrategy(name)]));
 }
 
-/** Runs a topology with one default strategy in virtual time. */
-export async function simulateTopology(options: SimulateTopologyOptions): Promise<TopologyRunResult> {
-  const wallStart = performance.now();
+/** The simulated services of a run, built alike by every worker of a parallel run. */
+export interface SimWorld {
+  clock: VirtualClock;
+  network: ReturnType<typeof simNetworkFor>;
+  metrics: GraphMetrics;
+  tiers: SimTier[];
+  tierOf: Map<string, SimTier>;
+  edges: EdgeCounts[];
+  callers: SimCaller[];
+  seconds: number;
+  /** Events other workers ran (parallel runs). */
+  otherEvents: number;
+}
+
+/**
+ * Builds every service's instances and callers. `owns(depth)`: whether this worker simulates
+ * the service; the others' instances are stubs that requests cross to as messages, and their
+ * callers are not built (the seeds are drawn all the same, so a client has the same random
+ * source in every partition).
+ */
+export function buildWorld(options: SimulateTopologyOptions, owns: (depth: number) => boolean = () => true): SimWorld {
   const { topology } = options;
   const seed = options.seed ?? 1;
-  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
   const strategies = topologySimStrategies(topology, options.strategy);
   const runStrategy = strategies.get(options.strategy) as SimStrategy;
   const { durationS, drainS } = topology;
-  const profile = new LoadProfile(topology.load, durationS);
-
   const clock = new VirtualClock({ grainMs: options.grainMs });
   // A service's server follows the run's strategy (its deadline admission and its limiter);
   // a call's own strategy changes only that caller's client.
   const network = simNetworkFor(clock, runStrategy);
+  network.networkMs = options.networkMs ?? 0;
   const seconds = Math.ceil(durationS + drainS) + 2;
   const metrics = new GraphMetrics(clock, seconds, topology.services.length);
   network.observer = metrics;
@@ -236,8 +264,9 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
   const tierOf = new Map(tiers.map((tier) => [tier.name, tier]));
   for (const [depth, service] of topology.services.entries()) {
     const tier = tiers[depth] as SimTier;
+    const remote = !owns(depth);
     for (let index = 0; index < service.instances; index++) {
-      const instance = new SimInstance(network, tier, index, service.capacity.workMs, service.latencyMs);
+      const instance = new SimInstance(network, tier, index, service.capacity.workMs, service.latencyMs, 0, remote);
       instance.zone = service.zones[index];
       tier.instances.push(instance);
       network.add(instance);
@@ -256,6 +285,8 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
     for (const instance of tier.instances) {
       const counters = instance.counters;
       const own = service.calls.map((call, index) => {
+        const random = seededRandom(Math.floor(master() * 2 ** 32));
+        if (instance.remote) return undefined;
         const edge = serviceEdges[index] as EdgeCounts;
         const strategy = strategies.get(call.strategy ?? options.strategy) as SimStrategy;
         const caller = strategy.createCaller({
@@ -264,7 +295,7 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
           targets: (tierOf.get(call.service) as SimTier).instances,
           network,
           clock,
-          random: seededRandom(Math.floor(master() * 2 ** 32)),
+          random,
           onAttempt: () => {
             counters.downstreamAttempts++;
             edge.attempts++;
@@ -274,46 +305,89 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
         });
         return call.fallback === true && strategy.name !== 'telescope' ? withFallback(caller) : caller;
       });
-      callers.push(...own);
-      const only = own[0];
-      if (own.length === 1 && only !== undefined && service.calls[0]?.times === 1) instance.caller = only;
-      else if (own.length > 0) instance.caller = new PlanCaller(planOf(service, own), own);
+      if (instance.remote) continue;
+      const built = own as SimCaller[];
+      callers.push(...built);
+      const only = built[0];
+      if (built.length === 1 && only !== undefined && service.calls[0]?.times === 1) instance.caller = only;
+      else if (built.length > 0) instance.caller = new PlanCaller(planOf(service, built), built);
     }
   }
   for (const tier of tiers)
     for (const instance of tier.instances) instance.random = seededRandom(Math.floor(master() * 2 ** 32));
+  return { clock, network, metrics, tiers, tierOf, edges, callers, seconds, otherEvents: 0 };
+}
 
+/** Resets the counts at the run's epoch (after the warm-up) and arms the faults from it. */
+export function startCounting(world: SimWorld, topology: ResolvedTopology, epoch: number): void {
+  const { clock, metrics, tiers, tierOf, edges } = world;
+  for (const tier of tiers) {
+    for (const instance of tier.instances) {
+      const counters = instance.counters;
+      counters.received = 0;
+      counters.shed = 0;
+      counters.wasted = 0;
+      counters.downstreamAttempts = 0;
+      counters.peakInFlight = counters.inFlight;
+    }
+  }
+  for (const edge of edges) edge.attempts = 0;
+  metrics.epoch = epoch;
+  metrics.active = true;
+
+  for (const step of topology.faults) {
+    const tier = tierOf.get(step.service) as SimTier;
+    clock.setTimeout(
+      () => {
+        for (const instance of tier.instances) {
+          if (step.instances === undefined || step.instances.includes(instance.index)) instance.applyFault(step);
+        }
+      },
+      Math.max(1, step.atS * 1000 + epoch - clock.now()),
+    );
+  }
+}
+
+/** What the coordinating worker of a parallel run does at the run's turning points (`parallel.ts`). */
+export interface RunCoordinator {
+  /** Lock-step with the other workers' clocks. */
+  sync: ClockSync;
+  /** Counting starts at `epoch` everywhere. */
+  startCounting(epoch: number): void;
+  /** Counting ends everywhere; the other workers' counts are added to `world`'s. */
+  finish(world: SimWorld): Promise<void>;
+}
+
+/** Runs a topology with one default strategy in virtual time. */
+export async function simulateTopology(options: SimulateTopologyOptions): Promise<TopologyRunResult> {
+  const seed = options.seed ?? 1;
+  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  const workers = checkParallelOptions(options);
+  if (workers > 1) return simulateInParallel(options, workers);
+  return runWorld(options, buildWorld(options), undefined);
+}
+
+/** Runs a built world: warm-up, load, drain, results (`coordinator`: in lock-step with other workers). */
+export async function runWorld(
+  options: SimulateTopologyOptions,
+  world: SimWorld,
+  coordinator: RunCoordinator | undefined,
+  wallStart = performance.now(),
+): Promise<TopologyRunResult> {
+  const { topology } = options;
+  const seed = options.seed ?? 1;
+  const { durationS, drainS } = topology;
+  const profile = new LoadProfile(topology.load, durationS);
+  const { clock, network, metrics, tiers, callers, seconds, edges } = world;
+  if (coordinator !== undefined) clock.sync = coordinator.sync;
   const entry = (tiers[0] as SimTier).instances;
   const load = new Load();
   try {
     await warmUp(clock, network, entry);
     const epoch = Math.ceil(clock.now()) + 1;
     await clock.advanceTo(epoch);
-    for (const tier of tiers) {
-      for (const instance of tier.instances) {
-        const counters = instance.counters;
-        counters.received = 0;
-        counters.shed = 0;
-        counters.wasted = 0;
-        counters.downstreamAttempts = 0;
-        counters.peakInFlight = counters.inFlight;
-      }
-    }
-    for (const edge of edges) edge.attempts = 0;
-    metrics.epoch = epoch;
-    metrics.active = true;
-
-    for (const step of topology.faults) {
-      const tier = tierOf.get(step.service) as SimTier;
-      clock.setTimeout(
-        () => {
-          for (const instance of tier.instances) {
-            if (step.instances === undefined || step.instances.includes(instance.index)) instance.applyFault(step);
-          }
-        },
-        Math.max(1, step.atS * 1000 + epoch - clock.now()),
-      );
-    }
+    startCounting(world, topology, epoch);
+    coordinator?.startCounting(epoch);
 
     // Open-loop load on the schedule, round-robin over the entry's instances; one event per
     // virtual millisecond at most.
@@ -352,6 +426,7 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
       });
     await runLoadAndDrain(clock, epoch, durationS, drainS, load, progress);
     metrics.active = false;
+    await coordinator?.finish(world);
     const virtualS = (clock.now() - epoch) / 1000;
 
     const services = tiers.length;
@@ -411,8 +486,9 @@ export async function simulateTopology(options: SimulateTopologyOptions): Promis
         seed,
         virtualS,
         wallS: (performance.now() - wallStart) / 1000,
-        events: fired,
+        events: fired + world.otherEvents,
         yields,
+        ...(network.networkMs > 0 ? { networkMs: network.networkMs } : {}),
         peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
       },
     };

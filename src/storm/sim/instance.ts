@@ -14,7 +14,7 @@ import {
 } from '../../server/index.js';
 import type { TopologyFault, TopologyFaultKind } from '../topology.js';
 import type { TierCapacity, TierName } from '../types.js';
-import { type Exchange, Phase } from './exchange.js';
+import { type Exchange, Phase, ResponseKind } from './exchange.js';
 import type { SimNetwork } from './network.js';
 
 /** What a simulated tier's caller for the next tier does with one inbound request. */
@@ -111,9 +111,11 @@ export class SimInstance {
     readonly latencyMs: number,
     /** CPU milliseconds of HTTP handling per request received, shed ones too. */
     readonly requestCpuMs = 0,
+    /** Simulated by another worker: requests to it cross as messages (`parallel.ts`). */
+    readonly remote = false,
   ) {
     this.url = `http://${index}.${tier.name}.sim`;
-    this.limiter = network.limiter?.(this);
+    this.limiter = remote ? undefined : network.limiter?.(this);
     this.#maxConcurrent = tier.capacity.maxConcurrent;
     this.#maxQueue = tier.capacity.maxQueue;
     this.#done = (exchange, status, fallback) => {
@@ -167,6 +169,7 @@ export class SimInstance {
   shedByLimiter(exchange: Exchange): void {
     this.counters.shed++;
     exchange.released = true;
+    exchange.kind = ResponseKind.LimiterShed;
     this.answer(exchange, 503, false, limiterShed);
   }
 
@@ -209,6 +212,7 @@ export class SimInstance {
     exchange.phase = Phase.Done;
     if (exchange.gone) return;
     this.#unlinkOpen(exchange);
+    exchange.kind = ResponseKind.Expired;
     exchange.deliverResponse(504, shedBuffer, shedHeaders);
   }
 
@@ -285,6 +289,7 @@ export class SimInstance {
     }
     if (!exchange.gone) {
       this.#unlinkOpen(exchange);
+      if (response === undefined) exchange.kind = fallback ? ResponseKind.Fallback : ResponseKind.Plain;
       const { body, headers } = response ?? this.#bodyFor(status, fallback);
       exchange.deliverResponse(status, body, headers);
     }
@@ -366,6 +371,13 @@ export class SimInstance {
     }
   }
 
+  /** The body and headers of an answer of `kind` (for answers that crossed from another worker). */
+  responseOf(status: number, kind: number): SimResponse {
+    if (kind === ResponseKind.Expired) return expiredResponse;
+    if (kind === ResponseKind.LimiterShed) return limiterShed;
+    return this.#bodyFor(status, kind === ResponseKind.Fallback);
+  }
+
   #bodyFor(status: number, fallback: boolean): SimResponse {
     const key = fallback ? -status : status;
     let cached = this.#bodies.get(key);
@@ -422,6 +434,8 @@ const shedHeaders = Object.freeze({
   'content-type': 'application/json',
   'content-length': String(shedBuffer.length),
 }) as Record<string, string>;
+
+const expiredResponse: SimResponse = { body: shedBuffer, headers: shedHeaders };
 
 /** A response's body and headers (shared, frozen). */
 interface SimResponse {

@@ -37,10 +37,23 @@ export interface RawCaller {
   onFailure(exchange: Exchange, reason: 'refused' | 'reset'): void;
 }
 
+/** Sends requests to instances another worker simulates (`parallel.ts`). */
+export interface RemoteRouter {
+  send(exchange: Exchange): void;
+}
+
 /** The simulated network: instances by URL, connections between callers and them. */
 export class SimNetwork {
   readonly instances = new Map<string, SimInstance>();
   observer: SimObserver | undefined = undefined;
+  /**
+   * Milliseconds a request, an answer, a reset or a close takes from one end to the other
+   * (0: the network takes no time). A refused connection fails after a round trip on top of
+   * `refuseMs`.
+   */
+  networkMs = 0;
+  /** Where requests to remote instances go (parallel runs). */
+  router: RemoteRouter | undefined = undefined;
 
   constructor(
     readonly clock: VirtualClock,
@@ -75,11 +88,15 @@ export class SimNetwork {
     transport?.link(exchange);
     if (instance === undefined || instance.fault === 'down') {
       exchange.phase = Phase.Refused;
-      this.clock.scheduleAt(exchange, this.clock.now() + this.refuseMs);
+      this.clock.scheduleAt(exchange, this.clock.now() + this.refuseMs + 2 * this.networkMs);
       return exchange;
     }
     (handler as Dispatcher.DispatchHandler | null)?.onRequestStart?.(exchange, {});
-    instance.receive(exchange);
+    if (instance.remote) (this.router as RemoteRouter).send(exchange);
+    else if (this.networkMs > 0) {
+      exchange.phase = Phase.Arriving;
+      this.clock.scheduleAt(exchange, this.clock.now() + this.networkMs);
+    } else instance.receive(exchange);
     return exchange;
   }
 
