@@ -56,6 +56,9 @@ describe('storm topology types', () => {
     expectTypeOf(topologyFromFile).returns.toEqualTypeOf<ResolvedTopology>();
     expectTypeOf(simulateTopology).parameter(0).toEqualTypeOf<SimulateTopologyOptions>();
     expectTypeOf(simulateTopology).returns.resolves.toEqualTypeOf<TopologyRunResult>();
+    expectTypeOf<SimulateTopologyOptions['workers']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<SimulateTopologyOptions['networkMs']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<NonNullable<TopologyRunResult['simulation']>['workers']>().toEqualTypeOf<number | undefined>();
     expectTypeOf(runTopology).returns.resolves.toEqualTypeOf<TopologyRunResult>();
     expectTypeOf(runTopology).parameter(0).toEqualTypeOf<RunTopologyOptions>();
     expectTypeOf<TopologyRunResult['services'][number]>().toEqualTypeOf<ServiceResult>();

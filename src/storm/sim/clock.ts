@@ -64,7 +64,7 @@ export class VirtualClock implements Clock {
   #heap: SimEvent[] = [];
   #fired = 0;
   #yields = 0;
-  /** Set when this clock drives other workers' clocks in lock-step. */
+  /** @internal set when this clock drives other workers' clocks in lock-step */
   sync: ClockSync | undefined = undefined;
 
   constructor(options: { startMs?: number; grainMs?: number } = {}) {
@@ -158,7 +158,7 @@ export class VirtualClock implements Clock {
     await yieldToLoop();
   }
 
-  /** The time of the next event (∞ when there is none). */
+  /** @internal the time of the next event (∞ when there is none) */
   nextAt(): number {
     const heap = this.#heap;
     let top = heap[0];
@@ -169,14 +169,14 @@ export class VirtualClock implements Clock {
     return top === undefined ? Number.POSITIVE_INFINITY : top.at;
   }
 
-  /** Moves the clock to `atMs` if it is behind (a worker following another's clock). */
+  /** @internal moves the clock to `atMs` if it is behind (a worker following another's clock) */
   raiseTo(atMs: number): void {
     if (atMs > this.#now) this.#now = atMs;
   }
 
   /**
-   * Runs every event before `endMs` and not after `targetMs`, a grain at a time, letting
-   * promise continuations settle after each pass (a worker's share of a lock-step window).
+   * @internal runs every event before `endMs` and not after `targetMs`, a grain at a time,
+   * letting promise continuations settle after each pass (a worker's share of a lock-step window)
    */
   async runUntil(endMs: number, targetMs: number): Promise<void> {
     const heap = this.#heap;

@@ -29,7 +29,7 @@ export interface SimulateTopologyOptions {
   grainMs?: number;
   /**
    * Threads to run the services on (each worker simulates a share of the services; calls
-   * between workers cross as messages, in lock-step one grain at a time). Needs
+   * between workers cross as messages, in lock-step windows of `networkMs`). Needs
    * `networkMs` ≥ `grainMs`. @default 1
    */
   workers?: number;
