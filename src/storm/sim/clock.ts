@@ -139,17 +139,7 @@ export class VirtualClock implements Clock {
       if (top === undefined || top.at > targetMs) break;
       // One grain: every event before its end (and not after the target), in order.
       const end = grainMs > 0 ? Math.min((Math.floor(top.at / grainMs) + 1) * grainMs, targetMs + grainMs) : top.at;
-      let fired = 0;
-      while (top !== undefined && (grainMs > 0 ? top.at < end : top.at === end) && top.at <= targetMs) {
-        this.#pop();
-        if (!top.cancelled) {
-          if (top.at > this.#now) this.#now = top.at;
-          top.fire();
-          fired++;
-        }
-        top = heap[0];
-      }
-      this.#fired += fired;
+      this.#fireGrain(end, grainMs === 0, targetMs);
       this.#yields++;
       await yieldToLoop();
     }
@@ -188,18 +178,7 @@ export class VirtualClock implements Clock {
         top = heap[0];
       }
       if (top === undefined || top.at >= endMs || top.at > targetMs) return;
-      const grainEnd = Math.min((Math.floor(top.at / grainMs) + 1) * grainMs, endMs);
-      let fired = 0;
-      while (top !== undefined && top.at < grainEnd && top.at <= targetMs) {
-        this.#pop();
-        if (!top.cancelled) {
-          if (top.at > this.#now) this.#now = top.at;
-          top.fire();
-          fired++;
-        }
-        top = heap[0];
-      }
-      this.#fired += fired;
+      this.#fireGrain(Math.min((Math.floor(top.at / grainMs) + 1) * grainMs, endMs), false, targetMs);
       this.#yields++;
       await yieldToLoop();
     }
@@ -225,6 +204,23 @@ export class VirtualClock implements Clock {
     if (targetMs > this.#now) this.#now = targetMs;
     this.#yields++;
     await yieldToLoop();
+  }
+
+  /** Runs the events due before `endMs` (`atEnd`: at `endMs` exactly) and not after `targetMs`, in order. */
+  #fireGrain(endMs: number, atEnd: boolean, targetMs: number): void {
+    const heap = this.#heap;
+    let top = heap[0];
+    let fired = 0;
+    while (top !== undefined && (atEnd ? top.at === endMs : top.at < endMs) && top.at <= targetMs) {
+      this.#pop();
+      if (!top.cancelled) {
+        if (top.at > this.#now) this.#now = top.at;
+        top.fire();
+        fired++;
+      }
+      top = heap[0];
+    }
+    this.#fired += fired;
   }
 
   #pop(): SimEvent | undefined {

@@ -322,14 +322,7 @@ export function buildWorld(options: SimulateTopologyOptions, owns: (depth: numbe
 export function startCounting(world: SimWorld, topology: ResolvedTopology, epoch: number): void {
   const { clock, metrics, tiers, tierOf, edges } = world;
   for (const tier of tiers) {
-    for (const instance of tier.instances) {
-      const counters = instance.counters;
-      counters.received = 0;
-      counters.shed = 0;
-      counters.wasted = 0;
-      counters.downstreamAttempts = 0;
-      counters.peakInFlight = counters.inFlight;
-    }
+    for (const instance of tier.instances) instance.resetCounts();
   }
   for (const edge of edges) edge.attempts = 0;
   metrics.epoch = epoch;

@@ -124,6 +124,16 @@ export class SimInstance {
     };
   }
 
+  /** Starts the counts afresh (after the warm-up); requests in flight stay the peak's floor. */
+  resetCounts(): void {
+    const counters = this.counters;
+    counters.received = 0;
+    counters.shed = 0;
+    counters.wasted = 0;
+    counters.downstreamAttempts = 0;
+    counters.peakInFlight = counters.inFlight;
+  }
+
   get queued(): number {
     return this.#queueLength;
   }

@@ -197,14 +197,7 @@ export async function simulateStorm(options: SimulateOptions): Promise<SimRunRes
     const epoch = Math.ceil(clock.now()) + 1;
     await clock.advanceTo(epoch);
     for (const tier of tiers) {
-      for (const instance of tier.instances) {
-        const counters = instance.counters;
-        counters.received = 0;
-        counters.shed = 0;
-        counters.wasted = 0;
-        counters.downstreamAttempts = 0;
-        counters.peakInFlight = counters.inFlight;
-      }
+      for (const instance of tier.instances) instance.resetCounts();
     }
     metrics.epoch = epoch;
     metrics.active = true;
