@@ -58,6 +58,12 @@ function numbers(result: TopologyRunResult): unknown {
   };
 }
 
+/** Nothing of any kind held open beyond what was before (timers of the test runner may end meanwhile). */
+function expectNoMoreThan(before: Record<string, number>): void {
+  for (const [kind, count] of Object.entries(activeResources()))
+    expect(count, kind).toBeLessThanOrEqual(before[kind] ?? 0);
+}
+
 function threads(): number {
   return readdirSync('/proc/self/task').length;
 }
@@ -171,8 +177,30 @@ describe('storm simulation on worker threads', () => {
       await expect(simulateTopology({ topology, strategy: 'telescope', ...options })).rejects.toThrow(message);
     }
     expect(threads()).toBe(before);
-    expect(activeResources()).toEqual(resources);
+    expectNoMoreThan(resources);
   });
+
+  it("a worker thread's failure fails the run with its error, and leaves no thread behind", async () => {
+    // The bad client settings belong to a call only the third thread builds a client for.
+    const topology = checkTopology({
+      name: 'bad-client',
+      services: {
+        edge: { instances: 1, calls: [{ service: 'mid' }] },
+        mid: { instances: 1, calls: [{ service: 'db', client: { attemptTimeoutMs: -5 } }] },
+        db: { instances: 1 },
+      },
+      load: [{ atS: 0, rate: 10 }],
+      durationS: 2,
+    });
+    expect(partitionServices(topology, 3)).toEqual([0, 1, 2]);
+    const before = threads();
+    const resources = activeResources();
+    await expect(simulateTopology({ topology, strategy: 'telescope', workers: 3 })).rejects.toThrow(
+      'attemptTimeoutMs must be a positive number, got -5',
+    );
+    expect(threads()).toBeLessThanOrEqual(before);
+    expectNoMoreThan(resources);
+  }, 60_000);
 
   it('command line: --workers and --network-ms belong to --topology with --simulate', async () => {
     const run = (args: string[]) =>
