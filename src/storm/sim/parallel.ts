@@ -463,7 +463,6 @@ export async function runFollower(
   port: {
     on(event: 'message', listener: (packet: Packet) => void): void;
     postMessage(value: unknown, transfer?: ArrayBuffer[]): void;
-    close(): void;
   },
 ): Promise<void> {
   const { options, owner, self, workers } = data;
@@ -519,7 +518,8 @@ export async function runFollower(
       );
     }
   } finally {
-    port.close();
+    // The port stays open: the coordinator ends the thread once it has the counts (a thread
+    // that exits on its own may be seen to exit before its last message arrives).
     await Promise.all(world.callers.map((caller) => caller.close().catch(() => undefined)));
   }
 }
