@@ -59,6 +59,7 @@ for (const name of cases) {
     strategy: result.strategy,
     workers: simulation.workers ?? 1,
     networkMs: simulation.networkMs ?? 0,
+    ...(simulation.eventsPerWorker === undefined ? {} : { eventsPerWorker: simulation.eventsPerWorker }),
     virtualS: simulation.virtualS,
     wallS: Number(simulation.wallS.toFixed(1)),
     cpuS: Number(((cpu.user + cpu.system) / 1e6).toFixed(1)),

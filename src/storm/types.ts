@@ -180,6 +180,8 @@ export interface SimulationInfo {
   peakRssMB: number;
   /** Threads the services were simulated on (`workers`); absent: one. */
   workers?: number;
+  /** Events each thread ran, the calling thread first (with `workers`): how evenly the services were split. */
+  eventsPerWorker?: number[];
   /** Milliseconds each request, answer and close took on the network; absent: none. */
   networkMs?: number;
 }

@@ -126,6 +126,13 @@ describe('storm simulation on worker threads', () => {
       const one = await simulateTopology({ topology, strategy, networkMs: 1 });
       const many = await simulateTopology({ topology, strategy, workers });
       expect(many.simulation?.workers).toBe(workers);
+      // Every thread simulated its share: a run on one thread would report one count.
+      const perWorker = many.simulation?.eventsPerWorker ?? [];
+      expect(perWorker).toHaveLength(workers);
+      const events = many.simulation?.events ?? 0;
+      for (const count of perWorker) expect(count).toBeGreaterThan(events * 0.1);
+      expect(perWorker.reduce((sum, count) => sum + count, 0)).toBe(events);
+      expect(one.simulation?.eventsPerWorker).toBeUndefined();
       expect(many.simulation?.networkMs).toBe(1);
       expect(one.simulation?.networkMs).toBe(1);
       // The fault did something: failures reached the edge or were retried around.
@@ -179,6 +186,9 @@ describe('storm simulation on worker threads', () => {
     expect(slow.successRate).toBe(1);
     // The edge measures from arrival to answer: 4 hops below it, there and back, 2 ms each.
     expect(slow.latency.p50Ms - instant.latency.p50Ms).toBeCloseTo(16, 0);
+    // Below a millisecond too (events at exact times, not on a timer's 1 ms floor).
+    const fast = await simulateTopology({ topology, strategy: 'telescope', networkMs: 0.25 });
+    expect(fast.latency.p50Ms - instant.latency.p50Ms).toBeCloseTo(2, 0);
   }, 60_000);
 
   it('refuses bad options before any thread starts', async () => {

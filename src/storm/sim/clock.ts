@@ -128,17 +128,12 @@ export class VirtualClock implements Clock {
    */
   async advanceTo(targetMs: number): Promise<void> {
     if (this.sync !== undefined) return this.#advanceInStep(targetMs, this.sync);
-    const heap = this.#heap;
     const grainMs = this.grainMs;
     for (;;) {
-      let top = heap[0];
-      while (top?.cancelled === true) {
-        this.#pop();
-        top = heap[0];
-      }
-      if (top === undefined || top.at > targetMs) break;
+      const next = this.nextAt();
+      if (next > targetMs) break;
       // One grain: every event before its end (and not after the target), in order.
-      const end = grainMs > 0 ? Math.min((Math.floor(top.at / grainMs) + 1) * grainMs, targetMs + grainMs) : top.at;
+      const end = grainMs > 0 ? Math.min((Math.floor(next / grainMs) + 1) * grainMs, targetMs + grainMs) : next;
       this.#fireGrain(end, grainMs === 0, targetMs);
       this.#yields++;
       await yieldToLoop();
@@ -169,16 +164,11 @@ export class VirtualClock implements Clock {
    * letting promise continuations settle after each pass (a worker's share of a lock-step window)
    */
   async runUntil(endMs: number, targetMs: number): Promise<void> {
-    const heap = this.#heap;
     const grainMs = this.grainMs;
     for (;;) {
-      let top: SimEvent | undefined = heap[0];
-      while (top?.cancelled === true) {
-        this.#pop();
-        top = heap[0];
-      }
-      if (top === undefined || top.at >= endMs || top.at > targetMs) return;
-      this.#fireGrain(Math.min((Math.floor(top.at / grainMs) + 1) * grainMs, endMs), false, targetMs);
+      const next = this.nextAt();
+      if (next >= endMs || next > targetMs) return;
+      this.#fireGrain(Math.min((Math.floor(next / grainMs) + 1) * grainMs, endMs), false, targetMs);
       this.#yields++;
       await yieldToLoop();
     }

@@ -8,7 +8,7 @@ import { CancellationSource, type Deadline } from '../../core/deadline.js';
 import { ErrorCode, TelescopeError } from '../../core/errors.js';
 import type { AttemptHandler } from '../../transport/handler.js';
 import type { SimEvent } from './clock.js';
-import type { SimInstance } from './instance.js';
+import type { SimInstance, SimResponse } from './instance.js';
 import type { RawCaller, SimTransport } from './network.js';
 
 /** Where a request is on its instance. */
@@ -105,10 +105,8 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
   status = 0;
   /** The caller's end gave up (it hears nothing more); the server learns it `networkMs` later. */
   abandoned = false;
-  /** What the answer's body is (for an answer that crosses to another worker). */
-  kind: number = ResponseKind.Plain;
-  /** @internal an answer on its way back (`Phase.Returning`): its status, body and headers, or a failure */
-  returning: { status: number; body: Buffer; headers: Record<string, string> } | 'refused' | 'reset' | null = null;
+  /** @internal an answer on its way back (`Phase.Returning`, its status in `status`), or a failure */
+  returning: SimResponse | 'refused' | 'reset' | null = null;
   /** @internal the exchange's id on the other side of a worker boundary */
   remoteId = 0;
   /** @internal the worker boundary it crosses (caller's side: the instance's worker; server's side: the caller's) */
@@ -155,15 +153,25 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
     const instance = this.instance;
     if (instance === undefined) this.gone = true;
     else if (this.phase === Phase.Remote) this.peer?.cancel(this);
-    else if (this.phase === Phase.Returning) {
-      // The answer is already on its way: the server is done with the request.
-    } else {
-      const networkMs = instance.network.networkMs;
+    else if (this.phase !== Phase.Returning) {
+      // (Returning: the answer is already on its way, the server is done with the request.)
+      const { networkMs, clock } = instance.network;
+      // The close reaches the server one network hop later.
       if (networkMs > 0 && this.phase !== Phase.Arriving && this.phase !== Phase.Refused) {
-        // The close reaches the server one network hop later.
-        instance.network.clock.setTimeout(() => instance.callerGone(this), networkMs);
+        this.closeArrivesAt(clock.now() + networkMs);
       } else instance.callerGone(this);
     }
+  }
+
+  /** @internal the caller's close reaches the server at `atMs` (it may still be in the heap itself) */
+  closeArrivesAt(atMs: number): void {
+    (this.instance as SimInstance).network.clock.scheduleAt(new InTransit(this, 'close'), atMs);
+  }
+
+  /** @internal a close or a reset that was on the network reaches its end */
+  transitArrived(what: 'close' | 'reset'): void {
+    if (what === 'close') (this.instance as SimInstance).callerGone(this);
+    else if (!this.abandoned) this.#deliverFailureNow('reset');
   }
 
   /** The caller gives up (raw callers: timeout). */
@@ -212,7 +220,7 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
           return;
         }
         if (typeof returning === 'string') this.#deliverFailureNow(returning);
-        else this.#deliverResponseNow(returning.status, returning.body, returning.headers);
+        else this.#deliverResponseNow(this.status, returning);
         return;
       }
       case Phase.Cpu:
@@ -236,30 +244,28 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
    * The server sends its answer: it reaches the caller now, `networkMs` later, or (for a
    * request from another worker) goes back as a message.
    */
-  deliverResponse(status: number, body: Buffer, headers: Record<string, string>): void {
+  deliverResponse(status: number, response: SimResponse, kind: ResponseKind): void {
     if (this.peer !== null) {
-      this.peer.respond(this, status, this.kind);
+      this.peer.respond(this, status, kind);
       return;
     }
-    const networkMs = this.instance?.network.networkMs ?? 0;
-    if (networkMs > 0) {
-      this.phase = Phase.Returning;
-      this.returning = { status, body, headers };
-      this.instance?.network.clock.scheduleAt(this, this.instance.network.clock.now() + networkMs);
+    const network = (this.instance as SimInstance).network;
+    if (network.networkMs > 0) {
+      this.status = status;
+      this.returnAt(network.clock.now() + network.networkMs, response);
       return;
     }
-    this.#deliverResponseNow(status, body, headers);
+    this.#deliverResponseNow(status, response);
   }
 
-  /** An answer that came back from another worker: it reaches the caller at `atMs`. */
+  /** An answer (its status in `status`) or a failure on its way back: it reaches the caller at `atMs`. */
   returnAt(atMs: number, returning: NonNullable<Exchange['returning']>): void {
-    const instance = this.instance as SimInstance;
     this.phase = Phase.Returning;
     this.returning = returning;
-    instance.network.clock.scheduleAt(this, atMs);
+    (this.instance as SimInstance).network.clock.scheduleAt(this, atMs);
   }
 
-  #deliverResponseNow(status: number, body: Buffer, headers: Record<string, string>): void {
+  #deliverResponseNow(status: number, { body, headers }: SimResponse): void {
     this.transport?.unlink(this);
     const handler = this.handler as Dispatcher.DispatchHandler | null;
     if (handler !== null) {
@@ -280,10 +286,8 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
       }
       const network = this.instance?.network;
       if (network !== undefined && network.networkMs > 0 && reason === 'reset') {
-        // The exchange may still be in the event heap (its CPU step): a timer of its own.
-        network.clock.setTimeout(() => {
-          if (!this.abandoned) this.#deliverFailureNow(reason);
-        }, network.networkMs);
+        // The exchange may still be in the event heap (its CPU step): an event of its own.
+        network.clock.scheduleAt(new InTransit(this, 'reset'), network.clock.now() + network.networkMs);
         return;
       }
     }
@@ -300,5 +304,19 @@ export class Exchange extends CancellationSource implements SimEvent, Dispatcher
     } else if (reason !== 'closed') {
       this.raw?.onFailure(this, reason);
     }
+  }
+}
+
+/** A close or a reset on the network: it reaches its end at `at` (exactly, not on a timer's 1 ms floor). */
+class InTransit implements SimEvent {
+  at = 0;
+  seq = 0;
+  cancelled = false;
+  constructor(
+    readonly exchange: Exchange,
+    readonly what: 'close' | 'reset',
+  ) {}
+  fire(): void {
+    this.exchange.transitArrived(this.what);
   }
 }

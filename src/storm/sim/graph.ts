@@ -227,8 +227,8 @@ export interface SimWorld {
   edges: EdgeCounts[];
   callers: SimCaller[];
   seconds: number;
-  /** Events other workers ran (parallel runs). */
-  otherEvents: number;
+  /** Events each other worker ran, in worker order (parallel runs). */
+  otherEvents: number[];
 }
 
 /**
@@ -315,7 +315,7 @@ export function buildWorld(options: SimulateTopologyOptions, owns: (depth: numbe
   }
   for (const tier of tiers)
     for (const instance of tier.instances) instance.random = seededRandom(Math.floor(master() * 2 ** 32));
-  return { clock, network, metrics, tiers, tierOf, edges, callers, seconds, otherEvents: 0 };
+  return { clock, network, metrics, tiers, tierOf, edges, callers, seconds, otherEvents: [] };
 }
 
 /** Resets the counts at the run's epoch (after the warm-up) and arms the faults from it. */
@@ -342,9 +342,9 @@ export function startCounting(world: SimWorld, topology: ResolvedTopology, epoch
 }
 
 /** What the coordinating worker of a parallel run does at the run's turning points (`parallel.ts`). */
-export interface RunCoordinator {
-  /** Lock-step with the other workers' clocks. */
-  sync: ClockSync;
+export interface RunCoordinator extends ClockSync {
+  /** Threads in the run, this one included. */
+  readonly workers: number;
   /** Counting starts at `epoch` everywhere. */
   startCounting(epoch: number): void;
   /** Counting ends everywhere; the other workers' counts are added to `world`'s. */
@@ -372,7 +372,7 @@ export async function runWorld(
   const { durationS, drainS } = topology;
   const profile = new LoadProfile(topology.load, durationS);
   const { clock, network, metrics, tiers, callers, seconds, edges } = world;
-  if (coordinator !== undefined) clock.sync = coordinator.sync;
+  if (coordinator !== undefined) clock.sync = coordinator;
   const entry = (tiers[0] as SimTier).instances;
   const load = new Load();
   try {
@@ -479,9 +479,12 @@ export async function runWorld(
         seed,
         virtualS,
         wallS: (performance.now() - wallStart) / 1000,
-        events: fired + world.otherEvents,
+        events: world.otherEvents.reduce((sum, events) => sum + events, fired),
         yields,
         ...(network.networkMs > 0 ? { networkMs: network.networkMs } : {}),
+        ...(coordinator === undefined
+          ? {}
+          : { workers: coordinator.workers, eventsPerWorker: [fired, ...world.otherEvents] }),
         peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
       },
     };

@@ -179,8 +179,7 @@ export class SimInstance {
   shedByLimiter(exchange: Exchange): void {
     this.counters.shed++;
     exchange.released = true;
-    exchange.kind = ResponseKind.LimiterShed;
-    this.answer(exchange, 503, false, limiterShed);
+    this.answer(exchange, 503, false, ResponseKind.LimiterShed);
   }
 
   /** @internal the instance's own bounded admission (slots, queue, 503 when full). */
@@ -222,8 +221,7 @@ export class SimInstance {
     exchange.phase = Phase.Done;
     if (exchange.gone) return;
     this.#unlinkOpen(exchange);
-    exchange.kind = ResponseKind.Expired;
-    exchange.deliverResponse(504, shedBuffer, shedHeaders);
+    exchange.deliverResponse(504, expiredResponse, ResponseKind.Expired);
   }
 
   #start(exchange: Exchange): void {
@@ -288,7 +286,12 @@ export class SimInstance {
   }
 
   /** Answers a request (counts wasted work, edge samples) and sends it if the caller is still there. */
-  answer(exchange: Exchange, status: number, fallback: boolean, response?: SimResponse): void {
+  answer(
+    exchange: Exchange,
+    status: number,
+    fallback: boolean,
+    kind: ResponseKind = fallback ? ResponseKind.Fallback : ResponseKind.Plain,
+  ): void {
     exchange.phase = Phase.Done;
     exchange.status = status;
     if (exchange.gone || exchange.deadline?.expired === true) this.counters.wasted++;
@@ -299,9 +302,7 @@ export class SimInstance {
     }
     if (!exchange.gone) {
       this.#unlinkOpen(exchange);
-      if (response === undefined) exchange.kind = fallback ? ResponseKind.Fallback : ResponseKind.Plain;
-      const { body, headers } = response ?? this.#bodyFor(status, fallback);
-      exchange.deliverResponse(status, body, headers);
+      exchange.deliverResponse(status, this.responseOf(status, kind), kind);
     }
   }
 
@@ -381,7 +382,7 @@ export class SimInstance {
     }
   }
 
-  /** The body and headers of an answer of `kind` (for answers that crossed from another worker). */
+  /** The body and headers of an answer of `kind` (shared, also for answers that crossed from another worker). */
   responseOf(status: number, kind: number): SimResponse {
     if (kind === ResponseKind.Expired) return expiredResponse;
     if (kind === ResponseKind.LimiterShed) return limiterShed;
@@ -448,7 +449,7 @@ const shedHeaders = Object.freeze({
 const expiredResponse: SimResponse = { body: shedBuffer, headers: shedHeaders };
 
 /** A response's body and headers (shared, frozen). */
-interface SimResponse {
+export interface SimResponse {
   body: Buffer;
   headers: Record<string, string>;
 }

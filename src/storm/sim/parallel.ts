@@ -13,7 +13,6 @@
 import { Worker } from 'node:worker_threads';
 import type { ResolvedTopology } from '../topology.js';
 import type { TopologyRunResult } from '../types.js';
-import type { ClockSync, SimEvent } from './clock.js';
 import { Exchange, type ExchangePeer, Phase } from './exchange.js';
 import {
   buildWorld,
@@ -102,17 +101,6 @@ enum Message {
   Failure = 4,
 }
 
-/** The server's end learns that a caller on another worker closed the connection. */
-class RemoteClose implements SimEvent {
-  at = 0;
-  seq = 0;
-  cancelled = false;
-  constructor(readonly exchange: Exchange) {}
-  fire(): void {
-    (this.exchange.instance as SimInstance).callerGone(this.exchange);
-  }
-}
-
 /** One worker's side of the boundary: outgoing messages, and exchanges open across it. */
 class WorkerLink implements RemoteRouter, ExchangePeer {
   /** Messages per destination worker, sent at the end of the grain. */
@@ -121,27 +109,36 @@ class WorkerLink implements RemoteRouter, ExchangePeer {
   readonly earliest: number[];
   /** Caller's side: this worker's id → the exchange waiting for its answer. */
   readonly #waiting = new Map<number, Exchange>();
-  /** Server's side: per caller's worker, its id → the exchange being served here. */
-  readonly #serving: Map<number, Exchange>[];
-  /** Server's side: the caller's worker of each exchange served here. */
-  readonly #callerWorker = new WeakMap<Exchange, number>();
+  /**
+   * Server's side: the exchanges served here for other workers, by `id × workers + caller's
+   * worker` (their `remoteId` here), so an answer knows where to go.
+   */
+  readonly #serving = new Map<number, Exchange>();
   #nextId = 1;
 
   constructor(
     readonly self: number,
     readonly owner: readonly number[],
     readonly world: SimWorld,
-    workers: number,
+    readonly workers: number,
   ) {
     this.outbox = Array.from({ length: workers }, () => []);
     this.earliest = new Array(workers).fill(Number.POSITIVE_INFINITY);
-    this.#serving = Array.from({ length: workers }, () => new Map());
   }
 
   #push(to: number, kind: Message, id: number, a = 0, b = 0, c = 0): void {
     const at = this.world.clock.now() + this.world.network.networkMs;
     (this.outbox[to] as number[]).push(kind, id, at, this.self, a, b, c);
     if (at < (this.earliest[to] as number)) this.earliest[to] = at;
+  }
+
+  /** Messages another worker sent to worker `to` (through the coordinator): on to the next packet. */
+  forward(to: number, records: Float64Array): void {
+    const outbox = this.outbox[to] as number[];
+    for (let offset = 0; offset < records.length; offset++) outbox.push(records[offset] as number);
+    for (let offset = 2; offset < records.length; offset += RECORD) {
+      if ((records[offset] as number) < (this.earliest[to] as number)) this.earliest[to] = records[offset] as number;
+    }
   }
 
   /** Takes the outbox of worker `to`, as one transferable array. */
@@ -183,15 +180,18 @@ class WorkerLink implements RemoteRouter, ExchangePeer {
   // --- server's side ----------------------------------------------------------------------
 
   respond(exchange: Exchange, status: number, kind: number): void {
-    const from = this.#callerWorker.get(exchange) as number;
-    if (!(this.#serving[from] as Map<number, Exchange>).delete(exchange.remoteId)) return;
-    this.#push(from, Message.Response, exchange.remoteId, status, kind);
+    this.#answer(exchange, Message.Response, status, kind);
   }
 
   fail(exchange: Exchange, reason: 'refused' | 'reset'): void {
-    const from = this.#callerWorker.get(exchange) as number;
-    if (!(this.#serving[from] as Map<number, Exchange>).delete(exchange.remoteId)) return;
-    this.#push(from, Message.Failure, exchange.remoteId, reason === 'refused' ? 0 : 1);
+    this.#answer(exchange, Message.Failure, reason === 'refused' ? 0 : 1, 0);
+  }
+
+  #answer(exchange: Exchange, kind: Message, a: number, b: number): void {
+    const key = exchange.remoteId;
+    // Gone when the caller's close came first.
+    if (!this.#serving.delete(key)) return;
+    this.#push(key % this.workers, kind, Math.floor(key / this.workers), a, b);
   }
 
   // --- incoming ---------------------------------------------------------------------------
@@ -215,19 +215,18 @@ class WorkerLink implements RemoteRouter, ExchangePeer {
             serve === undefined || Number.isNaN(budget) ? undefined : { [serve.headerName]: String(budget) };
           const exchange = new Exchange(instance, instance.url, headers, null, null, null);
           exchange.peer = this;
-          exchange.remoteId = id;
+          exchange.remoteId = id * this.workers + from;
           exchange.phase = Phase.Arriving;
-          this.#callerWorker.set(exchange, from);
-          (this.#serving[from] as Map<number, Exchange>).set(id, exchange);
+          this.#serving.set(exchange.remoteId, exchange);
           clock.scheduleAt(exchange, at);
           break;
         }
         case Message.Cancel: {
-          const serving = this.#serving[from] as Map<number, Exchange>;
-          const exchange = serving.get(id);
+          const key = id * this.workers + from;
+          const exchange = this.#serving.get(key);
           if (exchange === undefined) break;
-          serving.delete(id);
-          clock.scheduleAt(new RemoteClose(exchange), at);
+          this.#serving.delete(key);
+          exchange.closeArrivesAt(at);
           break;
         }
         case Message.Response:
@@ -236,7 +235,10 @@ class WorkerLink implements RemoteRouter, ExchangePeer {
           if (exchange === undefined) break;
           this.#waiting.delete(id);
           if (kind === Message.Failure) exchange.returnAt(at, a === 0 ? 'refused' : 'reset');
-          else exchange.returnAt(at, { status: a, ...(exchange.instance as SimInstance).responseOf(a, b) });
+          else {
+            exchange.status = a;
+            exchange.returnAt(at, (exchange.instance as SimInstance).responseOf(a, b));
+          }
           break;
         }
       }
@@ -298,8 +300,8 @@ function startWorker(data: FollowerData): Worker {
 }
 
 /** The calling thread's side: runs the entry's share and drives the followers' clocks. */
-class Coordinator implements ClockSync, RunCoordinator {
-  readonly sync = this;
+class Coordinator implements RunCoordinator {
+  readonly workers: number;
   readonly #workers: Worker[];
   readonly #link: WorkerLink;
   /** Each follower's next event, as of its last reply. */
@@ -315,6 +317,7 @@ class Coordinator implements ClockSync, RunCoordinator {
 
   constructor(workers: Worker[], link: WorkerLink) {
     this.lookaheadMs = link.world.network.networkMs;
+    this.workers = workers.length + 1;
     this.#workers = workers;
     this.#link = link;
     this.#nextAt = new Array(workers.length + 1).fill(Number.POSITIVE_INFINITY);
@@ -360,17 +363,8 @@ class Coordinator implements ClockSync, RunCoordinator {
       this.#nextAt[follower] = reply.nextAt;
       for (const [to, records] of reply.records.entries()) {
         if (records.length === 0) continue;
-        if (to === 0) {
-          link.receive(records);
-          continue;
-        }
-        // Between two followers: through here, on to the next grain's packet.
-        const outbox = link.outbox[to] as number[];
-        for (let offset = 0; offset < records.length; offset++) outbox.push(records[offset] as number);
-        for (let offset = 2; offset < records.length; offset += RECORD) {
-          if ((records[offset] as number) < (link.earliest[to] as number))
-            link.earliest[to] = records[offset] as number;
-        }
+        if (to === 0) link.receive(records);
+        else link.forward(to, records);
       }
     }
   }
@@ -425,7 +419,7 @@ class Coordinator implements ClockSync, RunCoordinator {
         metrics.okByArrival[index] = (metrics.okByArrival[index] as number) + (counts.okByArrival[index] as number);
       }
       for (const [index, edge] of world.edges.entries()) edge.attempts += counts.edgeAttempts[index] as number;
-      world.otherEvents += counts.events;
+      world.otherEvents.push(counts.events);
     }
   }
 }
@@ -449,9 +443,7 @@ export async function simulateInParallel(
     const link = new WorkerLink(0, owner, world, workers);
     world.network.router = link;
     const coordinator = new Coordinator(threads, link);
-    const result = await runWorld(resolved, world, coordinator, wallStart);
-    if (result.simulation !== undefined) result.simulation.workers = workers;
-    return result;
+    return await runWorld(resolved, world, coordinator, wallStart);
   } finally {
     await Promise.all(threads.map((thread) => thread.terminate()));
   }
