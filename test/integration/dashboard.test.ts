@@ -135,7 +135,16 @@ interface PageGlobal {
 }
 
 // Held open for the whole test: the first probe waits as long as the longest.
-const breaker = { volumeThreshold: 5, errorThresholdPercentage: 50, minResetTimeoutMs: 60_000, resetTimeoutMs: 60_000 };
+// The window alone opens the circuit (no `consecutiveFailures`): the page's test then knows the
+// window's error percentage is above 50 when it opens. With the default of 20 in a row, a slow
+// page load meant more than 20 healthy calls first, and the circuit opened at 47.6%.
+const breaker = {
+  volumeThreshold: 5,
+  errorThresholdPercentage: 50,
+  consecutiveFailures: 0,
+  minResetTimeoutMs: 60_000,
+  resetTimeoutMs: 60_000,
+};
 
 // --- HTTP ------------------------------------------------------------------------------------
 
@@ -427,6 +436,10 @@ describe.skipIf(!haveChromium && !requireServices)('dashboard: in headless Chrom
         `${card} [data-field="error-percentage"]`,
         { timeout: 5000 },
       );
+      // The number shown is the window's, and the box is marked bad.
+      const shownPercentage = await page.textContent(`${card} [data-field="error-percentage"]`);
+      expect(Number(shownPercentage)).toBe(client.stats().endpoints.getMovie?.window.errorPercentage);
+      expect((await page.getAttribute(`${card} .errpct`, 'class'))?.split(' ')).toContain('bad');
       await page.waitForFunction(
         (selector) =>
           ((globalThis as unknown as PageGlobal).document.querySelector(selector)?.getAttribute('points') ?? '')
