@@ -3,12 +3,15 @@
  * answers at once, so no socket, parser or kernel time is in the numbers. Each row turns one
  * layer off (or on) against the full stack; the difference is that layer's cost per call.
  *
- * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5] [--only otel] [--paired]`
+ * `node --import tsx bench/overhead/layers.ts [--calls 300000] [--rounds 5] [--only otel] [--paired] [--alloc]`
  * (`--only`: the rows whose name contains it, plus `all layers`. `--paired`: each row's
  * difference is the median, over rounds, of the row minus an `all layers` run measured right
- * after it, which cancels most of a shared machine's drift; it doubles the time.)
+ * after it, which cancels most of a shared machine's drift; it doubles the time. `--alloc`:
+ * one more column, the bytes allocated per call, from V8's sampling heap profiler over
+ * 50,000 more calls per row and round, objects collected since included.)
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { type AttemptTransport, type ClientOptions, createClient, type IncomingResponse } from '../../src/index.js';
@@ -27,6 +30,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     only: { type: 'string' },
     paired: { type: 'boolean', default: false },
+    alloc: { type: 'boolean', default: false },
   },
 });
 const calls = Number(values.calls);
@@ -145,7 +149,37 @@ const variants = allVariants.filter(
   ([name]) => values.only === undefined || name === 'all layers' || name.includes(values.only),
 );
 
-async function measure(service: Movies, options: ClientOptions, around?: Around): Promise<number> {
+/** V8's sampling heap profiler, for `--alloc` (objects collected since the sample are counted). */
+const profiler = values.alloc ? new Session() : undefined;
+if (profiler !== undefined) {
+  profiler.connect();
+  await profiler.post('HeapProfiler.enable');
+}
+const allocCalls = 50_000;
+
+/** Bytes allocated per call over `run(allocCalls)`: the sampled sizes, scaled by V8 to the whole. */
+async function bytesPerCall(session: Session, run: (count: number) => Promise<void>): Promise<number> {
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 256,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  await run(allocCalls);
+  const { profile } = await session.post('HeapProfiler.stopSampling');
+  let total = 0;
+  const visit = (node: typeof profile.head): void => {
+    total += node.selfSize;
+    for (const child of node.children) visit(child);
+  };
+  visit(profile.head);
+  return total / allocCalls;
+}
+
+async function measure(
+  service: Movies,
+  options: ClientOptions,
+  around?: Around,
+): Promise<{ micros: number; bytes?: number }> {
   const client = createClient(service, options);
   const running = around?.();
   const inFlight = 64;
@@ -161,34 +195,40 @@ async function measure(service: Movies, options: ClientOptions, around?: Around)
   await run(calls);
   await running?.atEnd?.();
   const used = process.cpuUsage(before);
+  const bytes = profiler === undefined ? undefined : await bytesPerCall(profiler, run);
   await running?.stop();
   await client.close();
-  return (used.user + used.system) / calls;
+  return { micros: (used.user + used.system) / calls, ...(bytes === undefined ? {} : { bytes }) };
 }
 
 const results = new Map<string, number[]>();
+const allocated = new Map<string, number[]>();
 /** `--paired`: per row, its CPU per call minus that of an `all layers` run right after it. */
 const differences = new Map<string, number[]>();
 const [, fullService, fullOptions] = variants.find(([name]) => name === 'all layers') as Variant;
 for (let round = 0; round < rounds; round++) {
   for (const [name, service, options, around] of variants) {
-    const micros = await measure(service, options, around);
+    const { micros, bytes } = await measure(service, options, around);
     results.set(name, [...(results.get(name) ?? []), micros]);
+    if (bytes !== undefined) allocated.set(name, [...(allocated.get(name) ?? []), bytes]);
     if (values.paired && name !== 'all layers') {
       const baseline = await measure(fullService, fullOptions);
-      differences.set(name, [...(differences.get(name) ?? []), micros - baseline]);
+      differences.set(name, [...(differences.get(name) ?? []), micros - baseline.micros]);
     }
   }
 }
+profiler?.disconnect();
 const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)] as number;
 const full = median(results.get('all layers') as number[]);
 const paired = values.paired ? ', paired' : '';
+const allocHead = values.alloc ? ' bytes allocated/call |' : '';
 console.log(
-  `| Stack (in-process transport, ${calls} calls × ${rounds} rounds, 64 in flight${paired}) | µs CPU/call | vs all layers |`,
+  `| Stack (in-process transport, ${calls} calls × ${rounds} rounds, 64 in flight${paired}) | µs CPU/call | vs all layers |${allocHead}`,
 );
-console.log('| --- | ---: | ---: |');
+console.log(`| --- | ---: | ---: |${values.alloc ? ' ---: |' : ''}`);
 for (const [name, list] of results) {
   const value = median(list);
   const difference = differences.has(name) ? median(differences.get(name) as number[]) : value - full;
-  console.log(`| ${name} | ${value.toFixed(2)} | ${difference >= 0 ? '+' : ''}${difference.toFixed(2)} |`);
+  const bytes = allocated.has(name) ? ` ${Math.round(median(allocated.get(name) as number[]))} |` : '';
+  console.log(`| ${name} | ${value.toFixed(2)} | ${difference >= 0 ? '+' : ''}${difference.toFixed(2)} |${bytes}`);
 }
