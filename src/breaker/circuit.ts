@@ -72,16 +72,23 @@ type Outcome = 'failure' | 'success' | 'neutral';
 
 /**
  * One endpoint's circuit, and its throttle. Counts live in a ring of buckets rotated by the
- * layer's timer.
+ * layer's timer; the current bucket's counts are fields, written into the ring when it
+ * rotates, so that a call touches this object and not the ring's arrays.
  */
 export class EndpointCircuit implements CircuitControl {
   readonly endpoint: string;
   current: CircuitState = 'closed';
   held: 'open' | 'closed' | undefined = undefined;
+  /** Closed buckets' counts; the current bucket's slot is stale until it rotates. */
   private readonly successes = new Uint32Array(buckets);
   private readonly failures = new Uint32Array(buckets);
   private readonly slowCalls = new Uint32Array(buckets);
   private bucket = 0;
+  /** The current bucket's counts. */
+  private bucketSuccesses = 0;
+  private bucketFailures = 0;
+  private bucketSlow = 0;
+  /** Every bucket's counts, the current one included. */
   private successTotal = 0;
   private failureTotal = 0;
   private slowTotal = 0;
@@ -217,6 +224,12 @@ export class EndpointCircuit implements CircuitControl {
   }
 
   rotate(): void {
+    this.successes[this.bucket] = this.bucketSuccesses;
+    this.failures[this.bucket] = this.bucketFailures;
+    this.slowCalls[this.bucket] = this.bucketSlow;
+    this.bucketSuccesses = 0;
+    this.bucketFailures = 0;
+    this.bucketSlow = 0;
     const next = (this.bucket + 1) % buckets;
     this.successTotal -= this.successes[next] as number;
     this.failureTotal -= this.failures[next] as number;
@@ -236,16 +249,16 @@ export class EndpointCircuit implements CircuitControl {
     // A call admitted before the circuit opened (or was forced) says nothing about its state now.
     if (this.current !== 'closed' || this.held !== undefined || outcome === 'neutral') return;
     if (outcome === 'success') {
-      (this.successes[this.bucket] as number)++;
+      this.bucketSuccesses++;
       this.successTotal++;
       this.failedInARow = 0;
     } else {
-      (this.failures[this.bucket] as number)++;
+      this.bucketFailures++;
       this.failureTotal++;
       this.failedInARow++;
     }
     if (slow) {
-      (this.slowCalls[this.bucket] as number)++;
+      this.bucketSlow++;
       this.slowTotal++;
     }
     if (outcome === 'success' && !slow) return;
@@ -271,6 +284,9 @@ export class EndpointCircuit implements CircuitControl {
     this.successes.fill(0);
     this.failures.fill(0);
     this.slowCalls.fill(0);
+    this.bucketSuccesses = 0;
+    this.bucketFailures = 0;
+    this.bucketSlow = 0;
     this.successTotal = 0;
     this.failureTotal = 0;
     this.slowTotal = 0;

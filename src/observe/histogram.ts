@@ -42,14 +42,19 @@ export interface LatencySummary {
 export class RollingHistogram {
   readonly #clock: Clock;
   readonly #sliceMs: number;
-  readonly #counts: Uint32Array[];
+  readonly #slices: number;
+  /** Every slice's counters in one array, slice after slice (BUCKETS each). */
+  readonly #counts: Uint32Array;
+  /** Closed slices' maxima; the current slice's is {@link #currentMax} until it closes. */
   readonly #max: Float64Array;
+  #currentMax = 0;
   #currentSlice: number;
 
   constructor(clock: Clock, windowMs: number, slices = 10) {
     this.#clock = clock;
     this.#sliceMs = windowMs / slices;
-    this.#counts = Array.from({ length: slices }, () => new Uint32Array(BUCKETS));
+    this.#slices = slices;
+    this.#counts = new Uint32Array(slices * BUCKETS);
     this.#max = new Float64Array(slices);
     this.#currentSlice = Math.floor(clock.now() / this.#sliceMs);
   }
@@ -57,8 +62,8 @@ export class RollingHistogram {
   /** Records one latency in milliseconds. */
   record(ms: number): void {
     const index = this.#rotate();
-    (this.#counts[index] as Uint32Array)[bucketOf(ms * 1000)]! += 1;
-    if (ms > this.#max[index]!) this.#max[index] = ms;
+    this.#counts[index * BUCKETS + bucketOf(ms * 1000)]! += 1;
+    if (ms > this.#currentMax) this.#currentMax = ms;
   }
 
   /** Percentiles over the window. */
@@ -75,11 +80,11 @@ export class RollingHistogram {
   merged(): { buckets: Array<[number, number]>; maxMs: number } {
     this.#rotate();
     const merged = new Float64Array(BUCKETS);
-    let maxMs = 0;
-    for (let slice = 0; slice < this.#counts.length; slice++) {
-      const counts = this.#counts[slice] as Uint32Array;
+    let maxMs = this.#currentMax;
+    for (let slice = 0; slice < this.#slices; slice++) {
+      const offset = slice * BUCKETS;
       for (let bucket = 0; bucket < BUCKETS; bucket++) {
-        const value = counts[bucket] as number;
+        const value = this.#counts[offset + bucket] as number;
         if (value !== 0) merged[bucket]! += value;
       }
       if (this.#max[slice]! > maxMs) maxMs = this.#max[slice]!;
@@ -91,14 +96,17 @@ export class RollingHistogram {
     return { buckets, maxMs };
   }
 
+  /** Moves the window to now (clearing the slices it passed); returns the current slice's index. */
   #rotate(): number {
     const slice = Math.floor(this.#clock.now() / this.#sliceMs);
-    const slices = this.#counts.length;
+    const slices = this.#slices;
     const elapsed = slice - this.#currentSlice;
     if (elapsed > 0) {
+      this.#max[this.#currentSlice % slices] = this.#currentMax;
+      this.#currentMax = 0;
       for (let step = 1; step <= Math.min(elapsed, slices); step++) {
         const index = (this.#currentSlice + step) % slices;
-        (this.#counts[index] as Uint32Array).fill(0);
+        this.#counts.fill(0, index * BUCKETS, (index + 1) * BUCKETS);
         this.#max[index] = 0;
       }
       this.#currentSlice = slice;

@@ -2,12 +2,18 @@ import type { BulkheadSnapshot } from '../bulkhead/index.js';
 import type { Clock } from '../core/clock.js';
 import { type LatencySummary, RollingHistogram, summarizeBuckets } from './histogram.js';
 
-/** Counts per slice of a rolling window (requests, failures): bounded, one add per event. */
+/**
+ * Counts per slice of a rolling window (requests, failures): bounded, one add per event. The
+ * current slice's count is a field, written into the ring when the window moves on, so an add
+ * touches this object alone.
+ */
 export class RollingCounter {
   readonly #clock: Clock;
   readonly #sliceMs: number;
+  /** Closed slices' counts; the current slice's entry is 0 until the window moves past it. */
   readonly #counts: Float64Array;
   #currentSlice: number;
+  #current = 0;
 
   constructor(clock: Clock, windowMs: number, slices = 10) {
     this.#clock = clock;
@@ -17,26 +23,27 @@ export class RollingCounter {
   }
 
   add(value = 1): void {
-    this.#counts[this.#rotate()]! += value;
+    this.#rotate();
+    this.#current += value;
   }
 
   total(): number {
     this.#rotate();
-    let sum = 0;
+    let sum = this.#current;
     for (const value of this.#counts) sum += value;
     return sum;
   }
 
-  #rotate(): number {
+  #rotate(): void {
     const slice = Math.floor(this.#clock.now() / this.#sliceMs);
-    const slices = this.#counts.length;
     const elapsed = slice - this.#currentSlice;
-    if (elapsed > 0) {
-      for (let step = 1; step <= Math.min(elapsed, slices); step++)
-        this.#counts[(this.#currentSlice + step) % slices] = 0;
-      this.#currentSlice = slice;
-    }
-    return slice % slices;
+    if (elapsed <= 0) return;
+    const slices = this.#counts.length;
+    this.#counts[this.#currentSlice % slices] = this.#current;
+    this.#current = 0;
+    for (let step = 1; step <= Math.min(elapsed, slices); step++)
+      this.#counts[(this.#currentSlice + step) % slices] = 0;
+    this.#currentSlice = slice;
   }
 }
 
