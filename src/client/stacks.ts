@@ -26,9 +26,10 @@ export interface StackParts {
   readonly created: ClientOptions;
   readonly fallback: Layer | false;
   readonly observe: Layer;
-  readonly decode: Layer;
-  /** Holds calls until discovery's first instance set (src/client/first-instances.ts). */
-  readonly firstInstances: Layer;
+  /** Response schemas (undefined when no endpoint has one). */
+  readonly decode: Layer | undefined;
+  /** Holds calls until discovery's first instance set (src/client/first-instances.ts); undefined with static instances. */
+  readonly firstInstances: Layer | undefined;
   readonly balance: Layer;
   readonly redirects: Layer | undefined;
   /** The client's breaker: the circuits of every endpoint without breaker options of its own. */
