@@ -262,7 +262,13 @@ export function bulkhead(
     }
   };
   const releaseAfterSuccess = (response: IncomingResponse) => {
-    release(false);
+    // release(false), written out: one closure fewer to reach per call.
+    active--;
+    limiter?.release(false);
+    if (queue.length > 0) {
+      admitWaiters();
+      if (queue.length > 0) limiter?.blocked();
+    }
     return response;
   };
   const releaseAfterFailure = (error: unknown): never => {
@@ -271,8 +277,11 @@ export function bulkhead(
   };
 
   const layer: Layer = (next) => (request, context) => {
-    if (active < currentLimit()) {
-      take();
+    // currentLimit() and take(), written out: each closure a call reaches is a cache line
+    // when a process holds many clients.
+    if (active < (limiter === undefined ? staticLimit : limiter.limit)) {
+      active++;
+      limiter?.acquire();
       return next(request, context).then(releaseAfterSuccess, releaseAfterFailure);
     }
     limiter?.blocked();
