@@ -8,7 +8,10 @@
  * difference is the median, over rounds, of the row minus an `all layers` run measured right
  * after it, which cancels most of a shared machine's drift; it doubles the time. `--alloc`:
  * one more column, the bytes allocated per call, from V8's sampling heap profiler over
- * 50,000 more calls per row and round, objects collected since included.)
+ * 50,000 more calls per row and round, objects collected since included. `--clients N`: each
+ * row builds N clients and sends each call to one drawn at random, so that a call finds its
+ * client's state cold in cache, as in a process that holds many clients: the storm
+ * simulator's fleet holds 2,000.)
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Session } from 'node:inspector/promises';
@@ -31,10 +34,15 @@ const { values } = parseArgs({
     only: { type: 'string' },
     paired: { type: 'boolean', default: false },
     alloc: { type: 'boolean', default: false },
+    clients: { type: 'string', default: '1' },
   },
 });
 const calls = Number(values.calls);
 const rounds = Number(values.rounds);
+const clientCount = Number(values.clients);
+if (!(Number.isInteger(clientCount) && clientCount >= 1 && clientCount <= 100_000)) {
+  throw new RangeError(`--clients must be an integer in [1, 100000], got ${values.clients}`);
+}
 
 const answer: IncomingResponse = { status: 200, headers: {}, body: JSON.parse(movieJson(7)), instance: '' };
 const instant: AttemptTransport = {
@@ -180,13 +188,19 @@ async function measure(
   options: ClientOptions,
   around?: Around,
 ): Promise<{ micros: number; bytes?: number }> {
-  const client = createClient(service, options);
+  const clients = Array.from({ length: clientCount }, () => createClient(service, options));
   const running = around?.();
   const inFlight = 64;
+  // A fixed sequence of clients (an LCG), the same for every row.
+  let seed = 1;
+  const pick = () => {
+    seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0;
+    return clients[seed % clientCount] as (typeof clients)[number];
+  };
   const run = async (count: number) => {
     let next = 0;
     const worker = async () => {
-      while (next++ < count) await client.getMovie({ id: 7 });
+      while (next++ < count) await pick().getMovie({ id: 7 });
     };
     await Promise.all(Array.from({ length: inFlight }, worker));
   };
@@ -197,7 +211,7 @@ async function measure(
   const used = process.cpuUsage(before);
   const bytes = profiler === undefined ? undefined : await bytesPerCall(profiler, run);
   await running?.stop();
-  await client.close();
+  await Promise.all(clients.map((client) => client.close()));
   return { micros: (used.user + used.system) / calls, ...(bytes === undefined ? {} : { bytes }) };
 }
 
@@ -220,7 +234,7 @@ for (let round = 0; round < rounds; round++) {
 profiler?.disconnect();
 const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)] as number;
 const full = median(results.get('all layers') as number[]);
-const paired = values.paired ? ', paired' : '';
+const paired = `${values.paired ? ', paired' : ''}${clientCount > 1 ? `, calls spread over ${clientCount} clients` : ''}`;
 const allocHead = values.alloc ? ' bytes allocated/call |' : '';
 console.log(
   `| Stack (in-process transport, ${calls} calls × ${rounds} rounds, 64 in flight${paired}) | µs CPU/call | vs all layers |${allocHead}`,
