@@ -34,26 +34,18 @@ export type InstanceEvent =
       healthy: boolean;
     };
 
-/** Live state of one instance. */
+/**
+ * Live state of one instance. Fields a pick and its outcome read come first (the fleet of the
+ * storm simulator holds a million of these, each cold when a pick samples it).
+ */
 export class InstanceState {
   readonly instance: Instance;
   /** Attempts in flight. */
   outstanding = 0;
-  consecutiveFailures = 0;
   /** Clock time until which the instance is ejected; 0 when it is not. */
   ejectedUntil = 0;
-  /** What ejected it (while ejected). */
-  ejectionReason: EjectionReason | undefined = undefined;
-  timesEjected = 0;
-  /** Clock time the instance last came back from an ejection. */
-  returnedAt = 0;
-  /** Set when discovery removed the instance; attempts in flight finish, no new ones start. */
-  removed = false;
-  /** Weighted round-robin: the running credit of smooth weighted round-robin (nginx's). */
-  roundRobinCredit = 0;
-  /** Outcomes in the current outlier interval. */
-  windowRequests = 0;
-  windowFailures = 0;
+  /** Active health checks: false while it is out of rotation for failing them. */
+  healthy = true;
   /**
    * Time-weighted average of attempt latency (ms) as of `latencyStamp`, bias-corrected (the
    * average of what was measured, not pulled towards 0 by the time before the first sample);
@@ -65,8 +57,19 @@ export class InstanceState {
   latencyStamp = 0;
   /** Clock time its slow start began (it joined, or came back); −∞ when it never ramped. */
   rampStart = Number.NEGATIVE_INFINITY;
-  /** Active health checks: false while it is out of rotation for failing them. */
-  healthy = true;
+  /** Outcomes in the current outlier interval. */
+  windowRequests = 0;
+  windowFailures = 0;
+  consecutiveFailures = 0;
+  timesEjected = 0;
+  /** Clock time the instance last came back from an ejection. */
+  returnedAt = 0;
+  /** What ejected it (while ejected). */
+  ejectionReason: EjectionReason | undefined = undefined;
+  /** Set when discovery removed the instance; attempts in flight finish, no new ones start. */
+  removed = false;
+  /** Weighted round-robin: the running credit of smooth weighted round-robin (nginx's). */
+  roundRobinCredit = 0;
   checkFailures = 0;
   checkPasses = 0;
 
