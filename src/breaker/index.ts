@@ -27,8 +27,8 @@ import type { Layer } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { invalidOption } from '../core/errors.js';
+import { LastLookup } from '../core/last-lookup.js';
 import { Throttle, type ThrottleOptions, throttleSettings } from '../throttle/index.js';
-
 import { buckets, type CircuitCause, type CircuitControl, type CircuitState, EndpointCircuit } from './circuit.js';
 
 export type { CircuitCause, CircuitControl, CircuitState } from './circuit.js';
@@ -195,10 +195,6 @@ export function breaker(
   const { clock, service, onState } = environment;
   const random = environment.random ?? Math.random;
   const circuits = new Map<string, EndpointCircuit>();
-  // The last endpoint's circuit: a client whose calls go to one endpoint (most of them, at a
-  // time) skips the Map's table, a cache line or two when the process holds many clients.
-  let lastEndpoint: string | undefined;
-  let lastCircuit: EndpointCircuit | undefined;
   // One rotation timer for every circuit of the client, on the client's clock.
   let rotationTimer: TimerHandle | undefined;
   const rotate = () => {
@@ -230,6 +226,7 @@ export function breaker(
     circuits.set(endpoint, circuit);
     return circuit;
   };
+  const lastCircuit = new LastLookup(circuitFor);
 
   return {
     state: (endpoint) => circuits.get(endpoint)?.current,
@@ -239,17 +236,9 @@ export function breaker(
       rotationTimer = undefined;
       for (const circuit of circuits.values()) circuit.shutdown();
       circuits.clear();
-      lastEndpoint = undefined;
-      lastCircuit = undefined;
+      lastCircuit.forget();
     },
-    layer: (next) => (request, context) => {
-      const endpoint = context.endpoint;
-      if (endpoint !== lastEndpoint || lastCircuit === undefined) {
-        lastCircuit = circuitFor(endpoint);
-        lastEndpoint = endpoint;
-      }
-      return lastCircuit.call(next, request, context);
-    },
+    layer: (next) => (request, context) => lastCircuit.get(context.endpoint).call(next, request, context),
     prepare(nextOptions, nextThrottle) {
       const nextSettings = breakerSettings(nextOptions === false ? {} : nextOptions);
       const nextThrottleSettings =

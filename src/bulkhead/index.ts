@@ -262,13 +262,7 @@ export function bulkhead(
     }
   };
   const releaseAfterSuccess = (response: IncomingResponse) => {
-    // release(false), written out: one closure fewer to reach per call.
-    active--;
-    limiter?.release(false);
-    if (queue.length > 0) {
-      admitWaiters();
-      if (queue.length > 0) limiter?.blocked();
-    }
+    release(false);
     return response;
   };
   const releaseAfterFailure = (error: unknown): never => {
@@ -277,11 +271,8 @@ export function bulkhead(
   };
 
   const layer: Layer = (next) => (request, context) => {
-    // currentLimit() and take(), written out: each closure a call reaches is a cache line
-    // when a process holds many clients.
-    if (active < (limiter === undefined ? staticLimit : limiter.limit)) {
-      active++;
-      limiter?.acquire();
+    if (active < currentLimit()) {
+      take();
       return next(request, context).then(releaseAfterSuccess, releaseAfterFailure);
     }
     limiter?.blocked();

@@ -24,6 +24,7 @@ import type { Call, Layer } from '../core/call.js';
 import { channels } from '../core/channels.js';
 import { systemClock } from '../core/clock.js';
 import { ErrorCode, invalidOption, TelescopeError } from '../core/errors.js';
+import { LastLookup } from '../core/last-lookup.js';
 import { fallback } from '../fallback/index.js';
 import { type ClientStats, EndpointStats, observe } from '../observe/index.js';
 import { redirects } from '../redirect/index.js';
@@ -150,17 +151,8 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   for (const name of Object.keys(service.endpoints)) {
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
-  // The last endpoint's stats: a client whose calls go to one endpoint skips the Map's table
-  // (a cache line or two per call when the process holds many clients, as the simulator does).
-  let lastStatsEndpoint: string | undefined;
-  let lastStats: EndpointStats | undefined;
-  const statsFor = (endpoint: string) => {
-    if (endpoint !== lastStatsEndpoint) {
-      lastStats = endpointStats.get(endpoint);
-      lastStatsEndpoint = endpoint;
-    }
-    return lastStats;
-  };
+  const lastStats = new LastLookup((endpoint: string) => endpointStats.get(endpoint));
+  const statsFor = (endpoint: string) => lastStats.get(endpoint);
   const throttleOptions = throttleOf(options);
   const breakerEnvironment = {
     clock,
@@ -191,16 +183,10 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   // schema is an INVALID_RESPONSE failure for stats() and the diagnostics channels, as it is for
   // the caller. Fallback values (from above) are typed by the endpoint and not checked.
   const decoders = new Map<string, ResponseDecoder>();
-  // Filled when the methods are made (below), fixed from then on; the last lookup is kept as
-  // the stats' is.
-  let lastDecoderEndpoint: string | undefined;
-  let lastDecoder: ResponseDecoder | undefined;
+  // Filled when the methods are made (below), before any call; fixed from then on.
+  const lastDecoder = new LastLookup((endpoint: string) => decoders.get(endpoint));
   const decodeLayer: Layer = (next) => (request, context) => {
-    if (context.endpoint !== lastDecoderEndpoint) {
-      lastDecoder = decoders.get(context.endpoint);
-      lastDecoderEndpoint = context.endpoint;
-    }
-    const decodeResponse = lastDecoder;
+    const decodeResponse = lastDecoder.get(context.endpoint);
     return decodeResponse === undefined ? next(request, context) : next(request, context).then(decodeResponse);
   };
   const fallbacks = new Map<string, unknown>();

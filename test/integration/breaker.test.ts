@@ -267,6 +267,64 @@ describe('breaker: opening', () => {
   });
 });
 
+describe('per-endpoint state with calls interleaved', () => {
+  // The breaker, the stats and the response decoding keep the last endpoint's entry: calls
+  // that alternate between endpoints must each find their own.
+  it("alternating endpoints: one's failures open its circuit alone; stats and schemas stay per endpoint", async () => {
+    const upstream = await startServer((request, response) => {
+      const url = request.url ?? '';
+      if (/^\/movies\/\d+$/.exec(url)) return sendJson(response, 503, { error: 'down' });
+      if (url === '/health') return sendJson(response, 200, { ok: true });
+      // byTitle has no response schema: its body comes back as sent.
+      if (url.startsWith('/titles/')) return sendJson(response, 200, { title: 'Heat', extra: 1 });
+      return sendJson(response, 404, {});
+    });
+    const client = createClient(movies, {
+      instances: [upstream.url],
+      retry: false,
+      outlier: false,
+      throttle: false,
+      breaker: breakerOptions({ volumeThreshold: 10 }),
+    });
+    try {
+      for (let round = 0; round < 30; round++) {
+        await failure(client.getMovie({ id: round }));
+        expect(await client.health()).toEqual({ ok: true });
+        expect(await client.byTitle({ title: 'heat' })).toEqual({ title: 'Heat', extra: 1 });
+      }
+      const { getMovie, health, byTitle } = client.stats().endpoints;
+      expect(getMovie).toMatchObject({ requests: 30, successes: 0, breaker: 'open' });
+      // 10 calls opened it (every one failed); the other 20 failed fast.
+      expect(getMovie?.failures).toEqual({ HTTP_STATUS: 10, CIRCUIT_OPEN: 20 });
+      expect(health).toMatchObject({ requests: 30, successes: 30, failures: {}, breaker: 'closed' });
+      expect(byTitle).toMatchObject({ requests: 30, successes: 30, failures: {}, breaker: 'closed' });
+      expect(upstream.requests.filter((request) => request.url?.startsWith('/movies/'))).toHaveLength(10);
+    } finally {
+      await client.close();
+      await upstream.close();
+    }
+  });
+
+  it('alternating endpoints: the one with a response schema is decoded by it, the other is not', async () => {
+    const upstream = await startServer((request, response) => {
+      const url = request.url ?? '';
+      // A field the Movie schema does not know: a decoded answer has it stripped.
+      if (/^\/movies\/\d+$/.exec(url)) return sendJson(response, 200, { id: 7, title: 'Heat', extra: 1 });
+      return sendJson(response, 200, { title: 'Heat', extra: 1 });
+    });
+    const client = createClient(movies, { instances: [upstream.url] });
+    try {
+      for (let round = 0; round < 5; round++) {
+        expect(await client.getMovie({ id: 7 })).toEqual({ id: 7, title: 'Heat' });
+        expect(await client.byTitle({ title: 'heat' })).toEqual({ title: 'Heat', extra: 1 });
+      }
+    } finally {
+      await client.close();
+      await upstream.close();
+    }
+  });
+});
+
 describe('breaker: open → half-open → closed, on real time', () => {
   async function openCircuit(resetTimeoutMs: number, delayMs = 0) {
     const upstream = await switchable(503, delayMs);
