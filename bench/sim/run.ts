@@ -3,14 +3,22 @@
  * Prints simulated requests (every request received by every service) per wall second and
  * per CPU second.
  *
- *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope] [--every 10] [--workers 1] [--network-ms 0]
+ *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope] [--every 10] [--workers 1] [--network-ms 0] [--source]
  *
  * `--every N` prints progress every N virtual seconds (stderr). `--workers N` runs the services
  * on N threads (calls between them take `--network-ms`, 1 by default then).
+ *
+ * It measures the built package (`dist/`, what `telescope-storm --simulate` runs; the npm script
+ * builds it first), not the TypeScript sources: tsx compiles those with `keepNames`, which wraps
+ * every named function made at run time in a `__name` call and gives it a property of its own,
+ * so they run slower (docs/storm-simulation.md). `--source` runs the sources, to try a change
+ * without a build.
  */
+import { statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { checkTopology } from '../../src/storm/index.js';
-import { simulateTopology } from '../../src/storm/sim/graph.js';
 import { fleetChain, twentyServices } from './topologies.js';
 
 const { values } = parseArgs({
@@ -23,8 +31,34 @@ const { values } = parseArgs({
     every: { type: 'string', default: '10' },
     workers: { type: 'string', default: '1' },
     'network-ms': { type: 'string' },
+    source: { type: 'boolean', default: false },
   },
 });
+
+/** The package as built, refused when a source file is newer than it (a stale build measures old code). */
+async function builtStorm(): Promise<typeof import('../../src/storm/index.js')> {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const built = join(root, 'dist', 'storm.js');
+  let builtAt: number;
+  try {
+    builtAt = statSync(built).mtimeMs;
+  } catch {
+    throw new Error('bench:sim: dist/storm.js is missing: run `npm run build` first (or pass --source)');
+  }
+  for (const entry of await readdir(join(root, 'src'), { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = join(entry.parentPath, entry.name);
+    if (statSync(file).mtimeMs > builtAt) {
+      throw new Error(`bench:sim: ${file} is newer than dist/: run \`npm run build\` first (or pass --source)`);
+    }
+  }
+  // Typed as the sources it is built from.
+  return (await import(pathToFileURL(built).href)) as typeof import('../../src/storm/index.js');
+}
+
+const { checkTopology, simulateTopology } = values.source
+  ? await import('../../src/storm/index.js')
+  : await builtStorm();
 const durationS = Number(values.duration);
 const everyS = Math.max(1, Number(values.every));
 const cases = values.case === 'both' ? ['fleet', 'graph'] : [String(values.case)];
@@ -55,6 +89,7 @@ for (const name of cases) {
   const requests = result.services.reduce((n, service) => n + service.received, 0);
   const line = {
     case: name,
+    code: values.source ? 'src (tsx)' : 'dist',
     topology: topology.description,
     strategy: result.strategy,
     workers: simulation.workers ?? 1,
