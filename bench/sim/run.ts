@@ -6,7 +6,9 @@
  *   npm run bench:sim -- [--case fleet|graph|both] [--duration 60] [--instances 500] [--rate 100000] [--strategy telescope] [--every 10] [--workers 1] [--network-ms 0] [--source]
  *
  * `--every N` prints progress every N virtual seconds (stderr). `--workers N` runs the services
- * on N threads (calls between them take `--network-ms`, 1 by default then).
+ * on N threads (calls between them take `--network-ms`, 1 by default then). With `--duration` ≥ 2
+ * the line also has the steady rate (from virtual second 1 to the end of the load) and
+ * `minuteWallS`, the wall time of a simulated minute at that rate.
  *
  * It measures the built package (`dist/`, what `telescope-storm --simulate` runs; the npm script
  * builds it first), not the TypeScript sources: tsx compiles those with `keepNames`, which wraps
@@ -63,6 +65,25 @@ const durationS = Number(values.duration);
 const everyS = Math.max(1, Number(values.every));
 const cases = values.case === 'both' ? ['fleet', 'graph'] : [String(values.case)];
 
+/**
+ * The steady rate (virtual seconds 1 to the end of the load, `--duration` ≥ 2), and what a
+ * simulated minute takes at it: the first virtual second as measured (setup included) plus 59
+ * steady ones. So a short run tells whether the 60 s bar for a minute holds.
+ */
+function steady(
+  from: { wallS: number; sent: number } | undefined,
+  to: { wallS: number; sent: number } | undefined,
+  requestsPerEntryRequest: number,
+): { steadyWallPerVirtualS?: number; steadyRequestsPerWallS?: number; minuteWallS?: number } {
+  if (from === undefined || to === undefined || to.wallS <= from.wallS) return {};
+  const perVirtualS = (to.wallS - from.wallS) / (durationS - 1);
+  return {
+    steadyWallPerVirtualS: Number(perVirtualS.toFixed(2)),
+    steadyRequestsPerWallS: Math.round(((to.sent - from.sent) * requestsPerEntryRequest) / (to.wallS - from.wallS)),
+    minuteWallS: Math.round(from.wallS + 59 * perVirtualS),
+  };
+}
+
 for (const name of cases) {
   const topology =
     name === 'fleet'
@@ -74,12 +95,18 @@ for (const name of cases) {
         })
       : twentyServices({ instances: Number(values.instances ?? 20), rate: Number(values.rate ?? 2000), durationS });
   const cpuBefore = process.cpuUsage();
+  // Wall time and entry requests sent when virtual second 1 and the last second of load end:
+  // the steady rate between them leaves out setup and the drain.
+  let afterFirst: { wallS: number; sent: number } | undefined;
+  let atEnd: { wallS: number; sent: number } | undefined;
   const result = await simulateTopology({
     topology: checkTopology(topology),
     strategy: String(values.strategy),
     workers: Number(values.workers),
     ...(values['network-ms'] === undefined ? {} : { networkMs: Number(values['network-ms']) }),
-    onProgress: ({ elapsedS, wallS }) => {
+    onProgress: ({ elapsedS, wallS, sent }) => {
+      if (elapsedS === 1) afterFirst = { wallS, sent };
+      if (elapsedS === durationS) atEnd = { wallS, sent };
       if (elapsedS % everyS === 0)
         process.stderr.write(`${name}: ${elapsedS} s virtual in ${wallS.toFixed(1)} s wall\n`);
     },
@@ -103,6 +130,7 @@ for (const name of cases) {
     requestsPerWallS: Math.round(requests / simulation.wallS),
     // Steadier than wall time on a shared machine (setup included in both).
     requestsPerCpuS: Math.round(requests / ((cpu.user + cpu.system) / 1e6)),
+    ...steady(afterFirst, atEnd, requests / Math.max(1, result.sent)),
     success: result.successRate,
     p99Ms: result.latency.p99Ms,
     peakRssMB: simulation.peakRssMB,
