@@ -12,9 +12,10 @@
  *
  * It measures the built package (`dist/`, what `telescope-storm --simulate` runs; the npm script
  * builds it first), not the TypeScript sources: tsx compiles those with `keepNames`, which wraps
- * every named function made at run time in a `__name` call and gives it a property of its own,
- * so they run slower (docs/storm-simulation.md). `--source` runs the sources, to try a change
- * without a build.
+ * every named function made at run time in a `__name` call and gives it a property of its own.
+ * That slows setup (the fleet's 2,000 clients make their closures) and each worker thread
+ * compiles the sources again (docs/storm-simulation.md). `--source` runs the sources, to try a
+ * change without a build.
  */
 import { statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
