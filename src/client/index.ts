@@ -151,8 +151,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   for (const name of Object.keys(service.endpoints)) {
     endpointStats.set(name, new EndpointStats(clock, service.name, name, metricsWindowMs));
   }
-  const lastStats = new LastLookup((endpoint: string) => endpointStats.get(endpoint));
-  const statsFor = (endpoint: string) => lastStats.get(endpoint);
+  const lastStats = new LastLookup((endpoint) => endpointStats.get(endpoint));
   const throttleOptions = throttleOf(options);
   const breakerEnvironment = {
     clock,
@@ -184,7 +183,7 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
   // the caller. Fallback values (from above) are typed by the endpoint and not checked.
   const decoders = new Map<string, ResponseDecoder>();
   // Filled when the methods are made (below), before any call; fixed from then on.
-  const lastDecoder = new LastLookup((endpoint: string) => decoders.get(endpoint));
+  const lastDecoder = new LastLookup((endpoint) => decoders.get(endpoint));
   const decodeLayer: Layer = (next) => (request, context) => {
     const decodeResponse = lastDecoder.get(context.endpoint);
     return decodeResponse === undefined ? next(request, context) : next(request, context).then(decodeResponse);
@@ -203,7 +202,10 @@ export function createClient<S extends ServiceDefinition>(service: S, options: C
       },
     });
   // Always present: the diagnostics channels do not depend on `metrics`.
-  const observeLayer = observe(options.metrics === false ? () => undefined : statsFor, clock);
+  const observeLayer = observe(
+    options.metrics === false ? () => undefined : (endpoint) => lastStats.get(endpoint),
+    clock,
+  );
   const balanceLayer = balance(instanceSet);
   const redirectLayer = options.redirects ? redirects(options.redirects) : undefined;
 
